@@ -1,0 +1,1 @@
+//! tandem's engine: model loading, paged KV cache, sampler and the forward pass.

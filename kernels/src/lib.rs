@@ -1,0 +1,1 @@
+//! Kernels for tandem's paged KV cache, as candle custom ops.
