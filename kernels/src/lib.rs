@@ -1,14 +1,23 @@
 //! Kernels for tandem's paged KV cache, as candle custom ops.
+//!
+//! The KV arena is one tensor `[num_blocks, num_layers, 2, block_size,
+//! num_kv_heads, head_dim]` (see [`KvCacheLayout`]). [`reshape_and_cache`]
+//! writes a step's new K/V into it; [`paged_attention`] runs attention for a
+//! mixed batch of prefill chunks and decode tokens described by
+//! [`AttentionMetadata`]. CPU only for now (rayon, AVX2+FMA when present).
 
 mod checks;
+mod cpu;
 mod element;
 mod error;
 mod layout;
 mod metadata;
+mod paged_attention;
 mod reshape_and_cache;
 mod vecmath;
 
 pub use error::KernelError;
 pub use layout::{KvCacheLayout, K, V};
 pub use metadata::AttentionMetadata;
+pub use paged_attention::paged_attention;
 pub use reshape_and_cache::reshape_and_cache;

@@ -1,0 +1,137 @@
+//! The attention inner kernel: one work item (a tile's query vectors
+//! against a run of KV blocks) with online softmax, in f32.
+//!
+//! Per block, the K and V rows of the tile's KV head are viewed as f32 once
+//! (widened for bf16/f16) and reused by every query vector of the tile. Each
+//! query vector only scores the slots it may see (causal limit and sliding
+//! window give a contiguous range per token), so nothing is masked and the
+//! running max / sum / accumulator are rescaled once per block, not per key.
+
+use super::plan::{Tile, WorkItem};
+use crate::checks::RowView;
+use crate::element::Element;
+use crate::layout::{KvCacheLayout, K, V};
+use crate::metadata::AttentionMetadata;
+use crate::vecmath::{axpy, dot, exp_nonpositive, exp_shifted_sum, max, scale};
+
+/// Read-only inputs shared by all work items of one call.
+pub(crate) struct Inputs<'a, E> {
+    pub q: &'a [E],
+    pub q_view: RowView,
+    /// The arena's elements, starting at block 0.
+    pub arena: &'a [E],
+    pub layout: &'a KvCacheLayout,
+    pub layer: usize,
+    pub meta: &'a AttentionMetadata,
+    pub softmax_scale: f32,
+    pub sliding_window: Option<usize>,
+    /// Query heads per KV head.
+    pub group: usize,
+}
+
+/// Unnormalised softmax state of a work item, per query vector `t * group + h`:
+/// running max `m`, sum of weights `l`, weighted V sum `acc` (`head_dim` each).
+#[derive(Debug, Default)]
+pub(crate) struct Partial {
+    pub m: Vec<f32>,
+    pub l: Vec<f32>,
+    pub acc: Vec<f32>,
+}
+
+/// Buffers reused across the work items one rayon task runs.
+#[derive(Default)]
+pub(crate) struct Scratch {
+    q: Vec<f32>,
+    scores: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+}
+
+/// Runs one work item. `D` is the head dim when known at compile time (0 =
+/// read it from the layout) so the common sizes get fully unrolled loops;
+/// `FMA` must match the target features of the caller (see `vecmath`).
+#[inline(always)]
+pub(crate) fn attend<E: Element, const FMA: bool, const D: usize>(
+    inp: &Inputs<'_, E>,
+    tile: &Tile,
+    item: &WorkItem,
+    scratch: &mut Scratch,
+) -> Partial {
+    let d = if D == 0 { inp.layout.head_dim } else { D };
+    let (g, bs) = (inp.group, inp.layout.block_size);
+    let tokens = tile.q_rows.len();
+    let nq = tokens * g;
+    load_queries(inp, tile, d, &mut scratch.q);
+    let mut out = Partial {
+        m: vec![f32::NEG_INFINITY; nq],
+        l: vec![0.0; nq],
+        acc: vec![0.0; nq * d],
+    };
+
+    let table = inp.meta.block_table(tile.seq);
+    let context_len = inp.meta.context_lens[tile.seq] as usize;
+    let slot_stride = inp.layout.slot_stride();
+    scratch.scores.resize(bs, 0.0);
+    for logical in item.blocks.clone() {
+        let block_start = logical * bs;
+        let n = bs.min(context_len - block_start);
+        let physical = table[logical] as usize;
+        let k_base = inp
+            .layout
+            .elem_offset(physical, inp.layer, K, 0, tile.kv_head);
+        let v_base = inp
+            .layout
+            .elem_offset(physical, inp.layer, V, 0, tile.kv_head);
+        let k = E::rows(&inp.arena[k_base..], n, slot_stride, d, &mut scratch.k);
+        let v = E::rows(&inp.arena[v_base..], n, slot_stride, d, &mut scratch.v);
+        for t in 0..tokens {
+            let pos = tile.first_pos + t;
+            let lo = inp
+                .sliding_window
+                .map_or(0, |w| (pos + 1).saturating_sub(w))
+                .max(block_start);
+            let hi = (pos + 1).min(block_start + n);
+            if lo >= hi {
+                continue;
+            }
+            let slots = lo - block_start..hi - block_start;
+            for qi in t * g..(t + 1) * g {
+                let q = &scratch.q[qi * d..][..d];
+                let scores = &mut scratch.scores[..slots.len()];
+                for (s, slot) in scores.iter_mut().zip(slots.clone()) {
+                    *s = dot::<FMA>(q, k.row(slot));
+                }
+                let m_old = out.m[qi];
+                let m_new = m_old.max(max(scores));
+                let alpha = exp_nonpositive::<FMA>(m_old - m_new);
+                let sum = exp_shifted_sum::<FMA>(scores, m_new);
+                out.l[qi] = out.l[qi] * alpha + sum;
+                out.m[qi] = m_new;
+                let acc = &mut out.acc[qi * d..][..d];
+                if alpha != 1.0 {
+                    scale(acc, alpha);
+                }
+                for (&p, slot) in scores.iter().zip(slots.clone()) {
+                    axpy::<FMA>(acc, p, v.row(slot));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Widens the tile's query rows to f32, pre-multiplied by the softmax scale.
+#[inline(always)]
+fn load_queries<E: Element>(inp: &Inputs<'_, E>, tile: &Tile, d: usize, dst: &mut Vec<f32>) {
+    let g = inp.group;
+    dst.resize(tile.q_rows.len() * g * d, 0.0);
+    for (t, token) in tile.q_rows.clone().enumerate() {
+        for h in 0..g {
+            let src = &inp.q[inp.q_view.row(token, tile.kv_head * g + h)];
+            let row = &mut dst[(t * g + h) * d..][..d];
+            for (o, &x) in row.iter_mut().zip(src) {
+                *o = x.to_f32() * inp.softmax_scale;
+            }
+        }
+    }
+}
