@@ -1,1 +1,3 @@
 //! tandem's engine: model loading, paged KV cache, sampler and the forward pass.
+
+pub mod sampler;
