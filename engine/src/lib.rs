@@ -1,1 +1,2 @@
 //! tandem's engine: model loading, paged KV cache, sampler and the forward pass.
+pub mod demo;
