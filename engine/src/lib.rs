@@ -1,3 +1,4 @@
 //! tandem's engine: model loading, paged KV cache, sampler and the forward pass.
 
+pub mod demo;
 pub mod sampler;
