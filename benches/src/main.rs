@@ -1,1 +1,31 @@
-fn main(){}
+//! `tandem-bench`: tandem's benchmarks. Each subcommand writes JSON and
+//! prints a one-line summary.
+
+mod decode;
+mod membw;
+mod random_model;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "tandem-bench",
+    version,
+    about = "Benchmarks for the tandem inference engine"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Decode tokens/s of a random-weight model against the memory-bandwidth floor.
+    Decode(decode::Args),
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Decode(a) => decode::run(a),
+    }
+}

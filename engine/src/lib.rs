@@ -1,4 +1,19 @@
-//! tandem's engine: model loading, paged KV cache, sampler and the forward pass.
+//! tandem's engine: model loading, paged KV cache, sampler and the forward
+//! pass. DESIGN.md (shared) holds the big picture.
 
+pub mod batch;
+pub mod config;
 pub mod demo;
+pub mod error;
+pub mod generation_config;
+pub mod kv_cache;
+pub mod loader;
+pub mod model_dir;
+pub mod models;
+pub mod offline;
 pub mod sampler;
+pub mod tokenizer;
+pub mod weights;
+
+pub use error::{EngineError, Result};
+pub use loader::{parse_dtype, LoadedModel};

@@ -1,0 +1,146 @@
+//! `tandem-bench decode`: decode tokens/s at batch 1 and 16 for a
+//! Qwen2.5-0.5B-shaped random-weight model, in f32 and bf16, beside the
+//! memory-bandwidth floor (weight bytes ÷ measured bandwidth) of the same run.
+
+use candle_core::Device;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+use std::path::PathBuf;
+
+use tandem_engine::config::ModelConfig;
+use tandem_engine::models::{CausalLm, DecoderSpec};
+use tandem_engine::offline::{generate, GenerateRequest, OfflineOptions};
+use tandem_engine::sampler::SamplingParams;
+use tandem_engine::weights::Weights;
+
+use crate::{membw, random_model};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Batch sizes to measure.
+    #[arg(long, value_delimiter = ',', default_value = "1,16")]
+    batch: Vec<usize>,
+    /// Compute dtypes to measure.
+    #[arg(long, value_delimiter = ',', default_value = "f32,bf16")]
+    dtype: Vec<String>,
+    #[arg(long, default_value_t = 32)]
+    prompt_len: usize,
+    #[arg(long, default_value_t = 64)]
+    output_len: usize,
+    /// Runs per configuration; the best is reported.
+    #[arg(long, default_value_t = 2)]
+    repeats: usize,
+    /// Where the random checkpoint is written (reused when present).
+    #[arg(long, default_value = "/tmp/tandem-bench-qwen25-05b")]
+    model_dir: PathBuf,
+    #[arg(long, default_value = "decode-bench.json")]
+    out: PathBuf,
+}
+
+#[derive(Serialize)]
+struct Row {
+    dtype: String,
+    batch: usize,
+    decode_tok_s: f64,
+    weight_bytes: u64,
+    floor_tok_s_per_seq: f64,
+    fraction_of_floor: f64,
+}
+
+#[derive(Serialize)]
+struct Report {
+    model: &'static str,
+    parameters: u64,
+    threads: usize,
+    copy_bandwidth_gb_s: f64,
+    prompt_len: usize,
+    output_len: usize,
+    rows: Vec<Row>,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let cfg = ModelConfig::from_json(&random_model::qwen25_05b_config())?;
+    let weights_file = args.model_dir.join("model.safetensors");
+    if !weights_file.exists() {
+        eprintln!(
+            "writing random-weight checkpoint to {} ...",
+            args.model_dir.display()
+        );
+        random_model::write(&args.model_dir, &cfg, 0)?;
+    }
+    let bandwidth = membw::copy_bandwidth(1 << 30, 5);
+    eprintln!("copy bandwidth (read+write): {:.1} GB/s", bandwidth / 1e9);
+    let mut rows = Vec::new();
+    for dtype_name in &args.dtype {
+        let dtype = tandem_engine::parse_dtype(dtype_name)?;
+        let w = Weights::open(
+            std::slice::from_ref(&weights_file),
+            dtype,
+            &Device::Cpu,
+            "Qwen2ForCausalLM",
+        )?;
+        let model = CausalLm::load(&cfg, &DecoderSpec::for_config(&cfg), &w, &Device::Cpu)?;
+        drop(w);
+        let weight_bytes = cfg.num_parameters() * dtype.size_in_bytes() as u64;
+        for &batch in &args.batch {
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(batch as u64);
+            let requests: Vec<GenerateRequest> = (0..batch)
+                .map(|_| GenerateRequest {
+                    prompt_tokens: (0..args.prompt_len)
+                        .map(|_| rng.random_range(0..cfg.vocab_size as u32))
+                        .collect(),
+                    params: SamplingParams::greedy(),
+                    max_tokens: args.output_len,
+                    ignore_eos: true,
+                })
+                .collect();
+            let mut best = 0f64;
+            for _ in 0..args.repeats.max(1) {
+                let (_, stats) = generate(&model, &[], &requests, &OfflineOptions::default())?;
+                best = best.max(stats.decode_tokens_per_second(batch));
+            }
+            // Each decode step streams every weight once, whatever the batch.
+            let floor = bandwidth / weight_bytes as f64;
+            let row = Row {
+                dtype: dtype_name.clone(),
+                batch,
+                decode_tok_s: best,
+                weight_bytes,
+                floor_tok_s_per_seq: floor,
+                fraction_of_floor: best / batch as f64 / floor,
+            };
+            eprintln!("{dtype_name} batch {batch}: {best:.1} tok/s ({:.0}% of floor {floor:.1} tok/s per sequence)", row.fraction_of_floor * 100.0);
+            rows.push(row);
+        }
+    }
+    let report = Report {
+        model: "Qwen2.5-0.5B-shaped, random weights",
+        parameters: cfg.num_parameters(),
+        threads: rayon::current_num_threads(),
+        copy_bandwidth_gb_s: bandwidth / 1e9,
+        prompt_len: args.prompt_len,
+        output_len: args.output_len,
+        rows,
+    };
+    std::fs::write(&args.out, serde_json::to_string_pretty(&report)?)?;
+    let summary: Vec<String> = report
+        .rows
+        .iter()
+        .map(|r| {
+            format!(
+                "{} b{} {:.1} tok/s ({:.0}% floor)",
+                r.dtype,
+                r.batch,
+                r.decode_tok_s,
+                r.fraction_of_floor * 100.0
+            )
+        })
+        .collect();
+    println!(
+        "decode: {} | bandwidth {:.1} GB/s | json {}",
+        summary.join(", "),
+        report.copy_bandwidth_gb_s,
+        args.out.display()
+    );
+    Ok(())
+}

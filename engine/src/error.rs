@@ -1,0 +1,85 @@
+//! The engine's typed errors. Every message says what was wrong and, where it
+//! helps, what to do about it: these strings reach CLI and API users.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("model directory {dir} has no {file}: {hint}")]
+    MissingFile {
+        dir: PathBuf,
+        file: String,
+        hint: &'static str,
+    },
+    #[error("could not read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} is not valid JSON for {what}: {source}")]
+    BadJson {
+        path: PathBuf,
+        what: &'static str,
+        source: serde_json::Error,
+    },
+    #[error("unsupported architecture {found:?} in config.json; tandem supports {supported}")]
+    UnsupportedArchitecture {
+        found: Vec<String>,
+        supported: String,
+    },
+    #[error("unsupported model configuration: {0}")]
+    UnsupportedConfig(String),
+    #[error("invalid model configuration: {0}")]
+    InvalidConfig(String),
+    #[error("weights have no tensor {name:?}; the checkpoint does not match its config.json (architecture {architecture})")]
+    MissingTensor { name: String, architecture: String },
+    #[error("tensor {name:?} has shape {found:?}, config.json implies {expected:?}")]
+    TensorShape {
+        name: String,
+        found: Vec<usize>,
+        expected: Vec<usize>,
+    },
+    #[error("could not open safetensors file {path}: {message}")]
+    Safetensors { path: PathBuf, message: String },
+    #[error("tokenizer error: {0}")]
+    Tokenizer(String),
+    #[error("unsupported dtype {0:?}; use one of f32, bf16")]
+    UnsupportedDtype(String),
+    #[error("prompt is empty: at least one token is needed")]
+    EmptyPrompt,
+    #[error("{tokens} tokens exceed the model's context length of {max_model_len}")]
+    TooLong { tokens: usize, max_model_len: usize },
+    #[error("the KV cache has {total} blocks of {block_size} tokens, too few for this request ({needed} needed); raise --kv-cache-memory")]
+    KvCacheTooSmall {
+        total: usize,
+        needed: usize,
+        block_size: usize,
+    },
+    #[error(transparent)]
+    Sampling(#[from] crate::sampler::SamplingError),
+    #[error("tensor computation failed: {0}")]
+    Candle(#[from] candle_core::Error),
+}
+
+pub type Result<T, E = EngineError> = std::result::Result<T, E>;
+
+/// Reads a file, attaching its path to the error.
+pub(crate) fn read_to_string(path: &std::path::Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|source| EngineError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Parses a JSON file into `T`, naming the file and its role on failure.
+pub(crate) fn read_json<T: serde::de::DeserializeOwned>(
+    path: &std::path::Path,
+    what: &'static str,
+) -> Result<T> {
+    let text = read_to_string(path)?;
+    serde_json::from_str(&text).map_err(|source| EngineError::BadJson {
+        path: path.to_path_buf(),
+        what,
+        source,
+    })
+}

@@ -1,0 +1,57 @@
+//! The paged KV cache of one worker: a single block-major arena
+//! (`[num_blocks][num_layers][2][block_size][num_kv_heads][head_dim]`, see
+//! DESIGN.md) and the pool that hands its blocks out.
+
+mod block_pool;
+
+pub use block_pool::{BlockPool, BlockPoolError};
+pub use tandem_kernels::KvCacheLayout;
+
+use candle_core::{DType, Device, Tensor};
+
+use crate::config::ModelConfig;
+use crate::error::Result;
+
+pub struct KvCache {
+    pub layout: KvCacheLayout,
+    pub dtype: DType,
+    /// One allocation, so a block is one contiguous region to transfer.
+    pub arena: Tensor,
+}
+
+impl KvCache {
+    pub fn new(layout: KvCacheLayout, dtype: DType, device: &Device) -> Result<Self> {
+        let arena = Tensor::zeros(layout.shape().to_vec(), dtype, device)?;
+        Ok(KvCache {
+            layout,
+            dtype,
+            arena,
+        })
+    }
+
+    /// The layout a model needs for `num_blocks` blocks of `block_size` tokens.
+    pub fn layout_for(cfg: &ModelConfig, num_blocks: usize, block_size: usize) -> KvCacheLayout {
+        KvCacheLayout {
+            num_blocks,
+            num_layers: cfg.num_layers,
+            block_size,
+            num_kv_heads: cfg.num_kv_heads,
+            head_dim: cfg.head_dim,
+        }
+    }
+
+    /// Bytes one block takes for this model and dtype.
+    pub fn bytes_per_block(cfg: &ModelConfig, block_size: usize, dtype: DType) -> usize {
+        Self::layout_for(cfg, 1, block_size).block_elems() * dtype.size_in_bytes()
+    }
+
+    /// How many blocks fit in `bytes` (at least one).
+    pub fn blocks_for_memory(
+        cfg: &ModelConfig,
+        block_size: usize,
+        dtype: DType,
+        bytes: usize,
+    ) -> usize {
+        (bytes / Self::bytes_per_block(cfg, block_size, dtype)).max(1)
+    }
+}

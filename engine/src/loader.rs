@@ -1,0 +1,99 @@
+//! Loads a Hugging Face model directory into a ready [`LoadedModel`].
+
+use candle_core::{DType, Device};
+use std::path::Path;
+
+use crate::config::ModelConfig;
+use crate::error::{EngineError, Result};
+use crate::generation_config::GenerationDefaults;
+use crate::model_dir::ModelFiles;
+use crate::models::{CausalLm, DecoderSpec};
+use crate::offline::{generate, GenerateOutput, GenerateRequest, GenerateStats, OfflineOptions};
+use crate::tokenizer::Tokenizer;
+use crate::weights::Weights;
+
+/// Parses a `--dtype` value. f32 and bf16 are the compute dtypes tandem
+/// supports; weights in any of f32/bf16/f16 are converted at load.
+pub fn parse_dtype(s: &str) -> Result<DType> {
+    match s {
+        "f32" | "float32" | "float" => Ok(DType::F32),
+        "bf16" | "bfloat16" => Ok(DType::BF16),
+        other => Err(EngineError::UnsupportedDtype(other.to_string())),
+    }
+}
+
+pub struct LoadedModel {
+    pub files: ModelFiles,
+    pub config: ModelConfig,
+    pub tokenizer: Tokenizer,
+    pub generation: GenerationDefaults,
+    pub model: CausalLm,
+    /// Every id that ends generation: config.json, generation_config.json and
+    /// the tokenizer's eos token together.
+    pub eos_token_ids: Vec<u32>,
+}
+
+impl LoadedModel {
+    pub fn load(dir: &Path, dtype: DType) -> Result<Self> {
+        let files = ModelFiles::locate(dir)?;
+        let config = ModelConfig::from_file(&files.config)?;
+        let tokenizer = Tokenizer::load(&files)?;
+        let generation = match &files.generation_config {
+            Some(p) => GenerationDefaults::from_file(p)?,
+            None => GenerationDefaults::default(),
+        };
+        let device = Device::Cpu;
+        let weights = Weights::open(
+            &files.weights,
+            dtype,
+            &device,
+            config.architecture.hf_name(),
+        )?;
+        let model = CausalLm::load(
+            &config,
+            &DecoderSpec::for_config(&config),
+            &weights,
+            &device,
+        )?;
+        let mut eos_token_ids = generation.eos_token_ids.clone();
+        eos_token_ids.extend(&config.eos_token_ids);
+        if let Some(id) = tokenizer
+            .eos_token
+            .as_deref()
+            .and_then(|t| tokenizer.token_to_id(t))
+        {
+            eos_token_ids.push(id);
+        }
+        eos_token_ids.sort_unstable();
+        eos_token_ids.dedup();
+        tracing::info!(
+            dir = %dir.display(),
+            architecture = config.architecture.hf_name(),
+            parameters = config.num_parameters(),
+            ?dtype,
+            "model loaded"
+        );
+        Ok(LoadedModel {
+            files,
+            config,
+            tokenizer,
+            generation,
+            model,
+            eos_token_ids,
+        })
+    }
+
+    /// Offline generation with this model's own stop tokens.
+    pub fn generate(
+        &self,
+        requests: &[GenerateRequest],
+        opts: &OfflineOptions,
+    ) -> Result<(Vec<GenerateOutput>, GenerateStats)> {
+        generate(&self.model, &self.eos_token_ids, requests, opts)
+    }
+
+    /// Longest context the engine accepts (prompt plus output).
+    pub fn max_model_len(&self) -> usize {
+        self.config.max_position_embeddings
+    }
+}

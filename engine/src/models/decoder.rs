@@ -1,0 +1,120 @@
+//! The decoder stack all supported architectures share: embeddings, N blocks
+//! of (RMSNorm → attention → residual, RMSNorm → MLP → residual), final norm
+//! and the LM head. Architecture files only choose the [`DecoderSpec`].
+
+use candle_core::{DType, Device, Module, Tensor};
+
+use super::attention::Attention;
+use super::layers::{Linear, Mlp, RmsNorm};
+use super::rotary::Rotary;
+use super::{DecoderSpec, StepContext};
+use crate::batch::ForwardBatch;
+use crate::config::ModelConfig;
+use crate::error::Result;
+use crate::kv_cache::KvCache;
+use crate::weights::Weights;
+
+struct Block {
+    input_norm: RmsNorm,
+    attn: Attention,
+    post_attn_norm: RmsNorm,
+    mlp: Mlp,
+}
+
+pub struct CausalLm {
+    config: ModelConfig,
+    embed: Tensor,
+    blocks: Vec<Block>,
+    norm: RmsNorm,
+    lm_head: Linear,
+    rotary: Rotary,
+    dtype: DType,
+    device: Device,
+}
+
+impl CausalLm {
+    pub fn load(
+        config: &ModelConfig,
+        spec: &DecoderSpec,
+        w: &Weights,
+        device: &Device,
+    ) -> Result<Self> {
+        let (h, eps) = (config.hidden_size, config.rms_norm_eps);
+        let embed = w.get("model.embed_tokens.weight", &[config.vocab_size, h])?;
+        let blocks = (0..config.num_layers)
+            .map(|i| {
+                let p = format!("model.layers.{i}");
+                Ok(Block {
+                    input_norm: RmsNorm::load(w, &format!("{p}.input_layernorm.weight"), h, eps)?,
+                    attn: Attention::load(w, &format!("{p}.self_attn"), config, spec, i)?,
+                    post_attn_norm: RmsNorm::load(
+                        w,
+                        &format!("{p}.post_attention_layernorm.weight"),
+                        h,
+                        eps,
+                    )?,
+                    mlp: Mlp::load(w, &format!("{p}.mlp"), h, config.intermediate_size)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        // Some tied checkpoints still ship lm_head.weight; the tie wins, as in transformers.
+        let lm_head = if config.tie_word_embeddings {
+            Linear::from_weight(embed.clone())
+        } else {
+            Linear::load(w, "lm_head", h, config.vocab_size, false)?
+        };
+        Ok(CausalLm {
+            config: config.clone(),
+            embed,
+            blocks,
+            norm: RmsNorm::load(w, "model.norm.weight", h, eps)?,
+            lm_head,
+            rotary: Rotary::new(&config.rope, config.head_dim),
+            dtype: w.dtype(),
+            device: device.clone(),
+        })
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Runs one mixed varlen batch and returns f32 logits `[logits_indices.len(), vocab]`.
+    pub fn forward(&self, batch: &ForwardBatch, kv_cache: &KvCache) -> Result<Tensor> {
+        let n = batch.token_ids.len();
+        let ids = Tensor::from_slice(&batch.token_ids, n, &self.device)?;
+        let (cos, sin) = self
+            .rotary
+            .cos_sin(&batch.positions, self.dtype, &self.device)?;
+        let ctx = StepContext {
+            cos,
+            sin,
+            attn: &batch.attn,
+            kv_cache,
+        };
+        let mut x = self.embed.index_select(&ids, 0)?;
+        for block in &self.blocks {
+            let residual = &x;
+            let h = block.attn.forward(&block.input_norm.forward(&x)?, &ctx)?;
+            let x1 = (residual + h)?;
+            let h = block.mlp.forward(&block.post_attn_norm.forward(&x1)?)?;
+            x = (x1 + h)?;
+        }
+        let idx = Tensor::from_slice(
+            &batch.logits_indices,
+            batch.logits_indices.len(),
+            &self.device,
+        )?;
+        let last = x.index_select(&idx, 0)?;
+        let logits = self.lm_head.forward(&self.norm.forward(&last)?)?;
+        Ok(logits.to_dtype(DType::F32)?)
+    }
+}

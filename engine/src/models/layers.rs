@@ -1,0 +1,129 @@
+//! Layers every supported decoder shares: linear (optionally fused), RMSNorm
+//! and the SwiGLU MLP.
+
+use candle_core::{Module, Tensor};
+
+use crate::error::Result;
+use crate::weights::Weights;
+
+/// `y = x Wᵀ (+ b)`. Several HF projections can be fused into one matrix so a
+/// step reads the activations once and runs one larger matmul.
+pub struct Linear {
+    weight: Tensor,
+    bias: Option<Tensor>,
+}
+
+impl Linear {
+    /// Loads `prefix.weight` ([out, in]) and, when `bias`, `prefix.bias`.
+    pub fn load(
+        w: &Weights,
+        prefix: &str,
+        in_dim: usize,
+        out_dim: usize,
+        bias: bool,
+    ) -> Result<Self> {
+        Self::load_fused(w, &[(prefix, out_dim)], in_dim, bias)
+    }
+
+    /// Concatenates the projections `parts` (prefix, out_dim) along the output
+    /// dimension; callers split the result with `narrow`.
+    pub fn load_fused(
+        w: &Weights,
+        parts: &[(&str, usize)],
+        in_dim: usize,
+        bias: bool,
+    ) -> Result<Self> {
+        let weights = parts
+            .iter()
+            .map(|(p, out)| w.get(&format!("{p}.weight"), &[*out, in_dim]))
+            .collect::<Result<Vec<_>>>()?;
+        let biases = if bias {
+            let b = parts
+                .iter()
+                .map(|(p, out)| w.get(&format!("{p}.bias"), &[*out]))
+                .collect::<Result<Vec<_>>>()?;
+            Some(Tensor::cat(&b, 0)?)
+        } else {
+            None
+        };
+        Ok(Linear {
+            weight: Tensor::cat(&weights, 0)?,
+            bias: biases,
+        })
+    }
+
+    pub fn from_weight(weight: Tensor) -> Self {
+        Linear { weight, bias: None }
+    }
+}
+
+impl Module for Linear {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let y = x.matmul(&self.weight.t()?)?;
+        match &self.bias {
+            Some(b) => y.broadcast_add(b),
+            None => Ok(y),
+        }
+    }
+}
+
+pub struct RmsNorm {
+    weight: Tensor,
+    eps: f32,
+}
+
+impl RmsNorm {
+    pub fn load(w: &Weights, name: &str, dim: usize, eps: f64) -> Result<Self> {
+        Ok(RmsNorm {
+            weight: w.get(name, &[dim])?,
+            eps: eps as f32,
+        })
+    }
+}
+
+impl Module for RmsNorm {
+    /// Normalises over the last dimension (statistics in f32 for any dtype).
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        candle_nn::ops::rms_norm(&x.contiguous()?, &self.weight, self.eps)
+    }
+}
+
+/// SwiGLU: `down(silu(gate(x)) * up(x))`, gate and up fused into one matmul.
+pub struct Mlp {
+    gate_up: Linear,
+    down: Linear,
+    intermediate: usize,
+}
+
+impl Mlp {
+    pub fn load(w: &Weights, prefix: &str, hidden: usize, intermediate: usize) -> Result<Self> {
+        let gate = format!("{prefix}.gate_proj");
+        let up = format!("{prefix}.up_proj");
+        Ok(Mlp {
+            gate_up: Linear::load_fused(
+                w,
+                &[(&gate, intermediate), (&up, intermediate)],
+                hidden,
+                false,
+            )?,
+            down: Linear::load(
+                w,
+                &format!("{prefix}.down_proj"),
+                intermediate,
+                hidden,
+                false,
+            )?,
+            intermediate,
+        })
+    }
+}
+
+impl Module for Mlp {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let gu = self.gate_up.forward(x)?;
+        let gate = gu.narrow(1, 0, self.intermediate)?;
+        let up = gu.narrow(1, self.intermediate, self.intermediate)?;
+        let h = (candle_nn::ops::silu(&gate)? * up)?;
+        self.down.forward(&h)
+    }
+}

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs what building and testing tandem needs, idempotently: safe to run
+# on every invocation, quick when everything is already there.
+set -euo pipefail
+
+if ! command -v cargo >/dev/null 2>&1; then
+    for d in "$HOME/.cargo/bin" /usr/local/cargo/bin; do
+        [ -x "$d/cargo" ] && export PATH="$d:$PATH"
+    done
+fi
+if ! command -v cargo >/dev/null 2>&1; then
+    echo "error: cargo not found. tandem needs a Rust toolchain >= 1.85 (rustup); install it and re-run." >&2
+    exit 1
+fi
+
+# C toolchain for crates that build C (onig, ...).
+if ! command -v cc >/dev/null 2>&1 || ! command -v pkg-config >/dev/null 2>&1; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq build-essential pkg-config >/dev/null
+fi
+
+if ! cargo nextest --version >/dev/null 2>&1; then
+    echo "installing cargo-nextest from crates.io ..." >&2
+    cargo install --locked cargo-nextest
+fi

@@ -1,0 +1,32 @@
+//! Command-line interface: one subcommand per file.
+
+mod demo_model;
+mod generate;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "tandem",
+    version,
+    about = "Disaggregated prefill/decode LLM inference engine"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Write a random-weight Llama-architecture demo model (no network needed).
+    DemoModel(demo_model::Args),
+    /// Generate text for one or more prompts as one batch through the paged engine.
+    Generate(generate::Args),
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::DemoModel(a) => demo_model::run(a),
+        Command::Generate(a) => generate::run(a),
+    }
+}
