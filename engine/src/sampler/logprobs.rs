@@ -1,33 +1,42 @@
 //! Log-probabilities of the raw model logits, as vLLM v1 reports them by
 //! default: before penalties, temperature and truncation.
 
+use super::math;
+
+/// Values per block that [`top_n`] can skip by looking at its maximum only.
+const BLOCK: usize = 64;
+
 /// log Σ exp(l), computed around the maximum so it cannot overflow; the sum is
 /// kept in f64 because a 152k-token vocab loses digits in f32.
 pub(crate) fn log_normalizer(logits: &[f32]) -> f32 {
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let max = math::max(logits);
     if !max.is_finite() {
         return max;
     }
-    let sum: f64 = logits.iter().map(|&l| (l - max).exp() as f64).sum();
-    max + sum.ln() as f32
+    max + math::sum_exp(logits, max).ln() as f32
 }
 
 /// The `n` largest logits as `(id, logit)`, largest first, the lower id first
-/// among equals. One pass with a small sorted buffer: n is at most 20, so this
-/// beats selecting over the whole vocab.
+/// among equals. One pass with a small sorted buffer (n is at most 20), which
+/// skips whole blocks whose maximum cannot enter it.
 pub(crate) fn top_n(logits: &[f32], n: usize) -> Vec<(u32, f32)> {
     let mut best: Vec<(u32, f32)> = Vec::with_capacity(n + 1);
     if n == 0 {
         return best;
     }
-    for (i, &l) in logits.iter().enumerate() {
-        if l.is_nan() || (best.len() == n && l <= best[n - 1].1) {
+    for (b, block) in logits.chunks(BLOCK).enumerate() {
+        if best.len() == n && math::max(block) <= best[n - 1].1 {
             continue;
         }
-        // After any equal logits, which all have lower ids.
-        let at = best.partition_point(|&(_, b)| b >= l);
-        best.insert(at, (i as u32, l));
-        best.truncate(n);
+        for (j, &l) in block.iter().enumerate() {
+            if l.is_nan() || (best.len() == n && l <= best[n - 1].1) {
+                continue;
+            }
+            // After any equal logits, which all have lower ids.
+            let at = best.partition_point(|&(_, v)| v >= l);
+            best.insert(at, ((b * BLOCK + j) as u32, l));
+            best.truncate(n);
+        }
     }
     best
 }
@@ -61,5 +70,14 @@ mod tests {
         assert_eq!(top_n(&logits, 1), vec![(1, 5.0)]);
         assert_eq!(top_n(&logits, 0), vec![]);
         assert_eq!(top_n(&[2.0, 1.0], 5), vec![(0, 2.0), (1, 1.0)]);
+        // Across many blocks, against a full sort.
+        let long: Vec<f32> = (0..1000u32).map(|i| ((i * 7919) % 613) as f32).collect();
+        let mut sorted: Vec<(u32, f32)> = long
+            .iter()
+            .enumerate()
+            .map(|(i, &l)| (i as u32, l))
+            .collect();
+        sorted.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        assert_eq!(top_n(&long, 20), sorted[..20].to_vec());
     }
 }
