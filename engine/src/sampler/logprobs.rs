@@ -1,10 +1,7 @@
 //! Log-probabilities of the raw model logits, as vLLM v1 reports them by
 //! default: before penalties, temperature and truncation.
 
-use super::math;
-
-/// Values per block that [`top_n`] can skip by looking at its maximum only.
-const BLOCK: usize = 64;
+use super::{math, select};
 
 /// log Σ exp(l), computed around the maximum so it cannot overflow; the sum is
 /// kept in f64 because a 152k-token vocab loses digits in f32.
@@ -17,27 +14,10 @@ pub(crate) fn log_normalizer(logits: &[f32]) -> f32 {
 }
 
 /// The `n` largest logits as `(id, logit)`, largest first, the lower id first
-/// among equals. One pass with a small sorted buffer (n is at most 20), which
-/// skips whole blocks whose maximum cannot enter it.
+/// among equals.
 pub(crate) fn top_n(logits: &[f32], n: usize) -> Vec<(u32, f32)> {
-    let mut best: Vec<(u32, f32)> = Vec::with_capacity(n + 1);
-    if n == 0 {
-        return best;
-    }
-    for (b, block) in logits.chunks(BLOCK).enumerate() {
-        if best.len() == n && math::max(block) <= best[n - 1].1 {
-            continue;
-        }
-        for (j, &l) in block.iter().enumerate() {
-            if l.is_nan() || (best.len() == n && l <= best[n - 1].1) {
-                continue;
-            }
-            // After any equal logits, which all have lower ids.
-            let at = best.partition_point(|&(_, v)| v >= l);
-            best.insert(at, ((b * BLOCK + j) as u32, l));
-            best.truncate(n);
-        }
-    }
+    let mut best = Vec::with_capacity(n + 1);
+    select::top_n(logits, n, &mut best);
     best
 }
 
