@@ -261,3 +261,26 @@ fn batch_rejects_a_mis_sized_buffer() {
     let mut req2 = Request::new(SamplingParams::default(), 0);
     sample_batch(&[0.0; 5], 3, &mut [req.input(), req2.input()]);
 }
+
+#[test]
+fn a_resumed_request_continues_as_if_never_moved() {
+    // Prefill samples the first tokens, decode rebuilds the state from them.
+    let params = SamplingParams {
+        top_p: 0.95,
+        frequency_penalty: 0.2,
+        seed: Some(77),
+        ..Default::default()
+    };
+    let whole = run_alone(params.clone(), 0, 12);
+    let mut moved = Request::new(params.clone(), 0);
+    moved.output = whole[..5].to_vec();
+    moved.state = SamplingState::resume(&params, 0, &moved.output);
+    let rest: Vec<u32> = (5..12).map(|s| moved.step(&row(500, s)).token).collect();
+    assert_eq!(rest, whole[5..]);
+}
+
+#[test]
+fn an_empty_batch_samples_nothing() {
+    assert!(sample_batch(&[], 0, &mut []).is_empty());
+    assert!(sample_batch(&[], 151_936, &mut []).is_empty());
+}

@@ -36,6 +36,17 @@ mod tests {
     #[test]
     fn normalizer_survives_huge_logits_and_large_vocabs() {
         assert!((log_normalizer(&[1000.0, 1000.0]) - (1000.0 + 2f32.ln())).abs() < 1e-3);
+        let row: Vec<f32> = (0..151_936u32)
+            .map(|i| ((i * 7919) % 4001) as f32 / 200.0)
+            .collect();
+        let max = 4000.0f64 / 200.0;
+        let want = max
+            + row
+                .iter()
+                .map(|&l| (l as f64 - max).exp())
+                .sum::<f64>()
+                .ln();
+        assert!((log_normalizer(&row) as f64 - want).abs() < 1e-5);
         let flat = vec![0.0f32; 151_936];
         assert!((log_normalizer(&flat) - (151_936f32).ln()).abs() < 1e-4);
     }

@@ -164,6 +164,24 @@ mod tests {
     }
 
     #[test]
+    fn dispatched_and_portable_code_agree_bit_for_bit() {
+        // On an AVX2 machine the dispatched functions run AVX2 code; the
+        // direct calls here are compiled for the baseline target.
+        let v: Vec<f32> = (0..5003)
+            .map(|i| ((i * 7919) % 1009) as f32 * -0.013)
+            .collect();
+        let portable = sum_map(&v, |x| exp(x - 0.5));
+        assert_eq!(sum_exp(&v, 0.5).to_bits(), portable.to_bits());
+        let mut out = vec![0.0; v.len()];
+        let total = exp_into(&v, &mut out, 0.5, 1.7, 1e-3);
+        for (&x, &w) in v.iter().zip(&out) {
+            let want = exp((x - 0.5) * 1.7);
+            assert_eq!(w.to_bits(), if want < 1e-3 { 0 } else { want.to_bits() });
+        }
+        assert_eq!(total.to_bits(), sum_map(&out, |w| w).to_bits());
+    }
+
+    #[test]
     fn sums_match_plain_loops() {
         let v: Vec<f32> = (0..1001).map(|i| (i % 17) as f32 * -0.5).collect();
         let plain: f64 = v.iter().map(|&x| (x as f64).exp()).sum();

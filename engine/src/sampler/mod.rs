@@ -17,7 +17,6 @@ mod truncation;
 
 use std::cell::RefCell;
 
-use rand::Rng;
 use rayon::prelude::*;
 
 use truncation::TruncateScratch;
@@ -49,13 +48,16 @@ pub struct SampleInput<'a> {
 /// row-major), in parallel with rayon. Results are in row order.
 ///
 /// # Panics
-/// If `vocab` is 0 or `logits.len() != rows.len() * vocab`: the runner and the
-/// scheduler disagree, and no token would be right.
+/// If `logits.len() != rows.len() * vocab`, or `vocab` is 0 in a non-empty
+/// batch: the runner and the scheduler disagree, and no token would be right.
 pub fn sample_batch(
     logits: &[f32],
     vocab: usize,
     rows: &mut [SampleInput<'_>],
 ) -> Vec<SampledToken> {
+    if rows.is_empty() && logits.is_empty() {
+        return Vec::new();
+    }
     assert!(vocab > 0, "sample_batch: vocab must be positive");
     assert_eq!(
         logits.len(),
@@ -140,7 +142,7 @@ fn choose(raw: &[f32], input: &mut SampleInput<'_>, scratch: &mut Scratch) -> u3
     if params.is_greedy() {
         return math::argmax(logits);
     }
-    let u: f64 = input.state.rng.random();
+    let u = input.state.draw_uniform();
     // Only a row without one finite logit has nothing to draw from; the
     // argmax (token 0 at worst) keeps the request going instead of crashing.
     truncation::truncate(logits, params, truncate)
