@@ -284,3 +284,63 @@ fn an_empty_batch_samples_nothing() {
     assert!(sample_batch(&[], 0, &mut []).is_empty());
     assert!(sample_batch(&[], 151_936, &mut []).is_empty());
 }
+
+#[test]
+fn masked_and_nan_logits_are_never_sampled() {
+    let mut logits = row(500, 9);
+    for i in (0..500).step_by(3) {
+        logits[i] = f32::NEG_INFINITY;
+    }
+    for i in (1..500).step_by(7) {
+        logits[i] = f32::NAN;
+    }
+    let all = [
+        SamplingParams::default(),
+        SamplingParams::greedy(),
+        SamplingParams {
+            top_k: Some(5),
+            ..Default::default()
+        },
+        SamplingParams {
+            top_k: Some(300),
+            ..Default::default()
+        },
+        SamplingParams {
+            top_p: 0.5,
+            ..Default::default()
+        },
+        SamplingParams {
+            top_p: 0.99,
+            temperature: 2.0,
+            ..Default::default()
+        },
+        SamplingParams {
+            min_p: 0.2,
+            repetition_penalty: 1.2,
+            ..Default::default()
+        },
+    ];
+    for params in all {
+        let mut req = Request::new(params.clone(), 3);
+        for _ in 0..50 {
+            let t = req.step(&logits).token;
+            assert!(logits[t as usize].is_finite(), "{params:?} sampled {t}");
+        }
+    }
+}
+
+#[test]
+fn rows_without_a_finite_logit_still_give_a_token() {
+    for fill in [f32::NEG_INFINITY, f32::NAN] {
+        for params in [
+            SamplingParams::default(),
+            SamplingParams {
+                top_p: 0.9,
+                ..Default::default()
+            },
+        ] {
+            let sampled = Request::new(params, 0).step(&[fill; 8]);
+            assert!(sampled.token < 8);
+        }
+    }
+}

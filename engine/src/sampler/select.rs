@@ -35,18 +35,21 @@ pub(crate) struct SelectScratch {
     next: Vec<u32>,
 }
 
-/// Larger value first, lower id first among equals; a total order even with
-/// NaN (positive NaN above +inf, as `f32::total_cmp` has it).
+/// Larger value first, lower id first among equals, NaN last: the order of
+/// [`key`], total, so sorts never see an inconsistent comparison.
 pub(crate) fn descending(values: &[f32], a: u32, b: u32) -> Ordering {
-    values[b as usize]
-        .total_cmp(&values[a as usize])
+    key(values[b as usize])
+        .cmp(&key(values[a as usize]))
         .then(a.cmp(&b))
 }
 
-/// A u32 that orders like `f32::total_cmp`.
+/// A u32 that orders floats by value (-0 just below +0), with NaN lowest of
+/// all, as [`top_n`] treats it.
 fn key(v: f32) -> u32 {
     let bits = v.to_bits();
-    if bits >> 31 == 1 {
+    if v.is_nan() {
+        0
+    } else if bits >> 31 == 1 {
         !bits
     } else {
         bits | 0x8000_0000
@@ -263,8 +266,9 @@ mod tests {
     }
 
     #[test]
-    fn key_orders_like_total_cmp() {
+    fn key_orders_by_value_with_nan_lowest() {
         let v = [
+            f32::NAN,
             f32::NEG_INFINITY,
             -3.5,
             -0.0,
@@ -272,7 +276,6 @@ mod tests {
             1e-40,
             2.0,
             f32::INFINITY,
-            f32::NAN,
         ];
         for w in v.windows(2) {
             assert!(key(w[0]) < key(w[1]), "{w:?}");
