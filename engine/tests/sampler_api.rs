@@ -261,3 +261,86 @@ fn batch_rejects_a_mis_sized_buffer() {
     let mut req2 = Request::new(SamplingParams::default(), 0);
     sample_batch(&[0.0; 5], 3, &mut [req.input(), req2.input()]);
 }
+
+#[test]
+fn a_resumed_request_continues_as_if_never_moved() {
+    // Prefill samples the first tokens, decode rebuilds the state from them.
+    let params = SamplingParams {
+        top_p: 0.95,
+        frequency_penalty: 0.2,
+        seed: Some(77),
+        ..Default::default()
+    };
+    let whole = run_alone(params.clone(), 0, 12);
+    let mut moved = Request::new(params.clone(), 0);
+    moved.output = whole[..5].to_vec();
+    moved.state = SamplingState::resume(&params, 0, &moved.output);
+    let rest: Vec<u32> = (5..12).map(|s| moved.step(&row(500, s)).token).collect();
+    assert_eq!(rest, whole[5..]);
+}
+
+#[test]
+fn an_empty_batch_samples_nothing() {
+    assert!(sample_batch(&[], 0, &mut []).is_empty());
+    assert!(sample_batch(&[], 151_936, &mut []).is_empty());
+}
+
+#[test]
+fn masked_and_nan_logits_are_never_sampled() {
+    let mut logits = row(500, 9);
+    for i in (0..500).step_by(3) {
+        logits[i] = f32::NEG_INFINITY;
+    }
+    for i in (1..500).step_by(7) {
+        logits[i] = f32::NAN;
+    }
+    let all = [
+        SamplingParams::default(),
+        SamplingParams::greedy(),
+        SamplingParams {
+            top_k: Some(5),
+            ..Default::default()
+        },
+        SamplingParams {
+            top_k: Some(300),
+            ..Default::default()
+        },
+        SamplingParams {
+            top_p: 0.5,
+            ..Default::default()
+        },
+        SamplingParams {
+            top_p: 0.99,
+            temperature: 2.0,
+            ..Default::default()
+        },
+        SamplingParams {
+            min_p: 0.2,
+            repetition_penalty: 1.2,
+            ..Default::default()
+        },
+    ];
+    for params in all {
+        let mut req = Request::new(params.clone(), 3);
+        for _ in 0..50 {
+            let t = req.step(&logits).token;
+            assert!(logits[t as usize].is_finite(), "{params:?} sampled {t}");
+        }
+    }
+}
+
+#[test]
+fn rows_without_a_finite_logit_still_give_a_token() {
+    for fill in [f32::NEG_INFINITY, f32::NAN] {
+        for params in [
+            SamplingParams::default(),
+            SamplingParams {
+                top_p: 0.9,
+                ..Default::default()
+            },
+        ] {
+            let sampled = Request::new(params, 0).step(&[fill; 8]);
+            assert!(sampled.token < 8);
+        }
+    }
+}

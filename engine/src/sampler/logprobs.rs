@@ -1,34 +1,23 @@
 //! Log-probabilities of the raw model logits, as vLLM v1 reports them by
 //! default: before penalties, temperature and truncation.
 
+use super::{math, select};
+
 /// log Σ exp(l), computed around the maximum so it cannot overflow; the sum is
 /// kept in f64 because a 152k-token vocab loses digits in f32.
 pub(crate) fn log_normalizer(logits: &[f32]) -> f32 {
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let max = math::max(logits);
     if !max.is_finite() {
         return max;
     }
-    let sum: f64 = logits.iter().map(|&l| (l - max).exp() as f64).sum();
-    max + sum.ln() as f32
+    max + math::sum_exp(logits, max).ln() as f32
 }
 
 /// The `n` largest logits as `(id, logit)`, largest first, the lower id first
-/// among equals. One pass with a small sorted buffer: n is at most 20, so this
-/// beats selecting over the whole vocab.
+/// among equals.
 pub(crate) fn top_n(logits: &[f32], n: usize) -> Vec<(u32, f32)> {
-    let mut best: Vec<(u32, f32)> = Vec::with_capacity(n + 1);
-    if n == 0 {
-        return best;
-    }
-    for (i, &l) in logits.iter().enumerate() {
-        if l.is_nan() || (best.len() == n && l <= best[n - 1].1) {
-            continue;
-        }
-        // After any equal logits, which all have lower ids.
-        let at = best.partition_point(|&(_, b)| b >= l);
-        best.insert(at, (i as u32, l));
-        best.truncate(n);
-    }
+    let mut best = Vec::with_capacity(n + 1);
+    select::top_n(logits, n, &mut best);
     best
 }
 
@@ -47,6 +36,17 @@ mod tests {
     #[test]
     fn normalizer_survives_huge_logits_and_large_vocabs() {
         assert!((log_normalizer(&[1000.0, 1000.0]) - (1000.0 + 2f32.ln())).abs() < 1e-3);
+        let row: Vec<f32> = (0..151_936u32)
+            .map(|i| ((i * 7919) % 4001) as f32 / 200.0)
+            .collect();
+        let max = 4000.0f64 / 200.0;
+        let want = max
+            + row
+                .iter()
+                .map(|&l| (l as f64 - max).exp())
+                .sum::<f64>()
+                .ln();
+        assert!((log_normalizer(&row) as f64 - want).abs() < 1e-5);
         let flat = vec![0.0f32; 151_936];
         assert!((log_normalizer(&flat) - (151_936f32).ln()).abs() < 1e-4);
     }
@@ -61,5 +61,14 @@ mod tests {
         assert_eq!(top_n(&logits, 1), vec![(1, 5.0)]);
         assert_eq!(top_n(&logits, 0), vec![]);
         assert_eq!(top_n(&[2.0, 1.0], 5), vec![(0, 2.0), (1, 1.0)]);
+        // Across many blocks, against a full sort.
+        let long: Vec<f32> = (0..1000u32).map(|i| ((i * 7919) % 613) as f32).collect();
+        let mut sorted: Vec<(u32, f32)> = long
+            .iter()
+            .enumerate()
+            .map(|(i, &l)| (i as u32, l))
+            .collect();
+        sorted.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        assert_eq!(top_n(&long, 20), sorted[..20].to_vec());
     }
 }

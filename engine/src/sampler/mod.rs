@@ -8,15 +8,18 @@
 //! with. Scratch buffers live per thread and are reused across steps.
 
 mod logprobs;
+mod math;
 mod params;
 mod penalties;
+mod select;
 mod state;
 mod truncation;
 
 use std::cell::RefCell;
 
-use rand::Rng;
 use rayon::prelude::*;
+
+use truncation::TruncateScratch;
 
 pub use params::{SamplingError, SamplingParams, GREEDY_TEMPERATURE, MAX_LOGPROBS};
 pub use state::SamplingState;
@@ -45,13 +48,16 @@ pub struct SampleInput<'a> {
 /// row-major), in parallel with rayon. Results are in row order.
 ///
 /// # Panics
-/// If `vocab` is 0 or `logits.len() != rows.len() * vocab`: the runner and the
-/// scheduler disagree, and no token would be right.
+/// If `logits.len() != rows.len() * vocab`, or `vocab` is 0 in a non-empty
+/// batch: the runner and the scheduler disagree, and no token would be right.
 pub fn sample_batch(
     logits: &[f32],
     vocab: usize,
     rows: &mut [SampleInput<'_>],
 ) -> Vec<SampledToken> {
+    if rows.is_empty() && logits.is_empty() {
+        return Vec::new();
+    }
     assert!(vocab > 0, "sample_batch: vocab must be positive");
     assert_eq!(
         logits.len(),
@@ -100,12 +106,11 @@ pub fn sample_one(logits_row: &[f32], input: &mut SampleInput<'_>) -> SampledTok
 /// only the returned top-logprobs list.
 #[derive(Default)]
 struct Scratch {
-    /// The row after penalties, then its weights.
-    work: Vec<f32>,
-    /// Candidate token ids for top-k / top-p.
-    ids: Vec<u32>,
+    /// The row after penalties.
+    penalised: Vec<f32>,
     /// Bitset of tokens the repetition penalty has already hit.
     seen: Vec<u64>,
+    truncate: TruncateScratch,
 }
 
 thread_local! {
@@ -114,41 +119,33 @@ thread_local! {
 
 fn choose(raw: &[f32], input: &mut SampleInput<'_>, scratch: &mut Scratch) -> u32 {
     let params = input.params;
-    let penalise = params.has_penalties();
-    if params.is_greedy() && !penalise {
-        return argmax(raw);
-    }
-    let Scratch { work, ids, seen } = scratch;
-    work.clear();
-    work.extend_from_slice(raw);
-    if penalise {
+    let Scratch {
+        penalised,
+        seen,
+        truncate,
+    } = scratch;
+    let logits = if params.has_penalties() {
+        penalised.clear();
+        penalised.extend_from_slice(raw);
         penalties::apply_penalties(
-            work,
+            penalised,
             params,
             input.prompt_tokens,
             input.output_tokens,
             &input.state.output_counts,
             seen,
         );
-    }
+        penalised.as_slice()
+    } else {
+        raw
+    };
     if params.is_greedy() {
-        return argmax(work);
+        return math::argmax(logits);
     }
-    let u: f64 = input.state.rng.random();
+    let u = input.state.draw_uniform();
     // Only a row without one finite logit has nothing to draw from; the
     // argmax (token 0 at worst) keeps the request going instead of crashing.
-    truncation::truncate(work, ids, params)
+    truncation::truncate(logits, params, truncate)
         .pick(u)
-        .unwrap_or_else(|| argmax(raw))
-}
-
-/// Index of the largest value, the lowest on ties; NaN never wins.
-fn argmax(values: &[f32]) -> u32 {
-    let (mut best, mut best_value) = (0, f32::NEG_INFINITY);
-    for (i, &v) in values.iter().enumerate() {
-        if v > best_value {
-            (best, best_value) = (i, v);
-        }
-    }
-    best as u32
+        .unwrap_or_else(|| math::argmax(raw))
 }

@@ -1,21 +1,16 @@
 //! Temperature, top-k, top-p and min-p: which tokens stay candidates, and with
 //! what weight.
 //!
-//! Everything here is O(vocab) plus a sort of the tokens that can matter: top-k
-//! selects before it sorts, and top-p first bounds the nucleus with a histogram
-//! of weights by binary exponent, so a 152k-token vocab is never fully sorted
-//! unless the distribution is nearly flat.
+//! Everything here is O(vocab): top-k and top-p select their tokens by radix
+//! selection ([`select`](super::select)) instead of sorting the row, and the
+//! passes over the whole row are vectorised ([`math`](super::math)).
 
-use std::cmp::Ordering;
-
+use super::math;
+use super::select::{select_heaviest, SelectScratch};
 use super::SamplingParams;
 
-/// Number of power-of-two weight buckets top-p uses to bound the nucleus;
-/// the last one also holds every weight below 2^-(BUCKETS - 2).
-const BUCKETS: usize = 64;
-
-/// Size of the first chunk the nucleus search sorts; it doubles after.
-const FIRST_CHUNK: usize = 64;
+/// Weights summed at once while skipping ahead in a draw.
+const PICK_CHUNK: usize = 256;
 
 /// The tokens that survive truncation with their unnormalised probabilities.
 pub(crate) struct Kept<'a> {
@@ -37,10 +32,7 @@ impl Kept<'_> {
         }
         let target = u * self.total;
         match self.ids {
-            None => pick_from(
-                self.weights.iter().enumerate().map(|(i, &w)| (i as u32, w)),
-                target,
-            ),
+            None => pick_dense(self.weights, target),
             Some(ids) => pick_from(ids.iter().map(|&i| (i, self.weights[i as usize])), target),
         }
     }
@@ -79,145 +71,120 @@ fn pick_from(candidates: impl Iterator<Item = (u32, f32)>, target: f64) -> Optio
     last
 }
 
-/// Replaces the (penalised) `logits` in place with weights exp((l - max) / T)
-/// for the tokens that survive top-k, then top-p, then min-p, and says which
-/// they are. `ids` is reusable scratch. `params` must not be greedy.
+/// [`pick_from`] over a whole row, skipping chunks whose (vectorised) sum
+/// keeps the running weight short of `target`.
+fn pick_dense(weights: &[f32], target: f64) -> Option<u32> {
+    let mut acc = 0.0f64;
+    for (c, chunk) in weights.chunks(PICK_CHUNK).enumerate() {
+        let mass = math::sum(chunk);
+        if acc + mass <= target {
+            acc += mass;
+            continue;
+        }
+        for (j, &w) in chunk.iter().enumerate() {
+            acc += w as f64;
+            if w > 0.0 && acc > target {
+                return Some((c * PICK_CHUNK + j) as u32);
+            }
+        }
+    }
+    weights.iter().rposition(|&w| w > 0.0).map(|i| i as u32)
+}
+
+/// Reusable buffers for [`truncate`].
+#[derive(Default)]
+pub(crate) struct TruncateScratch {
+    weights: Vec<f32>,
+    ids: Vec<u32>,
+    pool: Vec<u32>,
+    select: SelectScratch,
+}
+
+/// Weighs the (penalised) `logits` as exp((l - max) / T) and keeps the tokens
+/// that survive top-k, then top-p, then min-p. `params` must not be greedy.
 pub(crate) fn truncate<'a>(
-    logits: &'a mut [f32],
-    ids: &'a mut Vec<u32>,
+    logits: &[f32],
     params: &SamplingParams,
+    scratch: &'a mut TruncateScratch,
 ) -> Kept<'a> {
+    let TruncateScratch {
+        weights,
+        ids,
+        pool,
+        select,
+    } = scratch;
+    let vocab = logits.len();
     let inv_t = 1.0 / params.temperature;
-    let top_k = params.effective_top_k(logits.len());
+    let top_k = params.effective_top_k(vocab);
     let top_p = params.top_p < 1.0;
     // The most likely token always survives and weighs exp(0) = 1, so min-p's
     // threshold `min_p * max_prob` is `min_p` in weights, before or after renormalising.
     let min_p = params.min_p;
+    weights.resize(vocab, 0.0);
 
-    if top_k.is_none() && !top_p {
-        let max = max_of(logits);
-        let mut total = 0.0f64;
-        for l in logits.iter_mut() {
-            let w = ((*l - max) * inv_t).exp();
-            *l = if w < min_p { 0.0 } else { w };
-            total += *l as f64;
+    ids.clear();
+    let total = match top_k {
+        None => {
+            let floor = if top_p { 0.0 } else { min_p };
+            let total = math::exp_into(logits, weights, math::max(logits), inv_t, floor);
+            if !top_p {
+                return Kept {
+                    weights,
+                    ids: None,
+                    total,
+                };
+            }
+            total
         }
+        Some(k) => {
+            select_heaviest(logits, None, k as f64, |_| 1.0, ids, select);
+            let max = ids
+                .iter()
+                .map(|&i| logits[i as usize])
+                .fold(f32::NEG_INFINITY, f32::max);
+            let mut total = 0.0f64;
+            for &i in ids.iter() {
+                let w = math::exp((logits[i as usize] - max) * inv_t);
+                weights[i as usize] = w;
+                total += w as f64;
+            }
+            total
+        }
+    };
+    if !(total > 0.0 && total.is_finite()) {
         return Kept {
-            weights: logits,
-            ids: None,
+            weights,
+            ids: Some(ids),
             total,
         };
     }
-
-    ids.clear();
-    let mut total = 0.0f64;
-    if let Some(k) = top_k {
-        ids.extend(0..logits.len() as u32);
-        ids.select_nth_unstable_by(k - 1, |&a, &b| descending(logits, a, b));
-        ids.truncate(k);
-        let max = ids
-            .iter()
-            .map(|&i| logits[i as usize])
-            .fold(f32::NEG_INFINITY, f32::max);
-        for &i in ids.iter() {
-            let l = &mut logits[i as usize];
-            *l = ((*l - max) * inv_t).exp();
-            total += *l as f64;
-        }
-    } else {
-        total = weights_within_nucleus_bound(logits, ids, inv_t, params.top_p as f64);
-    }
     if top_p {
-        let n = nucleus_len(ids, logits, params.top_p as f64 * total);
-        ids.truncate(n);
+        let target = params.top_p as f64 * total;
+        let candidates = match top_k {
+            None => None,
+            Some(_) => {
+                std::mem::swap(ids, pool);
+                ids.clear();
+                Some(pool.as_slice())
+            }
+        };
+        select_heaviest(weights, candidates, target, |w| w as f64, ids, select);
     }
     if min_p > 0.0 {
-        ids.retain(|&i| logits[i as usize] >= min_p);
+        ids.retain(|&i| weights[i as usize] >= min_p);
     }
-    let total = ids.iter().map(|&i| logits[i as usize] as f64).sum();
+    let total = ids.iter().map(|&i| weights[i as usize] as f64).sum();
     Kept {
-        weights: logits,
+        weights,
         ids: Some(ids),
         total,
     }
 }
 
-/// Turns every logit into its weight and collects into `ids` the tokens of the
-/// heaviest power-of-two buckets that together reach `top_p` of the mass: the
-/// nucleus lies within them. Returns the total weight of the whole row.
-fn weights_within_nucleus_bound(
-    logits: &mut [f32],
-    ids: &mut Vec<u32>,
-    inv_t: f32,
-    top_p: f64,
-) -> f64 {
-    let max = max_of(logits);
-    let mut mass = [0.0f64; BUCKETS];
-    let mut total = 0.0f64;
-    for l in logits.iter_mut() {
-        *l = ((*l - max) * inv_t).exp();
-        mass[bucket(*l)] += *l as f64;
-        total += *l as f64;
-    }
-    let target = top_p * total;
-    let mut acc = 0.0;
-    let last = mass
-        .iter()
-        .position(|&m| {
-            acc += m;
-            acc >= target
-        })
-        .unwrap_or(BUCKETS - 1);
-    ids.extend((0..logits.len() as u32).filter(|&i| bucket(logits[i as usize]) <= last));
-    total
-}
-
-/// Bucket `b` holds weights in [2^-b, 2^-(b-1)), bucket 0 the weight 1; found
-/// from the float's exponent bits so the histogram costs no logarithm.
-fn bucket(w: f32) -> usize {
-    let exponent = (w.to_bits() >> 23) as i32 & 0xff;
-    (127 - exponent).clamp(0, BUCKETS as i32 - 1) as usize
-}
-
-/// Orders `ids` so that the shortest heaviest-first prefix whose weight
-/// reaches `target` comes first, and returns its length (at least 1). Sorts
-/// growing chunks, each selected from the rest, so only about as many tokens
-/// as the nucleus holds get sorted.
-fn nucleus_len(ids: &mut [u32], weights: &[f32], target: f64) -> usize {
-    let (mut start, mut chunk, mut acc) = (0, FIRST_CHUNK, 0.0f64);
-    while start < ids.len() {
-        let rest = &mut ids[start..];
-        let take = chunk.min(rest.len());
-        if take < rest.len() {
-            rest.select_nth_unstable_by(take - 1, |&a, &b| descending(weights, a, b));
-        }
-        rest[..take].sort_unstable_by(|&a, &b| descending(weights, a, b));
-        for (j, &id) in rest[..take].iter().enumerate() {
-            acc += weights[id as usize] as f64;
-            if acc >= target {
-                return start + j + 1;
-            }
-        }
-        start += take;
-        chunk *= 2;
-    }
-    ids.len()
-}
-
-/// Larger value first, lower id first among equals; a total order even with NaN.
-fn descending(values: &[f32], a: u32, b: u32) -> Ordering {
-    values[b as usize]
-        .total_cmp(&values[a as usize])
-        .then(a.cmp(&b))
-}
-
-fn max_of(values: &[f32]) -> f32 {
-    values.iter().copied().fold(f32::NEG_INFINITY, f32::max)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sampler::select::descending;
     use proptest::prelude::*;
 
     fn params(top_k: Option<usize>, top_p: f32, min_p: f32) -> SamplingParams {
@@ -230,8 +197,7 @@ mod tests {
     }
 
     fn kept_ids(logits: &[f32], p: &SamplingParams) -> Vec<u32> {
-        let (mut work, mut ids) = (logits.to_vec(), Vec::new());
-        truncate(&mut work, &mut ids, p)
+        truncate(logits, p, &mut TruncateScratch::default())
             .pairs()
             .into_iter()
             .map(|(i, _)| i)
@@ -246,8 +212,8 @@ mod tests {
     #[test]
     fn no_truncation_keeps_every_token_with_softmax_weights() {
         let logits = [1.0, 2.0, 3.0];
-        let (mut work, mut ids) = (logits.to_vec(), Vec::new());
-        let kept = truncate(&mut work, &mut ids, &SamplingParams::default());
+        let mut scratch = TruncateScratch::default();
+        let kept = truncate(&logits, &SamplingParams::default(), &mut scratch);
         let pairs = kept.pairs();
         assert_eq!(pairs.len(), 3);
         for (i, w) in pairs {
@@ -261,8 +227,7 @@ mod tests {
             temperature: 0.5,
             ..Default::default()
         };
-        let (mut work, mut ids) = (vec![0.0, 1.0], Vec::new());
-        let pairs = truncate(&mut work, &mut ids, &p).pairs();
+        let pairs = truncate(&[0.0, 1.0], &p, &mut TruncateScratch::default()).pairs();
         assert!((pairs[0].1 - (-2.0f32).exp()).abs() < 1e-6);
         assert_eq!(pairs[1].1, 1.0);
     }
@@ -307,8 +272,12 @@ mod tests {
 
     #[test]
     fn pick_walks_cumulative_weight() {
-        let (mut work, mut ids) = (logits_of(&[0.25, 0.5, 0.25]), Vec::new());
-        let kept = truncate(&mut work, &mut ids, &SamplingParams::default());
+        let mut scratch = TruncateScratch::default();
+        let kept = truncate(
+            &logits_of(&[0.25, 0.5, 0.25]),
+            &SamplingParams::default(),
+            &mut scratch,
+        );
         assert_eq!(kept.pick(0.0), Some(0));
         assert_eq!(kept.pick(0.3), Some(1));
         assert_eq!(kept.pick(0.74), Some(1));
@@ -320,26 +289,19 @@ mod tests {
     fn rows_without_finite_logits_pick_nothing() {
         for row in [vec![f32::NEG_INFINITY; 3], vec![f32::NAN; 3]] {
             for p in [params(None, 1.0, 0.0), params(Some(2), 0.5, 0.1)] {
-                let (mut work, mut ids) = (row.clone(), Vec::new());
-                assert_eq!(truncate(&mut work, &mut ids, &p).pick(0.5), None);
+                let mut scratch = TruncateScratch::default();
+                assert_eq!(truncate(&row, &p, &mut scratch).pick(0.5), None);
             }
         }
     }
 
-    #[test]
-    fn buckets_follow_binary_exponents() {
-        assert_eq!(bucket(1.0), 0);
-        assert_eq!(bucket(0.75), 1);
-        assert_eq!(bucket(0.5), 1);
-        assert_eq!(bucket(0.49), 2);
-        assert_eq!(bucket(0.0), BUCKETS - 1);
-        assert_eq!(bucket(1e-30), BUCKETS - 1);
-    }
-
     /// Full-sort reference: the obvious implementation of the same rules.
     fn reference(logits: &[f32], p: &SamplingParams) -> Vec<u32> {
-        let (max, inv_t) = (max_of(logits), 1.0 / p.temperature);
-        let w: Vec<f32> = logits.iter().map(|l| ((l - max) * inv_t).exp()).collect();
+        let (max, inv_t) = (math::max(logits), 1.0 / p.temperature);
+        let w: Vec<f32> = logits
+            .iter()
+            .map(|l| math::exp((l - max) * inv_t))
+            .collect();
         let mut order: Vec<u32> = (0..logits.len() as u32).collect();
         order.sort_by(|&a, &b| descending(logits, a, b));
         if let Some(k) = p.effective_top_k(logits.len()) {
