@@ -125,7 +125,7 @@ impl DemoSpec {
     /// embedding also stays small next to the layers' O(1) outputs in the
     /// residual stream; a large one makes each token predict itself, and
     /// greedy decoding repeats it.
-    pub const EMBEDDING_STD: f32 = 0.05;
+    pub const EMBEDDING_STD: f64 = 0.05;
 
     /// Extra gain on q_proj and k_proj. With plain 1/sqrt(fan_in), attention
     /// logits have std 1 and attention is near-uniform: every step sees the
@@ -160,7 +160,7 @@ impl DemoSpec {
             name: "model.embed_tokens.weight".into(),
             shape: vec![self.vocab_size, h],
             init: Init::Normal {
-                std: Self::EMBEDDING_STD,
+                std: Self::EMBEDDING_STD as f32,
             },
         }];
         for l in 0..self.num_hidden_layers {

@@ -86,6 +86,19 @@ fn tiny_model_writes_complete_directory() {
         assert_eq!(view.dtype(), safetensors::Dtype::F32);
     }
     assert!(st.tensor("lm_head.weight").is_err());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(scratch.0.join("model.safetensors"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(
+            mode & 0o044,
+            0o044,
+            "weights not readable by others: {mode:o}"
+        );
+    }
     let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
     assert_eq!(meta.metadata().as_ref().unwrap()["format"], "pt");
 }

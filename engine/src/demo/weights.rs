@@ -116,8 +116,19 @@ pub fn write_safetensors(spec: &DemoSpec, seed: u64, path: &Path) -> Result<(), 
         (name, lazy)
     });
     let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
-    safetensors::serialize_to_file(tensors, Some(metadata), path).map_err(|e| DemoError::Weights {
+    let failed = |message: String| DemoError::Weights {
         path: path.to_path_buf(),
-        message: e.to_string(),
-    })
+        message,
+    };
+    safetensors::serialize_to_file(tensors, Some(metadata), path)
+        .map_err(|e| failed(e.to_string()))?;
+    // The crate's temp file is created 0600; make the weights as readable as
+    // the JSON files beside them (a server may run as another user).
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644))
+            .map_err(|e| failed(format!("setting permissions: {e}")))?;
+    }
+    Ok(())
 }
