@@ -5,23 +5,50 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 fn tandem(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tandem")).args(args).env("RUST_LOG", "warn").output().expect("run tandem")
+    Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run tandem")
 }
 
 fn ok(out: Output) -> String {
-    assert!(out.status.success(), "tandem failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "tandem failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
 fn demo(dir: &Path) {
-    let stdout = ok(tandem(&["demo-model", "--size", "tiny", "--out", dir.to_str().unwrap()]));
-    assert!(stdout.contains("RANDOM"), "demo-model must say the weights are random: {stdout}");
+    let stdout = ok(tandem(&[
+        "demo-model",
+        "--size",
+        "tiny",
+        "--out",
+        dir.to_str().unwrap(),
+    ]));
+    assert!(
+        stdout.contains("RANDOM"),
+        "demo-model must say the weights are random: {stdout}"
+    );
 }
 
 fn generate_json(model: &Path, extra: &[&str]) -> Vec<serde_json::Value> {
-    let mut args = vec!["generate", "--model", model.to_str().unwrap(), "--json", "--max-tokens", "12"];
+    let mut args = vec![
+        "generate",
+        "--model",
+        model.to_str().unwrap(),
+        "--json",
+        "--max-tokens",
+        "12",
+    ];
     args.extend_from_slice(extra);
-    ok(tandem(&args)).lines().map(|l| serde_json::from_str(l).expect("one JSON object per line")).collect()
+    ok(tandem(&args))
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect()
 }
 
 #[test]
@@ -30,7 +57,11 @@ fn demo_model_then_generate_json() {
     let model = dir.path().join("tiny");
     demo(&model);
     let prompts = ["Hello there", "The cache", "你好"];
-    let args: Vec<&str> = prompts.iter().flat_map(|p| ["--prompt", *p]).chain(["--ignore-eos"]).collect();
+    let args: Vec<&str> = prompts
+        .iter()
+        .flat_map(|p| ["--prompt", *p])
+        .chain(["--ignore-eos"])
+        .collect();
     let lines = generate_json(&model, &args);
     assert_eq!(lines.len(), prompts.len());
     for (line, prompt) in lines.iter().zip(prompts) {
@@ -52,7 +83,15 @@ fn prompts_file_and_seeded_sampling_are_reproducible() {
     demo(&model);
     let file = dir.path().join("prompts.txt");
     std::fs::write(&file, "first prompt\n\nsecond prompt\n").unwrap();
-    let args = ["--prompts-file", file.to_str().unwrap(), "--temperature", "0.8", "--seed", "7", "--ignore-eos"];
+    let args = [
+        "--prompts-file",
+        file.to_str().unwrap(),
+        "--temperature",
+        "0.8",
+        "--seed",
+        "7",
+        "--ignore-eos",
+    ];
     let a = generate_json(&model, &args);
     let b = generate_json(&model, &args);
     assert_eq!(a.len(), 2, "blank lines are skipped");
