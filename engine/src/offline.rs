@@ -195,25 +195,23 @@ pub fn generate(
         for &(i, n) in &plan {
             seqs[i].computed += n;
         }
-        let results = {
-            let mut inputs: Vec<SampleInput> = Vec::with_capacity(sampled.len());
-            let mut refs: Vec<&mut Seq> = seqs
-                .iter_mut()
-                .enumerate()
-                .filter(|(i, _)| sampled.contains(i))
-                .map(|(_, s)| s)
-                .collect();
-            for (s, r) in refs.iter_mut().zip(sampled.iter().map(|&i| &requests[i])) {
+        // `sampled` is ascending (the plan is), matching the logits rows.
+        let mut inputs: Vec<SampleInput> = seqs
+            .iter_mut()
+            .zip(requests)
+            .enumerate()
+            .filter(|(i, _)| sampled.binary_search(i).is_ok())
+            .map(|(_, (s, r))| {
                 let (prompt, output) = s.tokens.split_at(s.prompt_len);
-                inputs.push(SampleInput {
+                SampleInput {
                     params: &r.params,
                     state: &mut s.state,
                     prompt_tokens: prompt,
                     output_tokens: output,
-                });
-            }
-            sample_batch(&logits, vocab, &mut inputs)
-        };
+                }
+            })
+            .collect();
+        let results = sample_batch(&logits, vocab, &mut inputs);
         for (&i, tok) in sampled.iter().zip(results) {
             let (s, r) = (&mut seqs[i], &requests[i]);
             s.tokens.push(tok.token);
