@@ -288,3 +288,37 @@ fn bf16_compute_is_as_accurate_as_transformers_bf16() {
     );
     assert_eq!(flips, 0, "bf16 changed {flips} decisive greedy choices");
 }
+
+/// f16 checkpoints load too: the llama fixture re-saved with f16 weights, run
+/// in f32, stays within the error that rounding the weights to f16 causes
+/// (11 mantissa bits: ~5e-4 relative per weight; 0.05 on these logits) and
+/// keeps every decisive greedy choice.
+#[test]
+fn f16_weights_load_and_stay_close() {
+    let src = fixtures().join("models/llama");
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(&src).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_name() != "model.safetensors" {
+            std::fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
+        }
+    }
+    let tensors: HashMap<String, Tensor> =
+        candle_core::safetensors::load(src.join("model.safetensors"), &Device::Cpu)
+            .unwrap()
+            .into_iter()
+            .map(|(k, v)| (k, v.to_dtype(DType::F16).unwrap()))
+            .collect();
+    candle_core::safetensors::save(&tensors, dir.path().join("model.safetensors")).unwrap();
+    let model = LoadedModel::load(dir.path(), DType::F32).unwrap();
+    let (worst, flips) = teacher_forced(
+        &model,
+        &load_cases("llama", "generated_ids", "logits"),
+        &[1, 7, 16, 33],
+        16,
+        0.1,
+    );
+    println!("llama with f16 weights: max |Δlogit| {worst:.4}");
+    assert!(worst <= 0.05, "f16 weights moved logits by {worst}");
+    assert_eq!(flips, 0);
+}
