@@ -1,26 +1,55 @@
-//! Reference-counted KV blocks. A block is free when its count is zero; a
-//! sequence that shares a block (a prefix-cache hit, later) holds one count.
+//! Reference-counted KV blocks with a prefix cache. A block with count zero
+//! is free, but if it holds a full block's hash it stays findable until it is
+//! reused: free blocks are handed out least-recently-freed first, so
+//! eviction is LRU and only happens when a block is actually needed.
+
+use std::collections::HashMap;
+
+use super::block_hash::BlockHash;
+use super::events::KvEvent;
+use super::free_queue::FreeQueue;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum BlockPoolError {
     #[error("block {0} is outside the pool")]
     OutOfRange(u32),
-    #[error("block {0} was freed more often than it was allocated")]
+    #[error("block {0} was released more often than it was taken")]
     DoubleFree(u32),
+}
+
+/// Prefix-cache counters in tokens, as vLLM reports them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PrefixCacheStats {
+    pub queries: u64,
+    pub hits: u64,
 }
 
 pub struct BlockPool {
     ref_counts: Vec<u32>,
-    /// Free block ids; popped from the back so recently freed blocks (still
-    /// warm in cache) are reused first.
-    free: Vec<u32>,
+    /// The hash a block is registered under in `cached`, if any.
+    hashes: Vec<Option<BlockHash>>,
+    free: FreeQueue,
+    cached: HashMap<BlockHash, u32>,
+    caching: bool,
+    events: Vec<KvEvent>,
+    stats: PrefixCacheStats,
 }
 
 impl BlockPool {
+    /// A pool of `num_blocks` with prefix caching on.
     pub fn new(num_blocks: usize) -> Self {
+        Self::with_prefix_caching(num_blocks, true)
+    }
+
+    pub fn with_prefix_caching(num_blocks: usize, caching: bool) -> Self {
         BlockPool {
             ref_counts: vec![0; num_blocks],
-            free: (0..num_blocks as u32).rev().collect(),
+            hashes: vec![None; num_blocks],
+            free: FreeQueue::full(num_blocks),
+            cached: HashMap::new(),
+            caching,
+            events: Vec::new(),
+            stats: PrefixCacheStats::default(),
         }
     }
 
@@ -28,38 +57,89 @@ impl BlockPool {
         self.ref_counts.len()
     }
 
+    /// Blocks that can be allocated now (free, cached or not).
     pub fn num_free(&self) -> usize {
         self.free.len()
     }
 
-    /// Takes `n` free blocks, or none at all when fewer than `n` are free.
-    pub fn allocate(&mut self, n: usize) -> Option<Vec<u32>> {
-        if n > self.free.len() {
-            return None;
-        }
-        let blocks = self.free.split_off(self.free.len() - n);
-        for &b in &blocks {
-            self.ref_counts[b as usize] = 1;
-        }
-        Some(blocks)
-    }
-
-    /// Adds a holder to an allocated block.
-    pub fn share(&mut self, block: u32) -> Result<(), BlockPoolError> {
-        let rc = self
-            .ref_counts
-            .get_mut(block as usize)
-            .ok_or(BlockPoolError::OutOfRange(block))?;
-        *rc += 1;
-        Ok(())
+    /// Fraction of blocks held by sequences.
+    pub fn usage(&self) -> f64 {
+        1.0 - self.num_free() as f64 / self.num_blocks().max(1) as f64
     }
 
     pub fn ref_count(&self, block: u32) -> u32 {
         self.ref_counts.get(block as usize).copied().unwrap_or(0)
     }
 
-    /// Drops one holder of each block; blocks nobody holds become free.
-    pub fn release(&mut self, blocks: &[u32]) -> Result<(), BlockPoolError> {
+    pub fn num_cached(&self) -> usize {
+        self.cached.len()
+    }
+
+    pub fn stats(&self) -> PrefixCacheStats {
+        self.stats
+    }
+
+    /// Counts a prefix lookup of `query` tokens of which `hit` were cached.
+    pub fn record_query(&mut self, query: usize, hit: usize) {
+        self.stats.queries += query as u64;
+        self.stats.hits += hit as u64;
+    }
+
+    /// Takes `n` blocks (evicting the least recently freed cached ones), or
+    /// none at all when fewer than `n` are free.
+    pub fn allocate(&mut self, n: usize) -> Option<Vec<u32>> {
+        if n > self.free.len() {
+            return None;
+        }
+        let mut evicted = Vec::new();
+        let blocks: Vec<u32> = (0..n)
+            .map(|_| {
+                let b = self.free.pop_front().expect("length checked above");
+                if let Some(h) = self.hashes[b as usize].take() {
+                    self.cached.remove(&h);
+                    evicted.push(h);
+                }
+                self.ref_counts[b as usize] = 1;
+                b
+            })
+            .collect();
+        if !evicted.is_empty() {
+            self.events.push(KvEvent::BlockRemoved { hashes: evicted });
+        }
+        Some(blocks)
+    }
+
+    /// The longest run of leading `hashes` whose blocks are cached.
+    pub fn lookup(&self, hashes: &[BlockHash]) -> Vec<u32> {
+        if !self.caching {
+            return Vec::new();
+        }
+        hashes
+            .iter()
+            .map_while(|h| self.cached.get(h).copied())
+            .collect()
+    }
+
+    /// Adds a holder to a block (a prefix hit), reviving it if it was free.
+    pub fn share(&mut self, block: u32) -> Result<(), BlockPoolError> {
+        let rc = self
+            .ref_counts
+            .get_mut(block as usize)
+            .ok_or(BlockPoolError::OutOfRange(block))?;
+        if *rc == 0 {
+            self.free.remove(block);
+        }
+        *rc += 1;
+        Ok(())
+    }
+
+    /// Drops one holder of each block; unheld blocks become free (and stay
+    /// cached). Pass a sequence's blocks tail first so its last blocks are
+    /// evicted before its shared prefix.
+    pub fn release<'a>(
+        &mut self,
+        blocks: impl IntoIterator<Item = &'a u32>,
+    ) -> Result<(), BlockPoolError> {
         for &b in blocks {
             let rc = self
                 .ref_counts
@@ -70,10 +150,50 @@ impl BlockPool {
             }
             *rc -= 1;
             if *rc == 0 {
-                self.free.push(b);
+                self.free.push_back(b);
             }
         }
         Ok(())
+    }
+
+    /// Registers full blocks (`(block, hash)` in sequence order, following
+    /// `parent`) in the prefix cache. A hash already cached under another
+    /// block keeps its first block; the duplicate simply stays uncached.
+    pub fn cache(&mut self, blocks: &[(u32, BlockHash)], parent: Option<BlockHash>) {
+        if !self.caching || blocks.is_empty() {
+            return;
+        }
+        let mut stored = Vec::new();
+        for &(b, h) in blocks {
+            if self.hashes[b as usize].is_some() || self.cached.contains_key(&h) {
+                continue;
+            }
+            self.cached.insert(h, b);
+            self.hashes[b as usize] = Some(h);
+            stored.push(h);
+        }
+        if !stored.is_empty() {
+            self.events.push(KvEvent::BlockStored {
+                hashes: stored,
+                parent,
+            });
+        }
+    }
+
+    /// Drops every cached hash; only when no block is held (as vLLM).
+    pub fn reset_prefix_cache(&mut self) -> bool {
+        if self.free.len() != self.num_blocks() {
+            return false;
+        }
+        self.cached.clear();
+        self.hashes.iter_mut().for_each(|h| *h = None);
+        self.events.push(KvEvent::AllBlocksCleared);
+        true
+    }
+
+    /// Events since the last call, oldest first.
+    pub fn take_events(&mut self) -> Vec<KvEvent> {
+        std::mem::take(&mut self.events)
     }
 }
 
@@ -95,5 +215,43 @@ mod tests {
         assert_eq!(pool.num_free(), 4);
         assert_eq!(pool.release(&a[..1]), Err(BlockPoolError::DoubleFree(a[0])));
         assert_eq!(pool.release(&[9]), Err(BlockPoolError::OutOfRange(9)));
+    }
+
+    #[test]
+    fn freed_cached_blocks_are_found_until_evicted_lru() {
+        let mut pool = BlockPool::new(3);
+        let a = pool.allocate(2).unwrap();
+        pool.cache(&[(a[0], 10), (a[1], 11)], None);
+        assert_eq!(
+            pool.take_events(),
+            vec![KvEvent::BlockStored {
+                hashes: vec![10, 11],
+                parent: None
+            }]
+        );
+        pool.release(a.iter().rev()).unwrap();
+        assert_eq!(pool.lookup(&[10, 11, 12]), a, "free but still cached");
+        // Reviving a hit takes it out of the free list.
+        pool.share(a[0]).unwrap();
+        assert_eq!(pool.num_free(), 2);
+        // Two allocations: the never-cached block first, then the LRU cached one (a[1]).
+        let b = pool.allocate(2).unwrap();
+        assert!(b.contains(&a[1]));
+        assert_eq!(
+            pool.take_events(),
+            vec![KvEvent::BlockRemoved { hashes: vec![11] }]
+        );
+        assert_eq!(pool.lookup(&[10, 11]), vec![a[0]]);
+    }
+
+    #[test]
+    fn reset_only_when_idle() {
+        let mut pool = BlockPool::new(2);
+        let a = pool.allocate(1).unwrap();
+        pool.cache(&[(a[0], 1)], None);
+        assert!(!pool.reset_prefix_cache());
+        pool.release(&a).unwrap();
+        assert!(pool.reset_prefix_cache());
+        assert!(pool.lookup(&[1]).is_empty());
     }
 }

@@ -2,9 +2,14 @@
 //! (`[num_blocks][num_layers][2][block_size][num_kv_heads][head_dim]`, see
 //! DESIGN.md) and the pool that hands its blocks out.
 
+mod block_hash;
 mod block_pool;
+mod events;
+mod free_queue;
 
-pub use block_pool::{BlockPool, BlockPoolError};
+pub use block_hash::{block_hash, block_hashes, extend_block_hashes, BlockHash, BLOCK_HASH_SEED};
+pub use block_pool::{BlockPool, BlockPoolError, PrefixCacheStats};
+pub use events::KvEvent;
 pub use tandem_kernels::KvCacheLayout;
 
 use candle_core::{DType, Device, Tensor};
