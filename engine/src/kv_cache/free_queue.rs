@@ -33,10 +33,6 @@ impl FreeQueue {
         self.len
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
     pub fn contains(&self, block: u32) -> bool {
         self.in_queue[block as usize]
     }
@@ -102,6 +98,6 @@ mod tests {
         q.push_back(2);
         let order: Vec<u32> = std::iter::from_fn(|| q.pop_front()).collect();
         assert_eq!(order, vec![1, 3, 0, 2]);
-        assert!(q.is_empty());
+        assert_eq!(q.len(), 0);
     }
 }
