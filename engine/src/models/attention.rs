@@ -11,6 +11,7 @@ use crate::config::ModelConfig;
 use crate::error::Result;
 use crate::weights::Weights;
 
+#[derive(Clone)]
 pub struct Attention {
     qkv: Linear,
     o_proj: Linear,

@@ -14,6 +14,7 @@ use crate::error::Result;
 use crate::kv_cache::KvCache;
 use crate::weights::Weights;
 
+#[derive(Clone)]
 struct Block {
     input_norm: RmsNorm,
     attn: Attention,
@@ -21,6 +22,7 @@ struct Block {
     mlp: Mlp,
 }
 
+#[derive(Clone)]
 pub struct CausalLm {
     config: ModelConfig,
     embed: Tensor,

@@ -8,6 +8,7 @@ use crate::weights::Weights;
 
 /// `y = x Wᵀ (+ b)`. Several HF projections can be fused into one matrix so a
 /// step reads the activations once and runs one larger matmul.
+#[derive(Clone)]
 pub struct Linear {
     weight: Tensor,
     bias: Option<Tensor>,
@@ -67,6 +68,7 @@ impl Module for Linear {
     }
 }
 
+#[derive(Clone)]
 pub struct RmsNorm {
     weight: Tensor,
     eps: f32,
@@ -89,6 +91,7 @@ impl Module for RmsNorm {
 }
 
 /// SwiGLU: `down(silu(gate(x)) * up(x))`, gate and up fused into one matmul.
+#[derive(Clone)]
 pub struct Mlp {
     gate_up: Linear,
     down: Linear,

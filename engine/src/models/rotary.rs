@@ -7,6 +7,7 @@ use candle_core::{DType, Device, Tensor};
 
 use crate::config::{RopeConfig, RopeScaling};
 
+#[derive(Clone)]
 pub struct Rotary {
     /// One inverse frequency per pair of dimensions, already scaled.
     inv_freq: Vec<f32>,

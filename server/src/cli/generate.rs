@@ -47,6 +47,9 @@ pub struct Args {
     /// Most tokens in one forward step (longer prompts are prefilled in chunks).
     #[arg(long, default_value_t = 2048)]
     max_num_batched_tokens: usize,
+    /// Most sequences in one forward step.
+    #[arg(long, default_value_t = 256)]
+    max_num_seqs: usize,
 }
 
 #[derive(serde::Serialize)]
@@ -98,7 +101,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let opts = OfflineOptions {
         block_size: args.block_size,
         max_batched_tokens: args.max_num_batched_tokens,
+        max_num_seqs: args.max_num_seqs,
         seed: args.seed.unwrap_or(0),
+        ..OfflineOptions::default()
     };
     let (outputs, stats) = model.generate(&requests, &opts)?;
     for (prompt, out) in prompts.iter().zip(&outputs) {

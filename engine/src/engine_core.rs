@@ -1,0 +1,163 @@
+//! One engine step, synchronously: schedule → forward → sample → update.
+//! The serving loop (on its own thread) and offline generation both drive
+//! this; nothing here knows about HTTP, channels or text.
+
+use crate::error::{EngineError, Result};
+use crate::kv_cache::{KvCache, KvEvent, PrefixCacheStats};
+use crate::models::CausalLm;
+use crate::sampler::{sample_batch, SampledToken};
+use crate::scheduler::{Scheduler, SchedulerConfig};
+use crate::sequence::{FinishReason, Request, SeqId, Sequence};
+
+/// What one sequence got from a step.
+#[derive(Clone, Debug)]
+pub struct StepOutput {
+    pub id: SeqId,
+    pub token: SampledToken,
+    /// Set when this token ended the sequence (it is then removed).
+    pub finished: Option<FinishReason>,
+}
+
+/// Load figures for metrics and routing.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct EngineStats {
+    pub num_running: usize,
+    pub num_waiting: usize,
+    pub kv_usage: f64,
+    pub prefix_cache: PrefixCacheStats,
+    pub num_preemptions: u64,
+}
+
+pub struct EngineCore {
+    model: CausalLm,
+    kv_cache: KvCache,
+    scheduler: Scheduler,
+    eos_token_ids: Vec<u32>,
+    seed: u64,
+}
+
+impl EngineCore {
+    /// An engine over `num_blocks` KV blocks.
+    pub fn new(
+        model: CausalLm,
+        eos_token_ids: Vec<u32>,
+        config: SchedulerConfig,
+        num_blocks: usize,
+        seed: u64,
+    ) -> Result<Self> {
+        let layout = KvCache::layout_for(model.config(), num_blocks, config.block_size);
+        let kv_cache = KvCache::new(layout, model.dtype(), model.device())?;
+        tracing::info!(
+            num_blocks,
+            block_size = config.block_size,
+            max_tokens = num_blocks * config.block_size,
+            kv_bytes = layout.block_elems() * num_blocks * model.dtype().size_in_bytes(),
+            "KV cache allocated"
+        );
+        Ok(EngineCore {
+            model,
+            kv_cache,
+            scheduler: Scheduler::new(config, num_blocks),
+            eos_token_ids,
+            seed,
+        })
+    }
+
+    pub fn model(&self) -> &CausalLm {
+        &self.model
+    }
+
+    pub fn scheduler(&self) -> &Scheduler {
+        &self.scheduler
+    }
+
+    /// Queues a request after checking it can ever fit.
+    pub fn add_request(&mut self, id: SeqId, req: Request) -> Result<()> {
+        req.params.validate()?;
+        if req.prompt_tokens.is_empty() {
+            return Err(EngineError::EmptyPrompt);
+        }
+        let total = req.prompt_tokens.len() + req.stop.max_tokens;
+        let max_model_len = self.model.config().max_position_embeddings;
+        if total > max_model_len {
+            return Err(EngineError::TooLong {
+                tokens: total,
+                max_model_len,
+            });
+        }
+        let bs = self.scheduler.config().block_size;
+        if total > self.scheduler.token_capacity() {
+            return Err(EngineError::KvCacheTooSmall {
+                total: self.scheduler.token_capacity() / bs,
+                needed: total.div_ceil(bs),
+                block_size: bs,
+            });
+        }
+        // Unseeded requests still get a distinct, reproducible stream.
+        let seq = Sequence::new(id, req, self.seed.wrapping_add(id));
+        self.scheduler.add(seq);
+        Ok(())
+    }
+
+    /// Ends a sequence early (abort, stop string); frees its blocks.
+    pub fn finish(&mut self, id: SeqId, reason: FinishReason) -> Option<Sequence> {
+        self.scheduler.finish(id, reason)
+    }
+
+    pub fn has_unfinished(&self) -> bool {
+        self.scheduler.has_unfinished()
+    }
+
+    pub fn stats(&self) -> EngineStats {
+        EngineStats {
+            num_running: self.scheduler.num_running(),
+            num_waiting: self.scheduler.num_waiting(),
+            kv_usage: self.scheduler.kv_usage(),
+            prefix_cache: self.scheduler.prefix_cache_stats(),
+            num_preemptions: self.scheduler.num_preemptions(),
+        }
+    }
+
+    pub fn take_kv_events(&mut self) -> Vec<KvEvent> {
+        self.scheduler.take_kv_events()
+    }
+
+    /// Runs one step; returns a token for every sequence that sampled one.
+    pub fn step(&mut self) -> Result<Vec<StepOutput>> {
+        let plan = self.scheduler.schedule();
+        if plan.is_empty() {
+            return Ok(Vec::new());
+        }
+        let batch = self.scheduler.forward_batch(&plan);
+        let logits = self
+            .model
+            .forward(&batch, &self.kv_cache)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        self.scheduler.mark_computed(&plan);
+        let sampled: Vec<SeqId> = plan
+            .chunks
+            .iter()
+            .filter(|c| c.sample)
+            .map(|c| c.id)
+            .collect();
+        let tokens = {
+            let mut inputs = self.scheduler.sample_inputs(&sampled);
+            sample_batch(&logits, self.model.config().vocab_size, &mut inputs)
+        };
+        let mut outputs = Vec::with_capacity(tokens.len());
+        for (id, token) in sampled.into_iter().zip(tokens) {
+            let seq = self.scheduler.get_mut(id).expect("scheduled ids exist");
+            let finished = seq.append(&token, &self.eos_token_ids);
+            if let Some(reason) = finished {
+                self.scheduler.finish(id, reason);
+            }
+            outputs.push(StepOutput {
+                id,
+                token,
+                finished,
+            });
+        }
+        Ok(outputs)
+    }
+}

@@ -1,0 +1,246 @@
+//! The scheduler decides, each step, which sequences run and how many of
+//! their tokens: running sequences first (decodes and unfinished prompt
+//! chunks), then waiting ones in arrival order, all under a token budget
+//! (chunked prefill) and a sequence cap. When the KV cache runs out it
+//! preempts the newest running sequence by recompute: its blocks are freed
+//! and it waits again at the front of the queue, never dropped.
+//! The result is a plain [`SchedulerOutput`] the model runner executes.
+
+mod blocks;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use crate::batch::{ForwardBatch, SeqChunk};
+use crate::kv_cache::{BlockPool, KvEvent, PrefixCacheStats};
+use crate::sampler::SampleInput;
+use crate::sequence::{FinishReason, SeqId, SeqStatus, Sequence};
+
+#[derive(Clone, Debug)]
+pub struct SchedulerConfig {
+    pub max_num_seqs: usize,
+    pub max_num_batched_tokens: usize,
+    pub block_size: usize,
+    pub enable_prefix_caching: bool,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        SchedulerConfig {
+            max_num_seqs: 256,
+            max_num_batched_tokens: 2048,
+            block_size: 16,
+            enable_prefix_caching: true,
+        }
+    }
+}
+
+/// One sequence's share of a step: tokens `start..start + len`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ScheduledChunk {
+    pub id: SeqId,
+    pub start: usize,
+    pub len: usize,
+    /// The chunk reaches the end of the known tokens, so a token is sampled.
+    pub sample: bool,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SchedulerOutput {
+    pub chunks: Vec<ScheduledChunk>,
+    /// Sequences sent back to waiting this step (their KV is recomputed later).
+    pub preempted: Vec<SeqId>,
+}
+
+impl SchedulerOutput {
+    pub fn is_empty(&self) -> bool {
+        self.chunks.is_empty()
+    }
+
+    pub fn num_tokens(&self) -> usize {
+        self.chunks.iter().map(|c| c.len).sum()
+    }
+}
+
+pub struct Scheduler {
+    config: SchedulerConfig,
+    pool: BlockPool,
+    seqs: HashMap<SeqId, Sequence>,
+    waiting: VecDeque<SeqId>,
+    running: Vec<SeqId>,
+    num_preemptions: u64,
+}
+
+impl Scheduler {
+    pub fn new(config: SchedulerConfig, num_blocks: usize) -> Self {
+        let pool = BlockPool::with_prefix_caching(num_blocks, config.enable_prefix_caching);
+        Scheduler {
+            config,
+            pool,
+            seqs: HashMap::new(),
+            waiting: VecDeque::new(),
+            running: Vec::new(),
+            num_preemptions: 0,
+        }
+    }
+
+    pub fn config(&self) -> &SchedulerConfig {
+        &self.config
+    }
+
+    /// Most tokens one sequence may ever hold (prompt + output).
+    pub fn token_capacity(&self) -> usize {
+        self.pool.num_blocks() * self.config.block_size
+    }
+
+    pub fn add(&mut self, seq: Sequence) {
+        self.waiting.push_back(seq.id);
+        self.seqs.insert(seq.id, seq);
+    }
+
+    pub fn get(&self, id: SeqId) -> Option<&Sequence> {
+        self.seqs.get(&id)
+    }
+
+    pub fn get_mut(&mut self, id: SeqId) -> Option<&mut Sequence> {
+        self.seqs.get_mut(&id)
+    }
+
+    pub fn num_running(&self) -> usize {
+        self.running.len()
+    }
+
+    pub fn num_waiting(&self) -> usize {
+        self.waiting.len()
+    }
+
+    pub fn has_unfinished(&self) -> bool {
+        !self.seqs.is_empty()
+    }
+
+    pub fn kv_usage(&self) -> f64 {
+        self.pool.usage()
+    }
+
+    pub fn prefix_cache_stats(&self) -> PrefixCacheStats {
+        self.pool.stats()
+    }
+
+    pub fn num_preemptions(&self) -> u64 {
+        self.num_preemptions
+    }
+
+    pub fn take_kv_events(&mut self) -> Vec<KvEvent> {
+        self.pool.take_events()
+    }
+
+    pub fn pool(&self) -> &BlockPool {
+        &self.pool
+    }
+
+    /// Plans the next step.
+    pub fn schedule(&mut self) -> SchedulerOutput {
+        let mut out = SchedulerOutput::default();
+        let mut budget = self.config.max_num_batched_tokens;
+        let mut i = 0;
+        while i < self.running.len() && budget > 0 {
+            let id = self.running[i];
+            let n = self.seqs[&id].num_uncomputed().min(budget);
+            if n == 0 {
+                i += 1;
+                continue;
+            }
+            if !self.grow_or_preempt(id, n, &mut out.preempted) {
+                // `id` itself was preempted: the list shrank under it.
+                continue;
+            }
+            out.chunks.push(self.chunk(id, n));
+            budget -= n;
+            i += 1;
+        }
+        // Newcomers only when nobody had to make room this step.
+        while out.preempted.is_empty()
+            && budget > 0
+            && self.running.len() < self.config.max_num_seqs
+        {
+            let Some(&id) = self.waiting.front() else {
+                break;
+            };
+            let Some(n) = self.admit(id, budget) else {
+                break;
+            };
+            self.waiting.pop_front();
+            self.running.push(id);
+            self.seqs.get_mut(&id).expect("waiting ids exist").status = SeqStatus::Running;
+            out.chunks.push(self.chunk(id, n));
+            budget -= n;
+        }
+        out
+    }
+
+    fn chunk(&self, id: SeqId, len: usize) -> ScheduledChunk {
+        let s = &self.seqs[&id];
+        ScheduledChunk {
+            id,
+            start: s.num_computed,
+            len,
+            sample: s.num_computed + len == s.tokens.len(),
+        }
+    }
+
+    /// The step's model inputs for `out`.
+    pub fn forward_batch(&self, out: &SchedulerOutput) -> ForwardBatch {
+        let chunks: Vec<SeqChunk> = out
+            .chunks
+            .iter()
+            .map(|c| {
+                let s = &self.seqs[&c.id];
+                SeqChunk {
+                    tokens: &s.tokens[c.start..c.start + c.len],
+                    start: c.start,
+                    block_table: &s.block_table,
+                    wants_logits: c.sample,
+                    all_logits: false,
+                }
+            })
+            .collect();
+        ForwardBatch::build(&chunks, self.config.block_size)
+    }
+
+    /// Records that the step ran: chunks' tokens are now cached (full blocks
+    /// join the prefix cache).
+    pub fn mark_computed(&mut self, out: &SchedulerOutput) {
+        for c in &out.chunks {
+            if let Some(seq) = self.seqs.get_mut(&c.id) {
+                seq.num_computed = c.start + c.len;
+                blocks::cache_full_blocks(&mut self.pool, seq, self.config.block_size);
+            }
+        }
+    }
+
+    /// Sampler inputs for `ids` (distinct), in that order.
+    pub fn sample_inputs(&mut self, ids: &[SeqId]) -> Vec<SampleInput<'_>> {
+        let wanted: HashSet<SeqId> = ids.iter().copied().collect();
+        let mut by_id: HashMap<SeqId, SampleInput<'_>> = self
+            .seqs
+            .iter_mut()
+            .filter(|(id, _)| wanted.contains(id))
+            .map(|(id, s)| (*id, s.sample_input()))
+            .collect();
+        ids.iter()
+            .map(|id| by_id.remove(id).expect("ids are scheduled and distinct"))
+            .collect()
+    }
+
+    /// Removes a sequence (finished, stopped or aborted) and frees its blocks.
+    pub fn finish(&mut self, id: SeqId, _reason: FinishReason) -> Option<Sequence> {
+        let seq = self.seqs.remove(&id)?;
+        self.running.retain(|&r| r != id);
+        self.waiting.retain(|&w| w != id);
+        self.pool
+            .release(seq.block_table.iter().rev())
+            .expect("a sequence holds each of its blocks once");
+        Some(seq)
+    }
+}
