@@ -4,6 +4,7 @@
 pub mod batch;
 pub mod config;
 pub mod demo;
+pub mod detokenizer;
 pub mod error;
 pub mod generation_config;
 pub mod kv_cache;
@@ -12,6 +13,7 @@ pub mod model_dir;
 pub mod models;
 pub mod offline;
 pub mod sampler;
+pub mod stop;
 pub mod tokenizer;
 pub mod weights;
 
