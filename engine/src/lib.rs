@@ -4,6 +4,7 @@
 pub mod batch;
 pub mod config;
 pub mod demo;
+pub mod detokenizer;
 pub mod engine_core;
 pub mod error;
 pub mod generation_config;
@@ -15,6 +16,7 @@ pub mod offline;
 pub mod sampler;
 pub mod scheduler;
 pub mod sequence;
+pub mod stop;
 pub mod tokenizer;
 pub mod weights;
 
