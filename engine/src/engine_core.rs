@@ -16,6 +16,8 @@ pub struct StepOutput {
     pub token: SampledToken,
     /// Set when this token ended the sequence (it is then removed).
     pub finished: Option<FinishReason>,
+    /// Prompt tokens that came from the prefix cache.
+    pub cached_tokens: usize,
 }
 
 /// Load figures for metrics and routing.
@@ -149,6 +151,7 @@ impl EngineCore {
         for (id, token) in sampled.into_iter().zip(tokens) {
             let seq = self.scheduler.get_mut(id).expect("scheduled ids exist");
             let finished = seq.append(&token, &self.eos_token_ids);
+            let cached_tokens = seq.num_cached_prompt_tokens;
             if let Some(reason) = finished {
                 self.scheduler.finish(id, reason);
             }
@@ -156,6 +159,7 @@ impl EngineCore {
                 id,
                 token,
                 finished,
+                cached_tokens,
             });
         }
         Ok(outputs)

@@ -1,5 +1,5 @@
-//! tandem's engine: model loading, paged KV cache, sampler and the forward
-//! pass. DESIGN.md (shared) holds the big picture.
+//! tandem's engine: model loading, paged KV cache, scheduler, sampler and
+//! the forward pass. DESIGN.md (shared) holds the big picture.
 
 pub mod batch;
 pub mod config;
@@ -16,9 +16,10 @@ pub mod offline;
 pub mod sampler;
 pub mod scheduler;
 pub mod sequence;
+pub mod serving;
 pub mod stop;
 pub mod tokenizer;
 pub mod weights;
 
 pub use error::{EngineError, Result};
-pub use loader::{parse_dtype, LoadedModel};
+pub use loader::{parse_dtype, EngineOptions, LoadedModel};

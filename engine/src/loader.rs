@@ -2,13 +2,18 @@
 
 use candle_core::{DType, Device};
 use std::path::Path;
+use std::sync::Arc;
 
 use crate::config::ModelConfig;
+use crate::engine_core::EngineCore;
 use crate::error::{EngineError, Result};
 use crate::generation_config::GenerationDefaults;
+use crate::kv_cache::{default_kv_cache_memory, KvCache};
 use crate::model_dir::ModelFiles;
 use crate::models::{CausalLm, DecoderSpec};
 use crate::offline::{generate, GenerateOutput, GenerateRequest, GenerateStats, OfflineOptions};
+use crate::scheduler::SchedulerConfig;
+use crate::serving::EngineHandle;
 use crate::tokenizer::Tokenizer;
 use crate::weights::Weights;
 
@@ -22,10 +27,21 @@ pub fn parse_dtype(s: &str) -> Result<DType> {
     }
 }
 
+/// How a serving engine is sized.
+#[derive(Clone, Debug, Default)]
+pub struct EngineOptions {
+    pub scheduler: SchedulerConfig,
+    /// Bytes for the KV cache (`--kv-cache-memory`); `None` picks a default
+    /// from the memory available.
+    pub kv_cache_memory: Option<usize>,
+    /// Seed for requests that carry none.
+    pub seed: u64,
+}
+
 pub struct LoadedModel {
     pub files: ModelFiles,
     pub config: ModelConfig,
-    pub tokenizer: Tokenizer,
+    pub tokenizer: Arc<Tokenizer>,
     pub generation: GenerationDefaults,
     pub model: CausalLm,
     /// Every id that ends generation: config.json, generation_config.json and
@@ -76,7 +92,7 @@ impl LoadedModel {
         Ok(LoadedModel {
             files,
             config,
-            tokenizer,
+            tokenizer: Arc::new(tokenizer),
             generation,
             model,
             eos_token_ids,
@@ -90,6 +106,22 @@ impl LoadedModel {
         opts: &OfflineOptions,
     ) -> Result<(Vec<GenerateOutput>, GenerateStats)> {
         generate(&self.model, &self.eos_token_ids, requests, opts)
+    }
+
+    /// Starts the serving engine thread for this model.
+    pub fn start_engine(&self, opts: &EngineOptions) -> Result<EngineHandle> {
+        let bs = opts.scheduler.block_size;
+        let dtype = self.model.dtype();
+        let bytes = opts.kv_cache_memory.unwrap_or_else(default_kv_cache_memory);
+        let num_blocks = KvCache::blocks_for_memory(&self.config, bs, dtype, bytes);
+        let core = EngineCore::new(
+            self.model.clone(),
+            self.eos_token_ids.clone(),
+            opts.scheduler.clone(),
+            num_blocks,
+            opts.seed,
+        )?;
+        Ok(EngineHandle::spawn(core, self.tokenizer.clone()))
     }
 
     /// Longest context the engine accepts (prompt plus output).

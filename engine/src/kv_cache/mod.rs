@@ -60,3 +60,20 @@ impl KvCache {
         (bytes / Self::bytes_per_block(cfg, block_size, dtype)).max(1)
     }
 }
+
+/// The KV budget when none is given: a quarter of the memory available now,
+/// at most 4 GiB (vLLM-CPU's default space), at least 64 MiB.
+pub fn default_kv_cache_memory() -> usize {
+    const MIB: usize = 1 << 20;
+    let available = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemAvailable:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<usize>().ok())
+        })
+        .map(|kb| kb * 1024)
+        .unwrap_or(4096 * MIB);
+    (available / 4).clamp(64 * MIB, 4096 * MIB)
+}

@@ -1,0 +1,91 @@
+//! Per-request text state on the engine thread: turns sampled tokens into
+//! text deltas (UTF-8 safe), applies stop strings, and keeps the numbers
+//! for `usage` and timings.
+
+use std::time::Instant;
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::request::{RequestOutput, ServingError, Timings, Usage};
+use crate::detokenizer::IncrementalDetokenizer;
+use crate::engine_core::StepOutput;
+use crate::error::Result;
+use crate::sequence::FinishReason;
+use crate::stop::StopMatcher;
+use crate::tokenizer::Tokenizer;
+
+pub(super) type OutputSender = UnboundedSender<Result<RequestOutput, ServingError>>;
+
+pub(super) struct LiveRequest {
+    pub tx: OutputSender,
+    detok: IncrementalDetokenizer,
+    stop: StopMatcher,
+    arrival: Instant,
+    first_token: Option<Instant>,
+    usage: Usage,
+}
+
+impl LiveRequest {
+    pub fn new(
+        tx: OutputSender,
+        prompt: &[u32],
+        stop: StopMatcher,
+        skip_special_tokens: bool,
+        arrival: Instant,
+    ) -> Self {
+        LiveRequest {
+            tx,
+            detok: IncrementalDetokenizer::new(prompt, skip_special_tokens),
+            stop,
+            arrival,
+            first_token: None,
+            usage: Usage {
+                prompt_tokens: prompt.len(),
+                ..Usage::default()
+            },
+        }
+    }
+
+    /// Builds the update for one sampled token. A completed stop string
+    /// finishes the request here (the caller must then end it in the core).
+    pub fn on_token(&mut self, tok: &Tokenizer, out: StepOutput) -> Result<RequestOutput> {
+        let now = Instant::now();
+        self.first_token.get_or_insert(now);
+        self.usage.completion_tokens += 1;
+        self.usage.cached_tokens = out.cached_tokens;
+        let delta = self.detok.push(tok, out.token.token)?;
+        let outcome = self.stop.push(&delta);
+        let mut text = outcome.release;
+        let mut finish_reason = out.finished;
+        let mut stop_reason = None;
+        if let Some(s) = outcome.stopped {
+            finish_reason = Some(FinishReason::Stop);
+            stop_reason = Some(s);
+        } else if finish_reason.is_some() {
+            // Ended by the core: release what the detokenizer and the stop
+            // matcher were holding back.
+            let tail = self.detok.finish(tok)?;
+            let outcome = self.stop.push(&tail);
+            text.push_str(&outcome.release);
+            match outcome.stopped {
+                Some(s) => {
+                    finish_reason = Some(FinishReason::Stop);
+                    stop_reason = Some(s);
+                }
+                None => text.push_str(&self.stop.flush()),
+            }
+        }
+        let timings = finish_reason.map(|_| Timings {
+            time_to_first_token: self.first_token.unwrap_or(now) - self.arrival,
+            e2e: now - self.arrival,
+        });
+        Ok(RequestOutput {
+            token_ids: vec![out.token.token],
+            samples: vec![out.token],
+            text,
+            finish_reason,
+            stop_reason,
+            usage: self.usage,
+            timings,
+        })
+    }
+}

@@ -1,0 +1,98 @@
+//! The serving engine: [`EngineCore`] on its own thread, driven through
+//! channels. Async code only ever sends commands and awaits per-request
+//! output streams, so nothing in the server blocks on the model.
+
+mod live;
+mod request;
+mod stream;
+mod thread;
+
+pub use request::{RequestOutput, ServingError, ServingRequest, Timings, Usage};
+pub use stream::RequestStream;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::broadcast;
+
+use crate::engine_core::{EngineCore, EngineStats};
+use crate::kv_cache::KvEvent;
+use crate::sequence::SeqId;
+use crate::tokenizer::Tokenizer;
+
+pub(crate) enum Command {
+    Add {
+        id: SeqId,
+        request: ServingRequest,
+        tx: live::OutputSender,
+        arrival: std::time::Instant,
+    },
+    Abort(SeqId),
+    Shutdown,
+}
+
+/// A cheap, cloneable handle to the engine thread.
+#[derive(Clone)]
+pub struct EngineHandle {
+    commands: std::sync::mpsc::Sender<Command>,
+    next_id: Arc<AtomicU64>,
+    stats: Arc<Mutex<EngineStats>>,
+    kv_events: broadcast::Sender<KvEvent>,
+}
+
+impl EngineHandle {
+    /// Starts the engine thread.
+    pub fn spawn(core: EngineCore, tokenizer: Arc<Tokenizer>) -> Self {
+        let (commands, rx) = std::sync::mpsc::channel();
+        let stats = Arc::new(Mutex::new(core.stats()));
+        let (kv_events, _) = broadcast::channel(4096);
+        let worker =
+            thread::EngineThread::new(core, tokenizer, rx, stats.clone(), kv_events.clone());
+        std::thread::Builder::new()
+            .name("tandem-engine".into())
+            .spawn(move || worker.run())
+            .expect("spawning the engine thread");
+        EngineHandle {
+            commands,
+            next_id: Arc::new(AtomicU64::new(0)),
+            stats,
+            kv_events,
+        }
+    }
+
+    /// Submits a request; its updates arrive on the returned stream.
+    /// Dropping the stream before it finishes aborts the request.
+    pub fn add_request(&self, request: ServingRequest) -> RequestStream {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let sent = self.commands.send(Command::Add {
+            id,
+            request,
+            tx: tx.clone(),
+            arrival: std::time::Instant::now(),
+        });
+        if sent.is_err() {
+            let _ = tx.send(Err(ServingError::Shutdown));
+        }
+        RequestStream::new(id, rx, self.commands.clone())
+    }
+
+    pub fn abort(&self, id: SeqId) {
+        let _ = self.commands.send(Command::Abort(id));
+    }
+
+    /// Load as of the last step.
+    pub fn stats(&self) -> EngineStats {
+        *self.stats.lock().expect("stats lock")
+    }
+
+    /// Prefix-cache changes from now on.
+    pub fn subscribe_kv_events(&self) -> broadcast::Receiver<KvEvent> {
+        self.kv_events.subscribe()
+    }
+
+    /// Stops the engine thread; requests still running get `Shutdown`.
+    pub fn shutdown(&self) {
+        let _ = self.commands.send(Command::Shutdown);
+    }
+}

@@ -1,0 +1,69 @@
+//! What a serving client submits and what it receives, step by step.
+
+use std::time::Duration;
+
+use crate::sampler::SampledToken;
+use crate::sequence::{FinishReason, Request};
+
+/// A request plus what the text side needs: stop strings and detokenization.
+#[derive(Clone, Debug)]
+pub struct ServingRequest {
+    pub request: Request,
+    pub stop_strings: Vec<String>,
+    pub include_stop_str_in_output: bool,
+    pub skip_special_tokens: bool,
+}
+
+impl ServingRequest {
+    pub fn new(request: Request) -> Self {
+        ServingRequest {
+            request,
+            stop_strings: Vec::new(),
+            include_stop_str_in_output: false,
+            skip_special_tokens: true,
+        }
+    }
+}
+
+/// Token accounting for `usage` and metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub prompt_tokens: usize,
+    pub completion_tokens: usize,
+    /// Prompt tokens served from the prefix cache.
+    pub cached_tokens: usize,
+}
+
+/// Where a finished request's time went.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Timings {
+    /// Arrival to first token.
+    pub time_to_first_token: Duration,
+    /// Arrival to last token.
+    pub e2e: Duration,
+}
+
+/// One update for one request: the tokens sampled since the last update and
+/// the text they completed. The last update carries `finish_reason`.
+#[derive(Clone, Debug, Default)]
+pub struct RequestOutput {
+    pub token_ids: Vec<u32>,
+    pub samples: Vec<SampledToken>,
+    pub text: String,
+    pub finish_reason: Option<FinishReason>,
+    /// The stop string or stop token that ended it (vLLM's `stop_reason`).
+    pub stop_reason: Option<String>,
+    pub usage: Usage,
+    pub timings: Option<Timings>,
+}
+
+/// The engine could not run a request to its end.
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ServingError {
+    #[error("{0}")]
+    Rejected(String),
+    #[error("the engine failed while running the request: {0}")]
+    Engine(String),
+    #[error("the engine has shut down")]
+    Shutdown,
+}
