@@ -2,16 +2,12 @@
 //! Qwen2.5-0.5B-shaped random-weight model, in f32 and bf16, beside the
 //! memory-bandwidth floor (weight bytes ÷ measured bandwidth) of the same run.
 
-use candle_core::Device;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use std::path::PathBuf;
 
-use tandem_engine::config::ModelConfig;
-use tandem_engine::models::{CausalLm, DecoderSpec};
 use tandem_engine::offline::{generate, GenerateRequest, OfflineOptions};
 use tandem_engine::sampler::SamplingParams;
-use tandem_engine::weights::Weights;
 
 use crate::{membw, random_model};
 
@@ -59,28 +55,13 @@ struct Report {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let cfg = ModelConfig::from_json(&random_model::qwen25_05b_config())?;
-    let weights_file = args.model_dir.join("model.safetensors");
-    if !weights_file.exists() {
-        eprintln!(
-            "writing random-weight checkpoint to {} ...",
-            args.model_dir.display()
-        );
-        random_model::write(&args.model_dir, &cfg, 0)?;
-    }
+    let cfg = random_model::ensure(&args.model_dir)?;
     let bandwidth = membw::copy_bandwidth(1 << 30, 5);
     eprintln!("copy bandwidth (read+write): {:.1} GB/s", bandwidth / 1e9);
     let mut rows = Vec::new();
     for dtype_name in &args.dtype {
         let dtype = tandem_engine::parse_dtype(dtype_name)?;
-        let w = Weights::open(
-            std::slice::from_ref(&weights_file),
-            dtype,
-            &Device::Cpu,
-            "Qwen2ForCausalLM",
-        )?;
-        let model = CausalLm::load(&cfg, &DecoderSpec::for_config(&cfg), &w, &Device::Cpu)?;
-        drop(w);
+        let model = random_model::load(&args.model_dir, &cfg, dtype)?;
         let weight_bytes = cfg.num_parameters() * dtype.size_in_bytes() as u64;
         for &batch in &args.batch {
             let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(batch as u64);

@@ -4,6 +4,7 @@
 mod decode;
 mod membw;
 mod random_model;
+mod throughput;
 
 use clap::{Parser, Subcommand};
 
@@ -22,10 +23,13 @@ struct Cli {
 enum Command {
     /// Decode tokens/s of a random-weight model against the memory-bandwidth floor.
     Decode(decode::Args),
+    /// Offline serving throughput at several max_num_seqs, and prefix-cache TTFT.
+    Throughput(throughput::Args),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Decode(a) => decode::run(a),
+        Command::Throughput(a) => throughput::run(a),
     }
 }

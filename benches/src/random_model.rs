@@ -6,7 +6,10 @@ use rand::{Rng, SeedableRng};
 use safetensors::tensor::TensorView;
 use std::path::Path;
 
+use candle_core::{DType, Device};
 use tandem_engine::config::ModelConfig;
+use tandem_engine::models::{CausalLm, DecoderSpec};
+use tandem_engine::weights::Weights;
 
 /// Qwen2.5-0.5B's shape (494 M parameters, tied embeddings).
 pub fn qwen25_05b_config() -> String {
@@ -85,4 +88,31 @@ pub fn write(dir: &Path, cfg: &ModelConfig, seed: u64) -> anyhow::Result<()> {
         .collect::<anyhow::Result<Vec<_>>>()?;
     safetensors::serialize_to_file(views, None, &dir.join("model.safetensors"))?;
     Ok(())
+}
+
+/// The Qwen2.5-0.5B-shaped config, writing its random checkpoint into `dir`
+/// unless it is already there.
+pub fn ensure(dir: &Path) -> anyhow::Result<ModelConfig> {
+    let cfg = ModelConfig::from_json(&qwen25_05b_config())?;
+    if !dir.join("model.safetensors").exists() {
+        eprintln!("writing random-weight checkpoint to {} ...", dir.display());
+        write(dir, &cfg, 0)?;
+    }
+    Ok(cfg)
+}
+
+/// Loads the checkpoint in `dir` for compute in `dtype`.
+pub fn load(dir: &Path, cfg: &ModelConfig, dtype: DType) -> anyhow::Result<CausalLm> {
+    let w = Weights::open(
+        &[dir.join("model.safetensors")],
+        dtype,
+        &Device::Cpu,
+        cfg.architecture.hf_name(),
+    )?;
+    Ok(CausalLm::load(
+        cfg,
+        &DecoderSpec::for_config(cfg),
+        &w,
+        &Device::Cpu,
+    )?)
 }
