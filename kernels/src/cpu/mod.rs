@@ -1,8 +1,10 @@
 //! CPU paged attention: plan work items, run them on rayon with the best
 //! instruction set the machine has, combine the results.
 
+mod block_math;
 mod combine;
 mod plan;
+mod prefetch;
 mod tile;
 
 pub(crate) use tile::Inputs;
@@ -27,12 +29,11 @@ pub(crate) fn paged_attention<E: Element>(
         threads: rayon::current_num_threads(),
     };
     let plan = plan::plan(inp.meta, &shape);
-    let kernel = select_kernel::<E>(inp.layout.head_dim);
     let partials: Vec<Partial> = plan
         .items
         .par_iter()
         .map_init(Scratch::default, |scratch, item| {
-            kernel(inp, &plan.tiles[item.tile], item, scratch)
+            attend_best(inp, &plan.tiles[item.tile], item, scratch)
         })
         .collect();
     let head_dim = inp.layout.head_dim;
@@ -41,21 +42,9 @@ pub(crate) fn paged_attention<E: Element>(
     out
 }
 
-type Kernel<E> = fn(&Inputs<'_, E>, &Tile, &WorkItem, &mut Scratch) -> Partial;
-
-/// Picks the build for the head dim once per call: 64 and 128 get fully
-/// unrolled inner loops.
-fn select_kernel<E: Element>(head_dim: usize) -> Kernel<E> {
-    match head_dim {
-        64 => attend_best::<E, 64>,
-        128 => attend_best::<E, 128>,
-        _ => attend_best::<E, 0>,
-    }
-}
-
 /// Runs the AVX2+FMA build where the CPU has it (feature detection is a
 /// cached load), the build target's baseline otherwise.
-fn attend_best<E: Element, const D: usize>(
+fn attend_best<E: Element>(
     inp: &Inputs<'_, E>,
     tile: &Tile,
     item: &WorkItem,
@@ -64,20 +53,20 @@ fn attend_best<E: Element, const D: usize>(
     #[cfg(target_arch = "x86_64")]
     if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
         // SAFETY: the CPU supports the features `attend_avx2` is built with.
-        return unsafe { attend_avx2::<E, D>(inp, tile, item, s) };
+        return unsafe { attend_avx2::<E>(inp, tile, item, s) };
     }
     // aarch64 always has FMA; elsewhere only if the build enables it.
     const FMA: bool = cfg!(any(target_arch = "aarch64", target_feature = "fma"));
-    attend::<E, FMA, D>(inp, tile, item, s)
+    attend::<E, FMA>(inp, tile, item, s)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn attend_avx2<E: Element, const D: usize>(
+unsafe fn attend_avx2<E: Element>(
     inp: &Inputs<'_, E>,
     tile: &Tile,
     item: &WorkItem,
     s: &mut Scratch,
 ) -> Partial {
-    attend::<E, true, D>(inp, tile, item, s)
+    attend::<E, true>(inp, tile, item, s)
 }

@@ -7,12 +7,14 @@
 //! window give a contiguous range per token), so nothing is masked and the
 //! running max / sum / accumulator are rescaled once per block, not per key.
 
+use super::block_math::{block_accumulate, block_scores};
 use super::plan::{Tile, WorkItem};
+use super::prefetch::prefetch_rows;
 use crate::checks::RowView;
 use crate::element::Element;
 use crate::layout::{KvCacheLayout, K, V};
 use crate::metadata::AttentionMetadata;
-use crate::vecmath::{axpy, dot, exp_nonpositive, exp_shifted_sum, max, scale};
+use crate::vecmath::{exp_nonpositive, exp_shifted_sum, max, scale};
 
 /// Read-only inputs shared by all work items of one call.
 pub(crate) struct Inputs<'a, E> {
@@ -47,17 +49,18 @@ pub(crate) struct Scratch {
     v: Vec<f32>,
 }
 
-/// Runs one work item. `D` is the head dim when known at compile time (0 =
-/// read it from the layout) so the common sizes get fully unrolled loops;
-/// `FMA` must match the target features of the caller (see `vecmath`).
+/// Runs one work item. `FMA` must match the target features of the caller
+/// (see `vecmath`). The head dim stays a run-time value on purpose: with a
+/// constant, LLVM fully unrolls the dot products and then fails to
+/// vectorise them.
 #[inline(always)]
-pub(crate) fn attend<E: Element, const FMA: bool, const D: usize>(
+pub(crate) fn attend<E: Element, const FMA: bool>(
     inp: &Inputs<'_, E>,
     tile: &Tile,
     item: &WorkItem,
     scratch: &mut Scratch,
 ) -> Partial {
-    let d = if D == 0 { inp.layout.head_dim } else { D };
+    let d = inp.layout.head_dim;
     let (g, bs) = (inp.group, inp.layout.block_size);
     let tokens = tile.q_rows.len();
     let nq = tokens * g;
@@ -82,6 +85,9 @@ pub(crate) fn attend<E: Element, const FMA: bool, const D: usize>(
         let v_base = inp
             .layout
             .elem_offset(physical, inp.layer, V, 0, tile.kv_head);
+        if logical + 1 < item.blocks.end {
+            prefetch_block(inp, table[logical + 1] as usize, tile.kv_head);
+        }
         let k = E::rows(&inp.arena[k_base..], n, slot_stride, d, &mut scratch.k);
         let v = E::rows(&inp.arena[v_base..], n, slot_stride, d, &mut scratch.v);
         for t in 0..tokens {
@@ -98,9 +104,7 @@ pub(crate) fn attend<E: Element, const FMA: bool, const D: usize>(
             for qi in t * g..(t + 1) * g {
                 let q = &scratch.q[qi * d..][..d];
                 let scores = &mut scratch.scores[..slots.len()];
-                for (s, slot) in scores.iter_mut().zip(slots.clone()) {
-                    *s = dot::<FMA>(q, k.row(slot));
-                }
+                block_scores::<FMA>(q, &k, slots.start, scores);
                 let m_old = out.m[qi];
                 let m_new = m_old.max(max(scores));
                 let alpha = exp_nonpositive::<FMA>(m_old - m_new);
@@ -111,13 +115,26 @@ pub(crate) fn attend<E: Element, const FMA: bool, const D: usize>(
                 if alpha != 1.0 {
                     scale(acc, alpha);
                 }
-                for (&p, slot) in scores.iter().zip(slots.clone()) {
-                    axpy::<FMA>(acc, p, v.row(slot));
-                }
+                block_accumulate::<FMA>(acc, scores, &v, slots.start);
             }
         }
     }
     out
+}
+
+/// Prefetches one KV head's K and V rows of a (full) block.
+#[inline(always)]
+fn prefetch_block<E: Element>(inp: &Inputs<'_, E>, physical: usize, kv_head: usize) {
+    let l = inp.layout;
+    for kv in [K, V] {
+        let base = l.elem_offset(physical, inp.layer, kv, 0, kv_head);
+        prefetch_rows(
+            &inp.arena[base..],
+            l.block_size,
+            l.slot_stride(),
+            l.head_dim,
+        );
+    }
 }
 
 /// Widens the tile's query rows to f32, pre-multiplied by the softmax scale.
