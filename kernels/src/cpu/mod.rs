@@ -70,3 +70,67 @@ unsafe fn attend_avx2<E: Element>(
 ) -> Partial {
     attend::<E, true>(inp, tile, item, s)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checks::RowView;
+    use crate::layout::KvCacheLayout;
+    use crate::metadata::AttentionMetadata;
+    use candle_core::Layout;
+
+    /// The build every machine can run agrees with the AVX2 one (the
+    /// integration tests only reach the latter on this hardware).
+    #[test]
+    fn portable_and_dispatched_kernels_agree() {
+        let layout = KvCacheLayout {
+            num_blocks: 6,
+            num_layers: 1,
+            block_size: 16,
+            num_kv_heads: 2,
+            head_dim: 20,
+        };
+        let arena: Vec<f32> = (0..layout.shape().iter().product::<usize>())
+            .map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0)
+            .collect();
+        let q: Vec<f32> = (0..5 * 4 * 20)
+            .map(|i| ((i * 31 % 97) as f32 / 48.0) - 1.0)
+            .collect();
+        let meta = AttentionMetadata {
+            query_start_loc: vec![0, 4, 5],
+            context_lens: vec![40, 50],
+            block_tables: vec![5, 0, 3, 1, 4, 2, 0, 0],
+            max_blocks_per_seq: 4,
+            slot_mapping: vec![],
+        };
+        let inp = Inputs {
+            q: &q,
+            q_view: RowView::new("test", "q", &Layout::contiguous((5, 4, 20))).unwrap(),
+            arena: &arena,
+            layout: &layout,
+            layer: 0,
+            meta: &meta,
+            softmax_scale: 0.3,
+            sliding_window: Some(30),
+            group: 2,
+        };
+        let shape = PlanShape {
+            num_kv_heads: 2,
+            group: 2,
+            block_size: 16,
+            sliding_window: Some(30),
+            threads: 1,
+        };
+        let plan = plan::plan(&meta, &shape);
+        let mut scratch = Scratch::default();
+        for item in &plan.items {
+            let tile = &plan.tiles[item.tile];
+            let a = attend::<f32, false>(&inp, tile, item, &mut scratch);
+            let b = attend_best(&inp, tile, item, &mut scratch);
+            let (xs, ys) = ([&a.m, &a.l, &a.acc], [&b.m, &b.l, &b.acc]);
+            for (x, y) in xs.into_iter().flatten().zip(ys.into_iter().flatten()) {
+                assert!((x - y).abs() <= 1e-5 * (1.0 + x.abs()), "{x} vs {y}");
+            }
+        }
+    }
+}
