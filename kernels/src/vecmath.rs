@@ -8,7 +8,7 @@
 //! compiled with the `fma` target feature: elsewhere `mul_add` becomes a
 //! slow libm call, and plain Rust never contracts `a * b + c` by itself.
 
-const LANES: usize = 8;
+pub(crate) const LANES: usize = 8;
 
 /// `a * b + c`, fused when `FMA`.
 #[inline(always)]

@@ -105,7 +105,8 @@ fn window_of_one_returns_own_value() {
     }
 }
 
-/// Large scores exercise the running-max rescale of the online softmax.
+/// Large scores (logits up to about ±40) exercise the running-max rescale
+/// of the online softmax.
 #[test]
 fn sharp_softmax_is_stable() {
     let s = Scenario {
