@@ -92,7 +92,7 @@ pub(crate) fn exp_shifted_sum<const FMA: bool>(xs: &mut [f32], shift: f32) -> f3
 /// `exp(x)` for `x <= 0`, branch-free so it vectorises; relative error
 /// about 2e-7. Writes `x = n ln2 + r` with `|r| <= ln2 / 2`, evaluates a
 /// degree-6 Taylor polynomial for `e^r` and builds `2^n` from exponent bits.
-/// Inputs below -87 (and NaN) are clamped, giving ~1.6e-38 instead of 0:
+/// Inputs below -87 are clamped, giving ~1.6e-38 instead of 0 (NaN stays NaN):
 /// harmless where it only ever multiplies an accumulator.
 #[inline(always)]
 pub(crate) fn exp_nonpositive<const FMA: bool>(x: f32) -> f32 {
