@@ -24,6 +24,7 @@ pub(crate) fn paged_attention<E: Element>(
     let shape = PlanShape {
         num_kv_heads: inp.layout.num_kv_heads,
         group: inp.group,
+        head_dim: inp.layout.head_dim,
         block_size: inp.layout.block_size,
         sliding_window: inp.sliding_window,
         threads: rayon::current_num_threads(),
@@ -117,6 +118,7 @@ mod tests {
         let shape = PlanShape {
             num_kv_heads: 2,
             group: 2,
+            head_dim: 20,
             block_size: 16,
             sliding_window: Some(30),
             threads: 1,
