@@ -5,6 +5,11 @@
 //! writes a step's new K/V into it; [`paged_attention`] runs attention for a
 //! mixed batch of prefill chunks and decode tokens described by
 //! [`AttentionMetadata`]. CPU only for now (rayon, AVX2+FMA when present).
+//!
+//! Bad inputs are refused before any memory is touched, with a
+//! [`KernelError`] wrapped in `candle_core::Error::Wrapped`. candle keeps it
+//! as `dyn Display`, so it cannot be downcast there; engine code that wants
+//! the typed error calls [`AttentionMetadata::validate`] itself.
 
 mod checks;
 mod cpu;

@@ -8,11 +8,11 @@
 //! compiled with the `fma` target feature: elsewhere `mul_add` becomes a
 //! slow libm call, and plain Rust never contracts `a * b + c` by itself.
 
-const LANES: usize = 8;
+pub(crate) const LANES: usize = 8;
 
 /// `a * b + c`, fused when `FMA`.
 #[inline(always)]
-fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
+pub(crate) fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
     if FMA {
         a.mul_add(b, c)
     } else {
@@ -38,23 +38,6 @@ pub(crate) fn dot<const FMA: bool>(a: &[f32], b: &[f32]) -> f32 {
         tail = madd::<FMA>(*x, *y, tail);
     }
     horizontal_sum(acc) + tail
-}
-
-/// `y += a * x`.
-#[inline(always)]
-pub(crate) fn axpy<const FMA: bool>(y: &mut [f32], a: f32, x: &[f32]) {
-    let n = y.len().min(x.len());
-    let (y, x) = (&mut y[..n], &x[..n]);
-    let mut yc = y.chunks_exact_mut(LANES);
-    let mut xc = x.chunks_exact(LANES);
-    for (yy, xx) in (&mut yc).zip(&mut xc) {
-        for l in 0..LANES {
-            yy[l] = madd::<FMA>(xx[l], a, yy[l]);
-        }
-    }
-    for (yy, xx) in yc.into_remainder().iter_mut().zip(xc.remainder()) {
-        *yy = madd::<FMA>(*xx, a, *yy);
-    }
 }
 
 /// `y *= a`.
@@ -109,7 +92,7 @@ pub(crate) fn exp_shifted_sum<const FMA: bool>(xs: &mut [f32], shift: f32) -> f3
 /// `exp(x)` for `x <= 0`, branch-free so it vectorises; relative error
 /// about 2e-7. Writes `x = n ln2 + r` with `|r| <= ln2 / 2`, evaluates a
 /// degree-6 Taylor polynomial for `e^r` and builds `2^n` from exponent bits.
-/// Inputs below -87 (and NaN) are clamped, giving ~1.6e-38 instead of 0:
+/// Inputs below -87 are clamped, giving ~1.6e-38 instead of 0 (NaN stays NaN):
 /// harmless where it only ever multiplies an accumulator.
 #[inline(always)]
 pub(crate) fn exp_nonpositive<const FMA: bool>(x: f32) -> f32 {
@@ -136,10 +119,12 @@ pub(crate) fn exp_nonpositive<const FMA: bool>(x: f32) -> f32 {
     p * two_n
 }
 
+/// Lane sum. Summing in lane order matters: LLVM's SLP vectoriser then
+/// keeps the accumulator as one 8-wide register, while a pairwise tree made
+/// it split the accumulator into two 4-wide halves.
 #[inline(always)]
 fn horizontal_sum(acc: [f32; LANES]) -> f32 {
-    let [a, b, c, d, e, f, g, h] = acc;
-    ((a + e) + (b + f)) + ((c + g) + (d + h))
+    acc.iter().sum()
 }
 
 #[cfg(test)]
@@ -169,11 +154,6 @@ mod tests {
         let b: Vec<f32> = (0..21).map(|i| (i as f32 * 0.11).cos()).collect();
         let want: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
         assert!((dot::<false>(&a, &b) - want).abs() < 1e-5);
-        let mut y = b.clone();
-        axpy::<true>(&mut y, 0.5, &a);
-        for i in 0..21 {
-            assert!((y[i] - (b[i] + 0.5 * a[i])).abs() < 1e-6);
-        }
         assert_eq!(max(&a), a.iter().cloned().fold(f32::MIN, f32::max));
         assert_eq!(max(&[]), f32::NEG_INFINITY);
         let mut e = a.clone();

@@ -105,7 +105,8 @@ fn window_of_one_returns_own_value() {
     }
 }
 
-/// Large scores exercise the running-max rescale of the online softmax.
+/// Large scores (logits up to about ±40) exercise the running-max rescale
+/// of the online softmax.
 #[test]
 fn sharp_softmax_is_stable() {
     let s = Scenario {
@@ -307,7 +308,7 @@ fn scenario_strategy() -> impl Strategy<Value = Scenario> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 40, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
     #[test]
     fn random_batches_match_dense_attention(s in scenario_strategy()) {

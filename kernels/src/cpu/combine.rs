@@ -18,13 +18,14 @@ pub(crate) fn write_output<E: Element>(
 ) {
     let d = head_dim;
     let mut weights = Vec::new();
+    let mut row_f32 = vec![0.0f32; d];
     for tile in &plan.tiles {
         let parts = &partials[tile.items.clone()];
         for (t, token) in tile.q_rows.clone().enumerate() {
             for h in 0..group {
                 let qi = t * group + h;
-                let head = tile.kv_head * group + h;
-                let row = &mut out[(token * num_heads + head) * d..][..d];
+                // Rescale each part to the common max; a part that saw no
+                // key (l = 0, m = -inf) weighs nothing.
                 let m = parts
                     .iter()
                     .map(|p| p.m[qi])
@@ -39,13 +40,17 @@ pub(crate) fn write_output<E: Element>(
                 }));
                 let l: f32 = parts.iter().zip(&weights).map(|(p, w)| p.l[qi] * w).sum();
                 let inv_l = if l > 0.0 { 1.0 / l } else { 0.0 };
-                for (i, o) in row.iter_mut().enumerate() {
-                    let sum: f32 = parts
-                        .iter()
-                        .zip(&weights)
-                        .map(|(p, w)| p.acc[qi * d + i] * w)
-                        .sum();
-                    *o = E::from_f32(sum * inv_l);
+                row_f32.fill(0.0);
+                for (p, w) in parts.iter().zip(&weights) {
+                    let w = w * inv_l;
+                    for (r, a) in row_f32.iter_mut().zip(&p.acc[qi * d..][..d]) {
+                        *r += w * a;
+                    }
+                }
+                let head = tile.kv_head * group + h;
+                let row = &mut out[(token * num_heads + head) * d..][..d];
+                for (o, &r) in row.iter_mut().zip(&row_f32) {
+                    *o = E::from_f32(r);
                 }
             }
         }

@@ -7,12 +7,18 @@
 //! window give a contiguous range per token), so nothing is masked and the
 //! running max / sum / accumulator are rescaled once per block, not per key.
 
+use super::block_math::{block_accumulate, block_scores, tile_scores};
 use super::plan::{Tile, WorkItem};
+use super::prefetch::prefetch_rows;
 use crate::checks::RowView;
-use crate::element::Element;
+use crate::element::{Element, Rows};
 use crate::layout::{KvCacheLayout, K, V};
 use crate::metadata::AttentionMetadata;
-use crate::vecmath::{axpy, dot, exp_nonpositive, exp_shifted_sum, max, scale};
+use crate::vecmath::{exp_nonpositive, exp_shifted_sum, max, scale, LANES};
+
+/// Tiles with at least this many query vectors score them one per vector
+/// lane ([`tile_scores`]); smaller ones (decode without GQA) use dot products.
+const LANE_SCORING_MIN_QUERIES: usize = 4;
 
 /// Read-only inputs shared by all work items of one call.
 pub(crate) struct Inputs<'a, E> {
@@ -45,23 +51,31 @@ pub(crate) struct Scratch {
     scores: Vec<f32>,
     k: Vec<f32>,
     v: Vec<f32>,
+    qt: Vec<f32>,
+    lane_scores: Vec<f32>,
 }
 
-/// Runs one work item. `D` is the head dim when known at compile time (0 =
-/// read it from the layout) so the common sizes get fully unrolled loops;
-/// `FMA` must match the target features of the caller (see `vecmath`).
+/// Runs one work item. `FMA` must match the target features of the caller
+/// (see `vecmath`). The head dim stays a run-time value on purpose: with a
+/// constant, LLVM fully unrolls the dot products and then fails to
+/// vectorise them.
 #[inline(always)]
-pub(crate) fn attend<E: Element, const FMA: bool, const D: usize>(
+pub(crate) fn attend<E: Element, const FMA: bool>(
     inp: &Inputs<'_, E>,
     tile: &Tile,
     item: &WorkItem,
     scratch: &mut Scratch,
 ) -> Partial {
-    let d = if D == 0 { inp.layout.head_dim } else { D };
+    let d = inp.layout.head_dim;
     let (g, bs) = (inp.group, inp.layout.block_size);
     let tokens = tile.q_rows.len();
     let nq = tokens * g;
     load_queries(inp, tile, d, &mut scratch.q);
+    let lanes = nq >= LANE_SCORING_MIN_QUERIES;
+    let nqp = nq.div_ceil(LANES) * LANES;
+    if lanes {
+        transpose_queries(&scratch.q, d, nqp, &mut scratch.qt);
+    }
     let mut out = Partial {
         m: vec![f32::NEG_INFINITY; nq],
         l: vec![0.0; nq],
@@ -75,7 +89,25 @@ pub(crate) fn attend<E: Element, const FMA: bool, const D: usize>(
     for logical in item.blocks.clone() {
         let block_start = logical * bs;
         let n = bs.min(context_len - block_start);
+        // Slots of this block token `t` sees (block-relative, maybe empty);
+        // both ends grow with `t`, so tokens 0 and last bound the union.
+        let visible = |t: usize| {
+            let pos = tile.first_pos + t;
+            let lo = inp
+                .sliding_window
+                .map_or(0, |w| (pos + 1).saturating_sub(w))
+                .saturating_sub(block_start);
+            let hi = (pos + 1).saturating_sub(block_start).min(n);
+            lo.min(hi)..hi
+        };
+        let span = visible(0).start..visible(tokens - 1).end;
+        if span.is_empty() {
+            continue;
+        }
         let physical = table[logical] as usize;
+        if logical + 1 < item.blocks.end {
+            prefetch_block(inp, table[logical + 1] as usize, tile.kv_head);
+        }
         let k_base = inp
             .layout
             .elem_offset(physical, inp.layer, K, 0, tile.kv_head);
@@ -84,40 +116,89 @@ pub(crate) fn attend<E: Element, const FMA: bool, const D: usize>(
             .elem_offset(physical, inp.layer, V, 0, tile.kv_head);
         let k = E::rows(&inp.arena[k_base..], n, slot_stride, d, &mut scratch.k);
         let v = E::rows(&inp.arena[v_base..], n, slot_stride, d, &mut scratch.v);
+        if lanes {
+            tile_scores::<FMA>(
+                &scratch.qt,
+                nqp,
+                &k,
+                span.start,
+                span.len(),
+                &mut scratch.lane_scores,
+            );
+        }
         for t in 0..tokens {
-            let pos = tile.first_pos + t;
-            let lo = inp
-                .sliding_window
-                .map_or(0, |w| (pos + 1).saturating_sub(w))
-                .max(block_start);
-            let hi = (pos + 1).min(block_start + n);
-            if lo >= hi {
+            let slots = visible(t);
+            if slots.is_empty() {
                 continue;
             }
-            let slots = lo - block_start..hi - block_start;
             for qi in t * g..(t + 1) * g {
-                let q = &scratch.q[qi * d..][..d];
                 let scores = &mut scratch.scores[..slots.len()];
-                for (s, slot) in scores.iter_mut().zip(slots.clone()) {
-                    *s = dot::<FMA>(q, k.row(slot));
+                if lanes {
+                    let group = &scratch.lane_scores[(qi / LANES) * span.len() * LANES..];
+                    let first = (slots.start - span.start) * LANES + qi % LANES;
+                    for (s, &x) in scores.iter_mut().zip(group[first..].iter().step_by(LANES)) {
+                        *s = x;
+                    }
+                } else {
+                    block_scores::<FMA>(&scratch.q[qi * d..][..d], &k, slots.start, scores);
                 }
-                let m_old = out.m[qi];
-                let m_new = m_old.max(max(scores));
-                let alpha = exp_nonpositive::<FMA>(m_old - m_new);
-                let sum = exp_shifted_sum::<FMA>(scores, m_new);
-                out.l[qi] = out.l[qi] * alpha + sum;
-                out.m[qi] = m_new;
-                let acc = &mut out.acc[qi * d..][..d];
-                if alpha != 1.0 {
-                    scale(acc, alpha);
-                }
-                for (&p, slot) in scores.iter().zip(slots.clone()) {
-                    axpy::<FMA>(acc, p, v.row(slot));
-                }
+                online_update::<FMA>(&mut out, qi, d, scores, &v, slots.start);
             }
         }
     }
     out
+}
+
+/// Folds one block's `scores` (overwritten with their weights) for query
+/// vector `qi` into its running state: rescale to the new max, add the
+/// weights and the weighted V rows `first..`.
+#[inline(always)]
+fn online_update<const FMA: bool>(
+    out: &mut Partial,
+    qi: usize,
+    d: usize,
+    scores: &mut [f32],
+    v: &Rows<'_>,
+    first: usize,
+) {
+    let m_old = out.m[qi];
+    let m_new = m_old.max(max(scores));
+    let alpha = exp_nonpositive::<FMA>(m_old - m_new);
+    let sum = exp_shifted_sum::<FMA>(scores, m_new);
+    out.l[qi] = out.l[qi] * alpha + sum;
+    out.m[qi] = m_new;
+    let acc = &mut out.acc[qi * d..][..d];
+    if alpha != 1.0 {
+        scale(acc, alpha);
+    }
+    block_accumulate::<FMA>(acc, scores, v, first);
+}
+
+/// `qt[c * nqp + qi] = q[qi * d + c]`, padding lanes zero.
+#[inline(always)]
+fn transpose_queries(q: &[f32], d: usize, nqp: usize, qt: &mut Vec<f32>) {
+    qt.clear();
+    qt.resize(d * nqp, 0.0);
+    for (qi, row) in q.chunks_exact(d).enumerate() {
+        for (c, &x) in row.iter().enumerate() {
+            qt[c * nqp + qi] = x;
+        }
+    }
+}
+
+/// Prefetches one KV head's K and V rows of a (full) block.
+#[inline(always)]
+fn prefetch_block<E: Element>(inp: &Inputs<'_, E>, physical: usize, kv_head: usize) {
+    let l = inp.layout;
+    for kv in [K, V] {
+        let base = l.elem_offset(physical, inp.layer, kv, 0, kv_head);
+        prefetch_rows(
+            &inp.arena[base..],
+            l.block_size,
+            l.slot_stride(),
+            l.head_dim,
+        );
+    }
 }
 
 /// Widens the tile's query rows to f32, pre-multiplied by the softmax scale.
