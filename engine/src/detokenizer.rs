@@ -72,6 +72,12 @@ impl IncrementalDetokenizer {
         self.read < self.window.len()
     }
 
+    /// Tokens the next push decodes, less one: the per-token cost. Stays at
+    /// a few tokens for text, at most `2 * (MAX_HELD_TOKENS + 1)` for garbage.
+    pub fn window_len(&self) -> usize {
+        self.window.len()
+    }
+
     /// Adds one output token; returns the text that became final (often
     /// empty while a multi-byte character is incomplete).
     pub fn push(&mut self, tok: &Tokenizer, token: u32) -> Result<String> {
