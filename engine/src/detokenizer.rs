@@ -21,14 +21,14 @@
 use crate::error::{EngineError, Result};
 use crate::tokenizer::Tokenizer;
 
-/// Prompt tokens decoded as context for the first output token (vLLM uses 5):
-/// enough for any decoder's look-behind (a leading "▁" or "##").
+/// Prompt tokens decoded as context for the first output token (vLLM uses 5
+/// too): decoders look behind one token ("▁" spaces, "##" continuations).
 const PROMPT_CONTEXT: usize = 5;
 
 /// Pending tokens after which a tail still ending in U+FFFD is taken to be
 /// invalid bytes, not an unfinished character, and emitted as decoded. A
 /// character is at most 4 bytes and every token at least 1, so real text
-/// completes long before this; the cap keeps a model that babbles invalid
+/// completes within a few tokens; the cap keeps a model that babbles invalid
 /// bytes from growing the window (and the per-token cost) without bound.
 pub const MAX_HELD_TOKENS: usize = 16;
 
@@ -70,6 +70,12 @@ impl IncrementalDetokenizer {
     /// Whether tokens are held back waiting for the rest of a character.
     pub fn has_pending(&self) -> bool {
         self.read < self.window.len()
+    }
+
+    /// Tokens the next push decodes, less one: the per-token cost. Stays at
+    /// a few tokens for text, at most `2 * (MAX_HELD_TOKENS + 1)` for garbage.
+    pub fn window_len(&self) -> usize {
+        self.window.len()
     }
 
     /// Adds one output token; returns the text that became final (often
