@@ -174,6 +174,12 @@ fn stop_string_cuts_the_text_and_finishes_with_stop() {
     assert_eq!(text, cut, "text ends right before the stop string {stop:?}");
     assert_eq!(last.finish_reason, Some(FinishReason::Stop));
     assert_eq!(last.stop_reason.as_deref(), Some(stop.as_str()));
+    // Before min_tokens, stop strings do not count (as in vLLM).
+    let mut req = greedy(prompts(&model, 1).remove(0), 32);
+    req.stop_strings = vec![stop];
+    req.request.stop.min_tokens = 20;
+    let (tokens, _, _) = collect(&handle, req);
+    assert!(tokens.len() >= 20, "stopped after {} tokens", tokens.len());
 }
 
 #[test]
@@ -208,7 +214,15 @@ fn dropping_a_stream_aborts_and_frees_blocks() {
     let prompt = prompts(&model, 1).remove(0);
     let mut stream = handle.add_request(greedy(prompt, 400));
     stream.blocking_next().unwrap().unwrap();
-    assert!(handle.stats().kv_usage > 0.0);
+    // Stats trail the outputs by one publish; wait to see the blocks held.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while handle.stats().kv_usage == 0.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the running request holds no blocks"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
     drop(stream);
     wait_idle(&handle);
 }

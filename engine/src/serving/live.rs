@@ -10,7 +10,7 @@ use crate::detokenizer::IncrementalDetokenizer;
 use crate::engine_core::StepOutput;
 use crate::error::Result;
 use crate::sequence::FinishReason;
-use crate::stop::StopMatcher;
+use crate::stop::{StopMatcher, StopOutcome};
 use crate::tokenizer::Tokenizer;
 
 pub(super) type OutputSender = UnboundedSender<Result<RequestOutput, ServingError>>;
@@ -22,6 +22,7 @@ pub(super) struct LiveRequest {
     arrival: Instant,
     first_token: Option<Instant>,
     usage: Usage,
+    min_tokens: usize,
 }
 
 impl LiveRequest {
@@ -29,6 +30,7 @@ impl LiveRequest {
         tx: OutputSender,
         prompt: &[u32],
         stop: StopMatcher,
+        min_tokens: usize,
         skip_special_tokens: bool,
         arrival: Instant,
     ) -> Self {
@@ -42,6 +44,7 @@ impl LiveRequest {
                 prompt_tokens: prompt.len(),
                 ..Usage::default()
             },
+            min_tokens,
         }
     }
 
@@ -52,8 +55,21 @@ impl LiveRequest {
         self.first_token.get_or_insert(now);
         self.usage.completion_tokens += 1;
         self.usage.cached_tokens = out.cached_tokens;
-        let delta = self.detok.push(tok, out.token.token)?;
-        let outcome = self.stop.push(&delta);
+        // A token that ended the sequence as EOS / stop id is not text.
+        let delta = if out.finished == Some(FinishReason::Stop) {
+            String::new()
+        } else {
+            self.detok.push(tok, out.token.token)?
+        };
+        // As vLLM, stop strings only count once min_tokens were produced.
+        let outcome = if self.usage.completion_tokens <= self.min_tokens {
+            StopOutcome {
+                release: delta,
+                stopped: None,
+            }
+        } else {
+            self.stop.push(&delta)
+        };
         let mut text = outcome.release;
         let mut finish_reason = out.finished;
         let mut stop_reason = None;

@@ -105,12 +105,14 @@ impl EngineThread {
                     }
                 };
                 let prompt = request.request.prompt_tokens.clone();
+                let min_tokens = request.request.stop.min_tokens;
                 match self.core.add_request(id, request.request) {
                     Ok(()) => {
                         let live = LiveRequest::new(
                             tx,
                             &prompt,
                             stop,
+                            min_tokens,
                             request.skip_special_tokens,
                             arrival,
                         );
