@@ -65,6 +65,24 @@ fn collect(engine: &EngineHandle, req: ServingRequest) -> (Vec<u32>, String, Req
     (tokens, text, last.expect("at least one update"))
 }
 
+/// Submits every prompt before reading any output, so they share steps.
+fn all_at_once(engine: &EngineHandle, prompts: &[Vec<u32>], max_tokens: usize) -> Vec<Vec<u32>> {
+    let streams: Vec<_> = prompts
+        .iter()
+        .map(|p| engine.add_request(greedy(p.clone(), max_tokens)))
+        .collect();
+    streams
+        .into_iter()
+        .map(|mut stream| {
+            let mut tokens = Vec::new();
+            while let Some(u) = stream.blocking_next() {
+                tokens.extend(u.unwrap().token_ids);
+            }
+            tokens
+        })
+        .collect()
+}
+
 fn prompts(model: &LoadedModel, n: usize) -> Vec<Vec<u32>> {
     (0..n)
         .map(|i| {
@@ -86,16 +104,9 @@ fn thirty_two_requests_together_match_each_alone() {
         .iter()
         .map(|p| collect(&handle, greedy(p.clone(), 24)).0)
         .collect();
-    let streams: Vec<_> = prompts
-        .iter()
-        .map(|p| handle.add_request(greedy(p.clone(), 24)))
-        .collect();
-    for (i, mut stream) in streams.into_iter().enumerate() {
-        let mut tokens = Vec::new();
-        while let Some(u) = stream.blocking_next() {
-            tokens.extend(u.unwrap().token_ids);
-        }
-        assert_eq!(tokens, alone[i], "request {i} changed when batched");
+    let together = all_at_once(&handle, &prompts, 24);
+    for (i, tokens) in together.iter().enumerate() {
+        assert_eq!(tokens, &alone[i], "request {i} changed when batched");
     }
 }
 
@@ -110,16 +121,9 @@ fn preemption_by_recompute_keeps_tokens_identical() {
         .collect();
     // 12 blocks of 16 tokens: any two long requests cannot grow together.
     let tight = engine(&model, 12, 64);
-    let streams: Vec<_> = prompts
-        .iter()
-        .map(|p| tight.add_request(greedy(p.clone(), 40)))
-        .collect();
-    for (i, mut stream) in streams.into_iter().enumerate() {
-        let mut tokens = Vec::new();
-        while let Some(u) = stream.blocking_next() {
-            tokens.extend(u.unwrap().token_ids);
-        }
-        assert_eq!(tokens, expected[i], "request {i} changed under preemption");
+    let together = all_at_once(&tight, &prompts, 40);
+    for (i, tokens) in together.iter().enumerate() {
+        assert_eq!(tokens, &expected[i], "request {i} changed under preemption");
     }
     wait_idle(&tight);
     assert!(
