@@ -2,6 +2,7 @@
 //! instruction set the machine has, combine the results.
 
 mod combine;
+pub(crate) mod gemm;
 mod plan;
 mod tile;
 
