@@ -11,6 +11,13 @@ pub enum KernelError {
     #[error("{op}: dtype {dtype:?} is not supported (use f32, bf16 or f16)")]
     UnsupportedDtype { op: &'static str, dtype: DType },
 
+    #[error("{op}: {what} has dtype {dtype:?}, which is not supported (use f32, bf16 or f16)")]
+    UnsupportedOperandDtype {
+        op: &'static str,
+        what: &'static str,
+        dtype: DType,
+    },
+
     #[error("{op}: {what} has dtype {got:?}, expected {expected:?} (the KV arena's dtype)")]
     DtypeMismatch {
         op: &'static str,

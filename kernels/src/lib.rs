@@ -16,6 +16,7 @@ mod cpu;
 mod element;
 mod error;
 mod layout;
+mod linear;
 mod metadata;
 mod paged_attention;
 mod reshape_and_cache;
@@ -23,6 +24,7 @@ mod vecmath;
 
 pub use error::KernelError;
 pub use layout::{KvCacheLayout, K, V};
+pub use linear::{linear, linear_portable};
 pub use metadata::AttentionMetadata;
 pub use paged_attention::paged_attention;
 pub use reshape_and_cache::reshape_and_cache;

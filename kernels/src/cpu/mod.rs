@@ -3,6 +3,7 @@
 
 mod block_math;
 mod combine;
+pub(crate) mod gemm;
 mod plan;
 mod prefetch;
 mod tile;

@@ -1,0 +1,223 @@
+//! Public entry point of the linear layer: checks shapes and dtypes on the
+//! tensor metadata, then runs the CPU kernel as a candle custom op reading
+//! `w` in place (a projection's weights are never copied or converted).
+
+use crate::cpu::gemm::{self, Bias, Isa, Lanes, Problem};
+use crate::error::KernelError;
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor};
+
+const OP: &str = "linear";
+
+/// `y = x · wᵀ (+ bias)`, accumulated in f32.
+///
+/// `x` is `[m, k]` (or `[..., k]`: leading dims are flattened and kept in the
+/// output), f32, bf16 or f16; a strided `x` is made contiguous first. `w` is
+/// `[n, k]` (the Hugging Face layout) in any of those dtypes and must be
+/// contiguous (a row `narrow` of a fused weight is fine). `bias` is `[n]` in
+/// any of those dtypes. Returns `[m, n]` (resp. `[..., n]`) in `x`'s dtype.
+/// CPU tensors only.
+pub fn linear(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> candle_core::Result<Tensor> {
+    linear_with(x, w, bias, Isa::detect())
+}
+
+/// [`linear`] forced onto the portable fallback kernel, so tests and benches
+/// can exercise it on machines with AVX2. Not for production use.
+#[doc(hidden)]
+pub fn linear_portable(
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+) -> candle_core::Result<Tensor> {
+    linear_with(x, w, bias, Isa::Portable)
+}
+
+fn linear_with(
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    isa: Isa,
+) -> candle_core::Result<Tensor> {
+    for (what, t) in [("x", Some(x)), ("w", Some(w)), ("bias", bias)] {
+        if let Some(t) = t {
+            check_dtype(what, t.dtype())?;
+        }
+    }
+    let (n, k) = match *w.dims() {
+        [n, k] => (n, k),
+        _ => return Err(shape_err("w", "[n, k]".into(), w.dims())),
+    };
+    let Some((&x_k, lead)) = x.dims().split_last() else {
+        return Err(shape_err("x", format!("[m, {k}]"), x.dims()));
+    };
+    if x_k != k {
+        return Err(shape_err("x", format!("[m, {k}] (k from w)"), x.dims()));
+    }
+    if let Some(b) = bias {
+        if b.dims() != [n] {
+            return Err(shape_err("bias", format!("[{n}] (n from w)"), b.dims()));
+        }
+    }
+    if !w.is_contiguous() {
+        return Err(KernelError::BadStrides {
+            op: OP,
+            what: "w",
+            requirement: "contiguous (the kernel never copies weights)",
+        }
+        .into());
+    }
+    let mut out_dims = lead.to_vec();
+    out_dims.push(n);
+    let op = LinearOp {
+        isa,
+        m: lead.iter().product(),
+        k,
+        n,
+        out_shape: Shape::from(out_dims),
+    };
+    let x = x.contiguous()?;
+    match bias {
+        None => x.apply_op2_no_bwd(w, &op),
+        Some(b) => x.apply_op3_no_bwd(w, &b.contiguous()?, &op),
+    }
+}
+
+fn check_dtype(what: &'static str, dtype: DType) -> Result<(), KernelError> {
+    match dtype {
+        DType::F32 | DType::BF16 | DType::F16 => Ok(()),
+        _ => Err(KernelError::UnsupportedOperandDtype {
+            op: OP,
+            what,
+            dtype,
+        }),
+    }
+}
+
+fn shape_err(what: &'static str, expected: String, got: &[usize]) -> candle_core::Error {
+    KernelError::ShapeMismatch {
+        op: OP,
+        what,
+        expected,
+        got: got.to_vec(),
+    }
+    .into()
+}
+
+struct LinearOp {
+    isa: Isa,
+    m: usize,
+    k: usize,
+    n: usize,
+    out_shape: Shape,
+}
+
+impl LinearOp {
+    fn run(
+        &self,
+        x: (&CpuStorage, &Layout),
+        w: (&CpuStorage, &Layout),
+        bias: Option<(&CpuStorage, &Layout)>,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let bias = match bias {
+            None => None,
+            Some((s, l)) => {
+                let r = contiguous_range("bias", l)?;
+                Some(match s {
+                    CpuStorage::F32(b) => Bias::F32(&b[r]),
+                    CpuStorage::BF16(b) => Bias::BF16(&b[r]),
+                    CpuStorage::F16(b) => Bias::F16(&b[r]),
+                    other => return Err(dtype_err("bias", other.dtype())),
+                })
+            }
+        };
+        let out = match x.0 {
+            CpuStorage::F32(s) => self.with_x(&s[contiguous_range("x", x.1)?], w, bias)?,
+            CpuStorage::BF16(s) => self.with_x(&s[contiguous_range("x", x.1)?], w, bias)?,
+            CpuStorage::F16(s) => self.with_x(&s[contiguous_range("x", x.1)?], w, bias)?,
+            other => return Err(dtype_err("x", other.dtype())),
+        };
+        Ok((out, self.out_shape.clone()))
+    }
+
+    fn with_x<X: Lanes>(
+        &self,
+        x: &[X],
+        (ws, wl): (&CpuStorage, &Layout),
+        bias: Option<Bias<'_>>,
+    ) -> candle_core::Result<CpuStorage> {
+        let r = contiguous_range("w", wl)?;
+        let out = match ws {
+            CpuStorage::F32(w) => self.compute(x, &w[r], bias),
+            CpuStorage::BF16(w) => self.compute(x, &w[r], bias),
+            CpuStorage::F16(w) => self.compute(x, &w[r], bias),
+            other => return Err(dtype_err("w", other.dtype())),
+        };
+        Ok(X::into_storage(out))
+    }
+
+    fn compute<X: Lanes, W: Lanes>(&self, x: &[X], w: &[W], bias: Option<Bias<'_>>) -> Vec<X> {
+        let p = Problem {
+            x,
+            w,
+            bias,
+            m: self.m,
+            k: self.k,
+            n: self.n,
+        };
+        gemm::linear(&p, self.isa)
+    }
+}
+
+/// The storage range of a tensor `linear_with` made (or checked) contiguous.
+fn contiguous_range(what: &'static str, l: &Layout) -> Result<std::ops::Range<usize>, KernelError> {
+    l.contiguous_offsets()
+        .map(|(start, end)| start..end)
+        .ok_or(KernelError::BadStrides {
+            op: OP,
+            what,
+            requirement: "contiguous",
+        })
+}
+
+fn dtype_err(what: &'static str, dtype: DType) -> candle_core::Error {
+    KernelError::UnsupportedOperandDtype {
+        op: OP,
+        what,
+        dtype,
+    }
+    .into()
+}
+
+impl CustomOp2 for LinearOp {
+    fn name(&self) -> &'static str {
+        OP
+    }
+
+    fn cpu_fwd(
+        &self,
+        x: &CpuStorage,
+        xl: &Layout,
+        w: &CpuStorage,
+        wl: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        self.run((x, xl), (w, wl), None)
+    }
+}
+
+impl CustomOp3 for LinearOp {
+    fn name(&self) -> &'static str {
+        OP
+    }
+
+    fn cpu_fwd(
+        &self,
+        x: &CpuStorage,
+        xl: &Layout,
+        w: &CpuStorage,
+        wl: &Layout,
+        b: &CpuStorage,
+        bl: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        self.run((x, xl), (w, wl), Some((b, bl)))
+    }
+}

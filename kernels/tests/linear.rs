@@ -1,0 +1,186 @@
+//! `linear` (AVX2 and portable builds) against a naive f64 reference, for
+//! decode- and prefill-shaped products, every dtype pair, with and without
+//! bias; and the errors it reports for bad inputs.
+//!
+//! Tolerance: both sides see the same dtype-rounded inputs, so the only
+//! differences are f32 accumulation and the final rounding to `x`'s dtype.
+//! For random-sign terms the accumulation error grows like
+//! `sqrt(k) · eps · max|x| · max|w|`; we allow `1e-5 · sqrt(k) · max|x| ·
+//! max|w|` (about 80 f32 ulps of that scale), plus the output dtype's
+//! relative rounding (2^-8 for bf16, 2^-11 for f16) of the exact value.
+
+use candle_core::{DType, Device, Tensor};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use tandem_kernels::{linear, linear_portable, KernelError};
+
+const DTYPES: [DType; 3] = [DType::F32, DType::BF16, DType::F16];
+type LinearFn = fn(&Tensor, &Tensor, Option<&Tensor>) -> candle_core::Result<Tensor>;
+const BUILDS: [(&str, LinearFn); 2] = [("best", linear), ("portable", linear_portable)];
+
+fn tensor(rng: &mut ChaCha8Rng, shape: &[usize], dtype: DType) -> Tensor {
+    let n = shape.iter().product();
+    let v: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+    let t = Tensor::from_vec(v, shape, &Device::Cpu).unwrap();
+    t.to_dtype(dtype).unwrap()
+}
+
+fn values(t: &Tensor) -> Vec<f32> {
+    let t = t.to_dtype(DType::F32).unwrap();
+    t.flatten_all().unwrap().to_vec1().unwrap()
+}
+
+fn max_abs(v: &[f32]) -> f64 {
+    v.iter().fold(0.0f64, |a, &b| a.max(b.abs() as f64))
+}
+
+fn rounding(dtype: DType) -> f64 {
+    match dtype {
+        DType::BF16 => 2f64.powi(-8),
+        DType::F16 => 2f64.powi(-11),
+        _ => 0.0,
+    }
+}
+
+/// Checks both builds on one random product.
+fn check(m: usize, k: usize, n: usize, xd: DType, wd: DType, bias: Option<DType>, seed: u64) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let x = tensor(&mut rng, &[m, k], xd);
+    let w = tensor(&mut rng, &[n, k], wd);
+    let b = bias.map(|d| tensor(&mut rng, &[n], d));
+    let (xv, wv) = (values(&x), values(&w));
+    let bv = b.as_ref().map(values);
+    let scale = (k as f64).sqrt() * max_abs(&xv) * max_abs(&wv);
+    let mut want = vec![0.0f64; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            let dot: f64 = (0..k)
+                .map(|e| xv[i * k + e] as f64 * wv[j * k + e] as f64)
+                .sum();
+            want[i * n + j] = dot + bv.as_ref().map_or(0.0, |b| b[j] as f64);
+        }
+    }
+    for (build, f) in BUILDS {
+        let case = format!("{build} m={m} k={k} n={n} x={xd:?} w={wd:?} bias={bias:?}");
+        let y = f(&x, &w, b.as_ref()).unwrap();
+        assert_eq!((y.dims(), y.dtype()), (&[m, n][..], xd), "{case}");
+        for (idx, (&got, &want)) in values(&y).iter().zip(&want).enumerate() {
+            let tol = 1e-5 * scale + rounding(xd) * want.abs();
+            let err = (got as f64 - want).abs();
+            assert!(
+                err <= tol,
+                "{case} at {idx}: got {got}, want {want}, tol {tol}"
+            );
+        }
+    }
+}
+
+/// Every (m, k, n) of the grid, each with one dtype pair in rotation and
+/// bias on every other shape, so every pair meets every kind of shape.
+#[test]
+fn matches_reference_on_the_shape_grid() {
+    let mut case = 0usize;
+    for m in [1, 2, 3, 5, 16, 33, 100] {
+        for k in [8, 17, 64, 896, 1000] {
+            for n in [1, 7, 64, 300] {
+                let (xd, wd) = (DTYPES[case % 3], DTYPES[case / 3 % 3]);
+                let bias = (case % 2 == 1).then_some(DTYPES[case / 2 % 3]);
+                check(m, k, n, xd, wd, bias, case as u64);
+                case += 1;
+            }
+        }
+    }
+}
+
+/// Every dtype pair and bias dtype on a decode and a prefill shape.
+#[test]
+fn every_dtype_combination_matches_reference() {
+    let mut seed = 1000;
+    for xd in DTYPES {
+        for wd in DTYPES {
+            for bias in [None, Some(DType::F32), Some(DType::BF16), Some(DType::F16)] {
+                for (m, k, n) in [(2, 17, 9), (37, 100, 30)] {
+                    check(m, k, n, xd, wd, bias, seed);
+                    seed += 1;
+                }
+            }
+        }
+    }
+}
+
+/// Leading dims are kept, strided `x` is accepted, `k = 0` gives the bias,
+/// empty `m` or `n` gives an empty result.
+#[test]
+fn shapes_at_the_edges() {
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    let x = tensor(&mut rng, &[2, 3, 40], DType::F32);
+    let w = tensor(&mut rng, &[5, 40], DType::BF16);
+    let y = linear(&x, &w, None).unwrap();
+    assert_eq!(y.dims(), &[2, 3, 5]);
+    let flat = linear(&x.reshape((6, 40)).unwrap(), &w, None).unwrap();
+    assert_eq!(values(&y), values(&flat));
+
+    let xt = tensor(&mut rng, &[40, 4], DType::F32).t().unwrap();
+    let want = linear(&xt.contiguous().unwrap(), &w, None).unwrap();
+    assert_eq!(values(&linear(&xt, &w, None).unwrap()), values(&want));
+
+    let b = tensor(&mut rng, &[5], DType::F16);
+    let x0 = Tensor::zeros((3, 0), DType::F32, &Device::Cpu).unwrap();
+    let w0 = Tensor::zeros((5, 0), DType::F32, &Device::Cpu).unwrap();
+    let y0 = linear(&x0, &w0, Some(&b)).unwrap();
+    assert_eq!(values(&y0), values(&b).repeat(3));
+    let empty = linear(&x.narrow(1, 0, 0).unwrap(), &w, None).unwrap();
+    assert_eq!(empty.dims(), &[2, 0, 5]);
+}
+
+/// candle keeps wrapped errors as `dyn Display`, so the typed error is
+/// checked through its message.
+fn assert_refused(r: candle_core::Result<Tensor>, want: KernelError) {
+    let msg = r.unwrap_err().to_string();
+    assert!(msg.contains(&want.to_string()), "got: {msg}\nwant: {want}");
+}
+
+#[test]
+fn bad_inputs_are_refused_with_clear_errors() {
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let x = tensor(&mut rng, &[4, 16], DType::F32);
+    let w = tensor(&mut rng, &[8, 16], DType::F32);
+    let b = tensor(&mut rng, &[8], DType::F32);
+    let op = "linear";
+    let shape = |what, expected: &str, got: &[usize]| KernelError::ShapeMismatch {
+        op,
+        what,
+        expected: expected.into(),
+        got: got.to_vec(),
+    };
+    let wide = tensor(&mut rng, &[4, 17], DType::F32);
+    let e = shape("x", "[m, 16] (k from w)", &[4, 17]);
+    assert_refused(linear(&wide, &w, None), e);
+    let e = shape("w", "[n, k]", &[8, 16, 1]);
+    assert_refused(linear(&x, &w.unsqueeze(2).unwrap(), None), e);
+    let e = shape("bias", "[8] (n from w)", &[1, 8]);
+    assert_refused(linear(&x, &w, Some(&b.unsqueeze(0).unwrap())), e);
+    let scalar = Tensor::new(1.0f32, &Device::Cpu).unwrap();
+    assert_refused(linear(&scalar, &w, None), shape("x", "[m, 16]", &[]));
+
+    let e = KernelError::UnsupportedOperandDtype {
+        op,
+        what: "w",
+        dtype: DType::F64,
+    };
+    assert_refused(linear(&x, &w.to_dtype(DType::F64).unwrap(), None), e);
+    let e = KernelError::UnsupportedOperandDtype {
+        op,
+        what: "x",
+        dtype: DType::U8,
+    };
+    assert_refused(linear(&x.to_dtype(DType::U8).unwrap(), &w, None), e);
+
+    let wt = tensor(&mut rng, &[16, 8], DType::F32).t().unwrap();
+    let e = KernelError::BadStrides {
+        op,
+        what: "w",
+        requirement: "contiguous (the kernel never copies weights)",
+    };
+    assert_refused(linear(&x, &wt, None), e);
+}
