@@ -12,43 +12,14 @@ use serde::{Deserialize, Serialize};
 use tandem_engine::serving::RequestOutput;
 use tandem_engine::tokenizer::Tokenizer;
 
-use super::chat_template::TemplateMessage;
+use super::chat_template::{render_prompt, ChatMessage};
 use super::errors::ApiError;
 use super::generate::{self, finish_reason_str, UsageInfo};
 use super::json::ApiJson;
 use super::logprobs::ChatLogprobs;
 use super::sse::{self, ChunkWriter};
 use super::validation::{DefaultMaxTokens, SamplingFields, Stop};
-use super::{AppState, ModelInfo, ResponseMeta, StreamOptions};
-
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    System,
-    Developer,
-    User,
-    Assistant,
-}
-
-#[derive(Clone, Debug, Deserialize)]
-pub struct ContentPart {
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub text: Option<String>,
-}
-
-#[derive(Clone, Debug, Deserialize)]
-#[serde(untagged)]
-pub enum Content {
-    Text(String),
-    Parts(Vec<ContentPart>),
-}
-
-#[derive(Clone, Debug, Deserialize)]
-pub struct ChatMessage {
-    pub role: Role,
-    pub content: Option<Content>,
-}
+use super::{AppState, ResponseMeta, StreamOptions};
 
 /// Fields not listed (`user`, `name` on messages, ...) are accepted and
 /// ignored, as in vLLM.
@@ -81,81 +52,6 @@ pub struct ChatCompletionRequest {
     pub tools: Option<Vec<serde_json::Value>>,
     pub response_format: Option<serde_json::Value>,
     pub logit_bias: Option<serde_json::Map<String, serde_json::Value>>,
-}
-
-/// Messages as the template sees them: text parts joined with newlines (as
-/// vLLM does for string-content templates), `developer` as `system` (most
-/// templates only know the latter), missing content as "".
-pub fn template_messages(messages: &[ChatMessage]) -> Result<Vec<TemplateMessage>, ApiError> {
-    if messages.is_empty() {
-        return Err(ApiError::invalid("messages", "messages must not be empty"));
-    }
-    messages
-        .iter()
-        .enumerate()
-        .map(|(i, m)| {
-            let content = match &m.content {
-                None => String::new(),
-                Some(Content::Text(t)) => t.clone(),
-                Some(Content::Parts(parts)) => {
-                    let mut texts = Vec::with_capacity(parts.len());
-                    for (j, p) in parts.iter().enumerate() {
-                        match (p.kind.as_str(), &p.text) {
-                            ("text", Some(t)) => texts.push(t.as_str()),
-                            ("text", None) => {
-                                return Err(ApiError::invalid(
-                                    format!("messages[{i}].content[{j}].text"),
-                                    format!("messages[{i}].content[{j}] has no text"),
-                                ))
-                            }
-                            (other, _) => {
-                                return Err(ApiError::invalid(
-                                    format!("messages[{i}].content[{j}].type"),
-                                    format!(
-                                        "messages[{i}].content[{j}] is of type {other:?}; \
-                                         only \"text\" parts are supported"
-                                    ),
-                                ))
-                            }
-                        }
-                    }
-                    texts.join("\n")
-                }
-            };
-            let role = match m.role {
-                Role::System | Role::Developer => "system",
-                Role::User => "user",
-                Role::Assistant => "assistant",
-            };
-            Ok(TemplateMessage {
-                role: role.into(),
-                content,
-            })
-        })
-        .collect()
-}
-
-/// Renders `messages` with the model's template. The text already holds
-/// the special tokens, so it is tokenized without adding any (as vLLM does).
-pub fn render_prompt(
-    model: &ModelInfo,
-    messages: &[ChatMessage],
-    add_generation_prompt: bool,
-) -> Result<String, ApiError> {
-    let template = model.chat_template.as_ref().ok_or_else(|| {
-        ApiError::invalid(
-            "messages",
-            "this model has no chat template (tokenizer_config.json has none); \
-             use /v1/completions or start the server with --chat-template FILE",
-        )
-    })?;
-    let tok = &model.tokenizer;
-    template.render(
-        &template_messages(messages)?,
-        add_generation_prompt,
-        tok.bos_token.as_deref(),
-        tok.eos_token.as_deref(),
-    )
 }
 
 impl ChatCompletionRequest {

@@ -3,12 +3,43 @@
 //! `apply_chat_template` does: `trim_blocks` and `lstrip_blocks` on,
 //! Python string methods (`.strip()`, `.startswith()`, ...) through
 //! minijinja-contrib's pycompat, and `raise_exception` for templates that
-//! refuse a conversation.
+//! refuse a conversation. Also how OpenAI chat messages become template
+//! input.
 
 use minijinja::{Environment, Error, ErrorKind, Value};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::errors::ApiError;
+use super::ModelInfo;
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    System,
+    Developer,
+    User,
+    Assistant,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct ContentPart {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub text: Option<String>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Content {
+    Text(String),
+    Parts(Vec<ContentPart>),
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct ChatMessage {
+    pub role: Role,
+    pub content: Option<Content>,
+}
 
 /// One message as the template sees it: content already flattened to text.
 #[derive(Clone, Debug, Serialize, PartialEq)]
@@ -64,6 +95,81 @@ impl ChatTemplate {
             )
         })
     }
+}
+
+/// Messages as the template sees them: text parts joined with newlines (as
+/// vLLM does for string-content templates), `developer` as `system` (most
+/// templates only know the latter), missing content as "".
+pub fn template_messages(messages: &[ChatMessage]) -> Result<Vec<TemplateMessage>, ApiError> {
+    if messages.is_empty() {
+        return Err(ApiError::invalid("messages", "messages must not be empty"));
+    }
+    messages
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let content = match &m.content {
+                None => String::new(),
+                Some(Content::Text(t)) => t.clone(),
+                Some(Content::Parts(parts)) => {
+                    let mut texts = Vec::with_capacity(parts.len());
+                    for (j, p) in parts.iter().enumerate() {
+                        match (p.kind.as_str(), &p.text) {
+                            ("text", Some(t)) => texts.push(t.as_str()),
+                            ("text", None) => {
+                                return Err(ApiError::invalid(
+                                    format!("messages[{i}].content[{j}].text"),
+                                    format!("messages[{i}].content[{j}] has no text"),
+                                ))
+                            }
+                            (other, _) => {
+                                return Err(ApiError::invalid(
+                                    format!("messages[{i}].content[{j}].type"),
+                                    format!(
+                                        "messages[{i}].content[{j}] is of type {other:?}; \
+                                         only \"text\" parts are supported"
+                                    ),
+                                ))
+                            }
+                        }
+                    }
+                    texts.join("\n")
+                }
+            };
+            let role = match m.role {
+                Role::System | Role::Developer => "system",
+                Role::User => "user",
+                Role::Assistant => "assistant",
+            };
+            Ok(TemplateMessage {
+                role: role.into(),
+                content,
+            })
+        })
+        .collect()
+}
+
+/// Renders `messages` with the model's template. The text already holds
+/// the special tokens, so it is tokenized without adding any (as vLLM does).
+pub fn render_prompt(
+    model: &ModelInfo,
+    messages: &[ChatMessage],
+    add_generation_prompt: bool,
+) -> Result<String, ApiError> {
+    let template = model.chat_template.as_ref().ok_or_else(|| {
+        ApiError::invalid(
+            "messages",
+            "this model has no chat template (tokenizer_config.json has none); \
+             use /v1/completions or start the server with --chat-template FILE",
+        )
+    })?;
+    let tok = &model.tokenizer;
+    template.render(
+        &template_messages(messages)?,
+        add_generation_prompt,
+        tok.bos_token.as_deref(),
+        tok.eos_token.as_deref(),
+    )
 }
 
 #[cfg(test)]

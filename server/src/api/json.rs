@@ -79,7 +79,7 @@ mod tests {
             assert_eq!(e.param, None);
             assert!(e.message.contains("malformed JSON"), "{}", e.message);
         }
-        let e = parse::<Body>(b"[1, 2]").unwrap_err();
+        let e = parse::<Body>(b"\"text\"").unwrap_err();
         assert!(e.message.contains("invalid request body"), "{}", e.message);
     }
 }

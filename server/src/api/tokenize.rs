@@ -5,7 +5,7 @@ use axum::extract::State;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
-use super::chat::{render_prompt, ChatMessage};
+use super::chat_template::{render_prompt, ChatMessage};
 use super::errors::ApiError;
 use super::json::ApiJson;
 use super::AppState;
