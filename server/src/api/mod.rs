@@ -164,7 +164,7 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/models", get(models::list))
-        .route("/v1/models/{model}", get(models::retrieve))
+        .route("/v1/models/{*model}", get(models::retrieve))
         .route("/v1/completions", post(completions::create))
         .route("/v1/chat/completions", post(chat::create))
         .route("/tokenize", post(tokenize::tokenize))

@@ -107,7 +107,7 @@ fn tokenizer() -> Arc<Tokenizer> {
 fn app(mode: Mode, max_waiting: usize, api_key: Option<&str>) -> (axum::Router, Arc<AtomicUsize>) {
     let tokenizer = tokenizer();
     let model = ModelInfo {
-        names: vec!["m".into(), "alias".into()],
+        names: vec!["m".into(), "alias".into(), "org/m".into()],
         root: "/models/m".into(),
         created: 1,
         max_model_len: 64,
@@ -327,6 +327,11 @@ async fn unknown_routes_and_models_are_404_error_objects() {
     )
     .await;
     assert_eq!(e["code"], "model_not_found");
+    // Served names may hold slashes (`org/model`).
+    let card = send(&app, "GET", "/v1/models/org/m", None, None).await;
+    assert_eq!(card.status(), 200);
+    let card: Value = serde_json::from_str(&text(card).await).unwrap();
+    assert_eq!(card["id"], "org/m");
 }
 
 #[tokio::test]
