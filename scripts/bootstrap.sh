@@ -20,6 +20,13 @@ if ! command -v cc >/dev/null 2>&1 || ! command -v pkg-config >/dev/null 2>&1; t
     apt-get install -y -qq build-essential pkg-config >/dev/null
 fi
 
+# Python with venv + pip for the OpenAI-client test suite.
+if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq python3 python3-venv python3-pip >/dev/null
+fi
+
 if ! cargo nextest --version >/dev/null 2>&1; then
     echo "installing cargo-nextest from crates.io ..." >&2
     cargo install --locked cargo-nextest

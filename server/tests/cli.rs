@@ -105,3 +105,16 @@ fn missing_model_fails_with_a_hint() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("demo-model"), "{err}");
 }
+
+#[test]
+fn prefill_and_decode_roles_are_refused_until_issue_7() {
+    for role in ["prefill", "decode"] {
+        let out = tandem(&["worker", "--role", role, "--model", "/nonexistent"]);
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("not yet implemented") && err.contains("issue 7"),
+            "{err}"
+        );
+    }
+}

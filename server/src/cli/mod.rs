@@ -2,6 +2,7 @@
 
 mod demo_model;
 mod generate;
+mod serve;
 
 use clap::{Parser, Subcommand};
 
@@ -22,11 +23,17 @@ enum Command {
     DemoModel(demo_model::Args),
     /// Generate text for one or more prompts as one batch through the paged engine.
     Generate(generate::Args),
+    /// Serve the OpenAI-compatible API (colocated: prefill and decode in one engine).
+    Serve(serve::ServeArgs),
+    /// Run one worker: `--role both` serves the OpenAI API like `serve`.
+    Worker(serve::WorkerArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::DemoModel(a) => demo_model::run(a),
         Command::Generate(a) => generate::run(a),
+        Command::Serve(a) => serve::serve(a),
+        Command::Worker(a) => serve::worker(a),
     }
 }

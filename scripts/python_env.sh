@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Sourced by scripts/test.sh: the repo's .venv with the Python test
+# dependencies, pinned, installed idempotently (quick when already there).
+PY_DEPS=(openai==3.57.0 pytest==9.2.0 pytest-asyncio==1.5.0)
+if [ ! -x .venv/bin/python ]; then
+    python3 -m venv .venv
+fi
+if [ "$(cat .venv/tandem-deps 2>/dev/null)" != "${PY_DEPS[*]}" ]; then
+    echo "installing ${PY_DEPS[*]} into .venv ..." >&2
+    .venv/bin/python -m pip install -q --disable-pip-version-check "${PY_DEPS[@]}"
+    echo "${PY_DEPS[*]}" > .venv/tandem-deps
+fi

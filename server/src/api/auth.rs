@@ -1,0 +1,44 @@
+//! `--api-key` / `TANDEM_API_KEY`: every `/v1/...` route needs
+//! `Authorization: Bearer <key>`. Health, version, metrics and the
+//! tokenizer routes stay open (as in vLLM), so probes and scrapers need no
+//! secret.
+
+use axum::extract::{Request, State};
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::errors::ApiError;
+use super::AppState;
+
+pub async fn require_api_key(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if let Some(key) = &state.api_key {
+        if req.uri().path().starts_with("/v1/") || req.uri().path() == "/v1" {
+            let given = req
+                .headers()
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "));
+            if !given.is_some_and(|g| same(g.trim().as_bytes(), key.as_bytes())) {
+                return ApiError::unauthorized().into_response();
+            }
+        }
+    }
+    next.run(req).await
+}
+
+/// Compares in time independent of where the strings differ.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn same_compares_whole_strings() {
+        assert!(super::same(b"secret", b"secret"));
+        assert!(!super::same(b"secret", b"secreT"));
+        assert!(!super::same(b"secret", b"secret2"));
+        assert!(!super::same(b"", b"x"));
+    }
+}

@@ -1,0 +1,293 @@
+//! `POST /v1/chat/completions`: messages rendered with the model's own chat
+//! template, then generated like a completion; streamed as
+//! `chat.completion.chunk`s whose first delta carries the role.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use tandem_engine::serving::RequestOutput;
+use tandem_engine::tokenizer::Tokenizer;
+
+use super::chat_template::{render_prompt, ChatMessage};
+use super::errors::ApiError;
+use super::generate::{self, finish_reason_str, UsageInfo};
+use super::json::ApiJson;
+use super::logprobs::ChatLogprobs;
+use super::sse::{self, ChunkWriter};
+use super::validation::{DefaultMaxTokens, SamplingFields, Stop};
+use super::{AppState, ResponseMeta, StreamOptions};
+
+/// Fields not listed (`user`, `name` on messages, ...) are accepted and
+/// ignored, as in vLLM.
+#[derive(Debug, Deserialize)]
+pub struct ChatCompletionRequest {
+    pub model: Option<String>,
+    pub messages: Vec<ChatMessage>,
+    pub max_tokens: Option<i64>,
+    pub max_completion_tokens: Option<i64>,
+    pub min_tokens: Option<i64>,
+    pub temperature: Option<f32>,
+    pub top_p: Option<f32>,
+    pub top_k: Option<i64>,
+    pub min_p: Option<f32>,
+    pub n: Option<i64>,
+    pub stop: Option<Stop>,
+    pub stop_token_ids: Option<Vec<u32>>,
+    pub seed: Option<i64>,
+    pub presence_penalty: Option<f32>,
+    pub frequency_penalty: Option<f32>,
+    pub repetition_penalty: Option<f32>,
+    pub logprobs: Option<bool>,
+    pub top_logprobs: Option<i64>,
+    pub stream: Option<bool>,
+    pub stream_options: Option<StreamOptions>,
+    pub ignore_eos: Option<bool>,
+    pub include_stop_str_in_output: Option<bool>,
+    pub skip_special_tokens: Option<bool>,
+    pub add_generation_prompt: Option<bool>,
+    pub tools: Option<Vec<serde_json::Value>>,
+    pub response_format: Option<serde_json::Value>,
+    pub logit_bias: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+impl ChatCompletionRequest {
+    fn sampling_fields(&self) -> SamplingFields {
+        let (max_tokens, max_tokens_param) = match self.max_completion_tokens {
+            Some(m) => (Some(m), "max_completion_tokens"),
+            None => (self.max_tokens, "max_tokens"),
+        };
+        let wants_logprobs = self.logprobs.unwrap_or(false);
+        SamplingFields {
+            max_tokens,
+            max_tokens_param,
+            min_tokens: self.min_tokens,
+            temperature: self.temperature,
+            top_p: self.top_p,
+            top_k: self.top_k,
+            min_p: self.min_p,
+            n: self.n,
+            stop: self.stop.clone(),
+            stop_token_ids: self.stop_token_ids.clone(),
+            seed: self.seed,
+            presence_penalty: self.presence_penalty,
+            frequency_penalty: self.frequency_penalty,
+            repetition_penalty: self.repetition_penalty,
+            logprobs: wants_logprobs.then(|| self.top_logprobs.unwrap_or(0)),
+            logprobs_param: "top_logprobs",
+            ignore_eos: self.ignore_eos,
+            include_stop_str_in_output: self.include_stop_str_in_output,
+            skip_special_tokens: self.skip_special_tokens,
+        }
+    }
+
+    fn refuse_unsupported(&self) -> Result<(), ApiError> {
+        if self.top_logprobs.is_some() && self.logprobs != Some(true) {
+            return Err(ApiError::invalid(
+                "top_logprobs",
+                "top_logprobs requires logprobs to be true",
+            ));
+        }
+        if self.tools.as_ref().is_some_and(|t| !t.is_empty()) {
+            return Err(ApiError::invalid("tools", "tool calling is not supported"));
+        }
+        if let Some(f) = &self.response_format {
+            if f.get("type").and_then(|t| t.as_str()) != Some("text") {
+                return Err(ApiError::invalid(
+                    "response_format",
+                    "only response_format {\"type\": \"text\"} is supported",
+                ));
+            }
+        }
+        if self.logit_bias.as_ref().is_some_and(|b| !b.is_empty()) {
+            return Err(ApiError::invalid(
+                "logit_bias",
+                "logit_bias is not supported",
+            ));
+        }
+        super::check_stream_options(self.stream, &self.stream_options)
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct ChatResponse {
+    id: String,
+    object: &'static str,
+    created: u64,
+    model: String,
+    choices: Vec<ChatChoice>,
+    usage: UsageInfo,
+}
+
+#[derive(Debug, Serialize)]
+struct ChatChoice {
+    index: usize,
+    message: AssistantMessage,
+    logprobs: Option<ChatLogprobs>,
+    finish_reason: Option<&'static str>,
+    stop_reason: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct AssistantMessage {
+    role: &'static str,
+    content: String,
+    tool_calls: Vec<serde_json::Value>,
+}
+
+#[derive(Debug, Serialize)]
+struct ChatChunk {
+    id: String,
+    object: &'static str,
+    created: u64,
+    model: String,
+    choices: Vec<ChunkChoice>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage: Option<UsageInfo>,
+}
+
+#[derive(Debug, Serialize)]
+struct ChunkChoice {
+    index: usize,
+    delta: Delta,
+    logprobs: Option<ChatLogprobs>,
+    finish_reason: Option<&'static str>,
+    stop_reason: Option<String>,
+}
+
+#[derive(Debug, Default, Serialize)]
+struct Delta {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    role: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    content: Option<String>,
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<ChatCompletionRequest>,
+) -> Result<Response, ApiError> {
+    state.model.check_name(req.model.as_deref())?;
+    req.refuse_unsupported()?;
+    let validated = req
+        .sampling_fields()
+        .validate(state.model.limits(), DefaultMaxTokens::Remaining)?;
+    let add_generation_prompt = req.add_generation_prompt.unwrap_or(true);
+    let text = render_prompt(&state.model, &req.messages, add_generation_prompt)?;
+    let prompt = state
+        .model
+        .tokenizer
+        .encode(&text, false)
+        .map_err(ApiError::internal)?;
+    let requests = validated.requests(prompt, "messages")?;
+    let launched = generate::launch(&state, vec![requests])?;
+    let writer = Writer {
+        meta: ResponseMeta::new("chatcmpl", state.model.name()),
+        tokenizer: state.model.tokenizer.clone(),
+        logprobs: req.logprobs == Some(true),
+    };
+    if req.stream.unwrap_or(false) {
+        let include_usage = req
+            .stream_options
+            .is_some_and(|o| o.include_usage.unwrap_or(false));
+        return Ok(sse::response(sse::events(writer, launched, include_usage)));
+    }
+    let (finished, usage) = generate::collect(launched).await?;
+    let choices = finished
+        .into_iter()
+        .enumerate()
+        .map(|(index, f)| ChatChoice {
+            index,
+            logprobs: writer.logprobs(&f.samples),
+            message: AssistantMessage {
+                role: "assistant",
+                content: f.text,
+                tool_calls: Vec::new(),
+            },
+            finish_reason: f.finish_reason.map(finish_reason_str),
+            stop_reason: f.stop_reason,
+        })
+        .collect();
+    let m = &writer.meta;
+    Ok(Json(ChatResponse {
+        id: m.id.clone(),
+        object: "chat.completion",
+        created: m.created,
+        model: m.model.clone(),
+        choices,
+        usage,
+    })
+    .into_response())
+}
+
+struct Writer {
+    meta: ResponseMeta,
+    tokenizer: Arc<Tokenizer>,
+    logprobs: bool,
+}
+
+impl Writer {
+    fn logprobs(&self, samples: &[tandem_engine::sampler::SampledToken]) -> Option<ChatLogprobs> {
+        self.logprobs.then(|| {
+            let mut lp = ChatLogprobs::default();
+            lp.push(&self.tokenizer, samples);
+            lp
+        })
+    }
+
+    fn chunk(&self, choices: Vec<ChunkChoice>, usage: Option<UsageInfo>) -> Bytes {
+        sse::event(&ChatChunk {
+            id: self.meta.id.clone(),
+            object: "chat.completion.chunk",
+            created: self.meta.created,
+            model: self.meta.model.clone(),
+            choices,
+            usage,
+        })
+    }
+}
+
+impl ChunkWriter for Writer {
+    fn opening(&mut self, num_choices: usize) -> Vec<Bytes> {
+        (0..num_choices)
+            .map(|index| {
+                let delta = Delta {
+                    role: Some("assistant"),
+                    content: Some(String::new()),
+                };
+                let choice = ChunkChoice {
+                    index,
+                    delta,
+                    logprobs: None,
+                    finish_reason: None,
+                    stop_reason: None,
+                };
+                self.chunk(vec![choice], None)
+            })
+            .collect()
+    }
+
+    fn update(&mut self, index: usize, out: &RequestOutput) -> Option<Bytes> {
+        if out.text.is_empty() && out.finish_reason.is_none() && !self.logprobs {
+            return None;
+        }
+        let choice = ChunkChoice {
+            index,
+            delta: Delta {
+                role: None,
+                content: Some(out.text.clone()),
+            },
+            logprobs: self.logprobs(&out.samples),
+            finish_reason: out.finish_reason.map(finish_reason_str),
+            stop_reason: out.stop_reason.clone(),
+        };
+        Some(self.chunk(vec![choice], None))
+    }
+
+    fn usage(&self, usage: &UsageInfo) -> Bytes {
+        self.chunk(Vec::new(), Some(usage.clone()))
+    }
+}

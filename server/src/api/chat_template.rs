@@ -1,0 +1,242 @@
+//! The model's own chat template (Jinja, from `tokenizer_config.json` or
+//! `chat_template.jinja`) rendered with minijinja the way transformers'
+//! `apply_chat_template` does: `trim_blocks` and `lstrip_blocks` on,
+//! Python string methods (`.strip()`, `.startswith()`, ...) through
+//! minijinja-contrib's pycompat, and `raise_exception` for templates that
+//! refuse a conversation. Also how OpenAI chat messages become template
+//! input.
+
+use minijinja::{Environment, Error, ErrorKind, Value};
+use serde::{Deserialize, Serialize};
+
+use super::errors::ApiError;
+use super::ModelInfo;
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    System,
+    Developer,
+    User,
+    Assistant,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct ContentPart {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub text: Option<String>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Content {
+    Text(String),
+    Parts(Vec<ContentPart>),
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct ChatMessage {
+    pub role: Role,
+    pub content: Option<Content>,
+}
+
+/// One message as the template sees it: content already flattened to text.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct TemplateMessage {
+    pub role: String,
+    pub content: String,
+}
+
+pub struct ChatTemplate {
+    env: Environment<'static>,
+}
+
+fn raise_exception(message: String) -> Result<Value, Error> {
+    Err(Error::new(ErrorKind::InvalidOperation, message))
+}
+
+impl ChatTemplate {
+    /// Compiles `source`; a template that does not parse fails at start-up.
+    pub fn new(source: String) -> Result<Self, Error> {
+        let mut env = Environment::new();
+        env.set_trim_blocks(true);
+        env.set_lstrip_blocks(true);
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.add_function("raise_exception", raise_exception);
+        env.add_template_owned("chat", source)?;
+        Ok(ChatTemplate { env })
+    }
+
+    /// The prompt text for `messages`. Errors (including a template's own
+    /// `raise_exception`, e.g. "roles must alternate") are the client's: 400.
+    pub fn render(
+        &self,
+        messages: &[TemplateMessage],
+        add_generation_prompt: bool,
+        bos_token: Option<&str>,
+        eos_token: Option<&str>,
+    ) -> Result<String, ApiError> {
+        let template = self.env.get_template("chat").map_err(ApiError::internal)?;
+        let ctx = minijinja::context! {
+            messages => messages,
+            add_generation_prompt => add_generation_prompt,
+            bos_token => bos_token.unwrap_or(""),
+            eos_token => eos_token.unwrap_or(""),
+        };
+        template.render(ctx).map_err(|e| {
+            let detail = match e.kind() {
+                ErrorKind::InvalidOperation => e.detail().unwrap_or("").to_string(),
+                _ => e.to_string(),
+            };
+            ApiError::invalid(
+                "messages",
+                format!("the model's chat template could not render these messages: {detail}"),
+            )
+        })
+    }
+}
+
+/// Messages as the template sees them: text parts joined with newlines (as
+/// vLLM does for string-content templates), `developer` as `system` (most
+/// templates only know the latter), missing content as "".
+pub fn template_messages(messages: &[ChatMessage]) -> Result<Vec<TemplateMessage>, ApiError> {
+    if messages.is_empty() {
+        return Err(ApiError::invalid("messages", "messages must not be empty"));
+    }
+    messages
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let content = match &m.content {
+                None => String::new(),
+                Some(Content::Text(t)) => t.clone(),
+                Some(Content::Parts(parts)) => {
+                    let mut texts = Vec::with_capacity(parts.len());
+                    for (j, p) in parts.iter().enumerate() {
+                        match (p.kind.as_str(), &p.text) {
+                            ("text", Some(t)) => texts.push(t.as_str()),
+                            ("text", None) => {
+                                return Err(ApiError::invalid(
+                                    format!("messages[{i}].content[{j}].text"),
+                                    format!("messages[{i}].content[{j}] has no text"),
+                                ))
+                            }
+                            (other, _) => {
+                                return Err(ApiError::invalid(
+                                    format!("messages[{i}].content[{j}].type"),
+                                    format!(
+                                        "messages[{i}].content[{j}] is of type {other:?}; \
+                                         only \"text\" parts are supported"
+                                    ),
+                                ))
+                            }
+                        }
+                    }
+                    texts.join("\n")
+                }
+            };
+            let role = match m.role {
+                Role::System | Role::Developer => "system",
+                Role::User => "user",
+                Role::Assistant => "assistant",
+            };
+            Ok(TemplateMessage {
+                role: role.into(),
+                content,
+            })
+        })
+        .collect()
+}
+
+/// Renders `messages` with the model's template. The text already holds
+/// the special tokens, so it is tokenized without adding any (as vLLM does).
+pub fn render_prompt(
+    model: &ModelInfo,
+    messages: &[ChatMessage],
+    add_generation_prompt: bool,
+) -> Result<String, ApiError> {
+    let template = model.chat_template.as_ref().ok_or_else(|| {
+        ApiError::invalid(
+            "messages",
+            "this model has no chat template (tokenizer_config.json has none); \
+             use /v1/completions or start the server with --chat-template FILE",
+        )
+    })?;
+    let tok = &model.tokenizer;
+    template.render(
+        &template_messages(messages)?,
+        add_generation_prompt,
+        tok.bos_token.as_deref(),
+        tok.eos_token.as_deref(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tandem_engine::demo::{BOS, CHAT_TEMPLATE};
+
+    fn msg(role: &str, content: &str) -> TemplateMessage {
+        TemplateMessage {
+            role: role.into(),
+            content: content.into(),
+        }
+    }
+
+    #[test]
+    fn renders_the_demo_chatml_template() {
+        let t = ChatTemplate::new(CHAT_TEMPLATE.to_string()).unwrap();
+        let out = t
+            .render(
+                &[msg("system", "Be terse."), msg("user", "Hi")],
+                true,
+                Some(BOS),
+                None,
+            )
+            .unwrap();
+        assert_eq!(
+            out,
+            format!(
+                "{BOS}<|im_start|>system\nBe terse.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n\
+                 <|im_start|>assistant\n"
+            )
+        );
+        let out = t
+            .render(&[msg("user", "Hi")], false, Some(BOS), None)
+            .unwrap();
+        assert!(out.ends_with("Hi<|im_end|>\n"), "{out}");
+    }
+
+    /// A Llama-3-style template: Python string methods, `raise_exception`,
+    /// and block tags whose newlines `trim_blocks` removes.
+    const PY_TEMPLATE: &str = "{{ bos_token }}\n\
+        {% for message in messages %}\n\
+        {% if message['role'] == 'tool' %}{{ raise_exception('no tools here') }}{% endif %}\n\
+        {{ '<|' + message['role'] + '|>' + message['content'].strip() + eos_token }}\n\
+        {% endfor %}\n\
+        {% if add_generation_prompt %}{{ '<|assistant|>' }}{% endif %}";
+
+    #[test]
+    fn python_string_methods_and_trimmed_blocks() {
+        let t = ChatTemplate::new(PY_TEMPLATE.to_string()).unwrap();
+        let out = t
+            .render(
+                &[msg("user", "  padded  \n")],
+                true,
+                Some("<s>"),
+                Some("</s>"),
+            )
+            .unwrap();
+        assert_eq!(out, "<s>\n<|user|>padded</s>\n<|assistant|>");
+        let e = t.render(&[msg("tool", "x")], true, None, None).unwrap_err();
+        assert_eq!(e.status, 400);
+        assert_eq!(e.param.as_deref(), Some("messages"));
+        assert!(e.message.contains("no tools here"), "{}", e.message);
+    }
+
+    #[test]
+    fn a_broken_template_fails_at_start_up() {
+        assert!(ChatTemplate::new("{% for %}".to_string()).is_err());
+    }
+}

@@ -1,0 +1,284 @@
+//! `POST /v1/completions`: prompts as a string, a list of strings, token ids
+//! or lists of token ids; `n` choices per prompt (choice index
+//! `prompt * n + i`); streamed or not; `echo`; completions-format logprobs.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use tandem_engine::serving::RequestOutput;
+use tandem_engine::tokenizer::Tokenizer;
+
+use super::errors::ApiError;
+use super::generate::{self, finish_reason_str, UsageInfo};
+use super::json::ApiJson;
+use super::logprobs::CompletionLogprobs;
+use super::sse::{self, ChunkWriter};
+use super::validation::{DefaultMaxTokens, SamplingFields, Stop};
+use super::{AppState, ResponseMeta, StreamOptions};
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum Prompt {
+    Text(String),
+    Texts(Vec<String>),
+    Tokens(Vec<u32>),
+    TokenLists(Vec<Vec<u32>>),
+}
+
+/// Fields not listed (`user`, ...) are accepted and ignored, as in vLLM.
+#[derive(Debug, Deserialize)]
+pub struct CompletionRequest {
+    pub model: Option<String>,
+    pub prompt: Prompt,
+    pub max_tokens: Option<i64>,
+    pub min_tokens: Option<i64>,
+    pub temperature: Option<f32>,
+    pub top_p: Option<f32>,
+    pub top_k: Option<i64>,
+    pub min_p: Option<f32>,
+    pub n: Option<i64>,
+    pub best_of: Option<i64>,
+    pub stop: Option<Stop>,
+    pub stop_token_ids: Option<Vec<u32>>,
+    pub seed: Option<i64>,
+    pub presence_penalty: Option<f32>,
+    pub frequency_penalty: Option<f32>,
+    pub repetition_penalty: Option<f32>,
+    pub logprobs: Option<i64>,
+    pub echo: Option<bool>,
+    pub stream: Option<bool>,
+    pub stream_options: Option<StreamOptions>,
+    pub ignore_eos: Option<bool>,
+    pub include_stop_str_in_output: Option<bool>,
+    pub skip_special_tokens: Option<bool>,
+    pub add_special_tokens: Option<bool>,
+    pub suffix: Option<String>,
+    pub logit_bias: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+impl CompletionRequest {
+    fn sampling_fields(&self) -> SamplingFields {
+        SamplingFields {
+            max_tokens: self.max_tokens,
+            max_tokens_param: "max_tokens",
+            min_tokens: self.min_tokens,
+            temperature: self.temperature,
+            top_p: self.top_p,
+            top_k: self.top_k,
+            min_p: self.min_p,
+            n: self.n,
+            stop: self.stop.clone(),
+            stop_token_ids: self.stop_token_ids.clone(),
+            seed: self.seed,
+            presence_penalty: self.presence_penalty,
+            frequency_penalty: self.frequency_penalty,
+            repetition_penalty: self.repetition_penalty,
+            logprobs: self.logprobs,
+            logprobs_param: "logprobs",
+            ignore_eos: self.ignore_eos,
+            include_stop_str_in_output: self.include_stop_str_in_output,
+            skip_special_tokens: self.skip_special_tokens,
+        }
+    }
+
+    /// Fields tandem accepts in the schema but cannot honour: refused, never
+    /// silently dropped.
+    fn refuse_unsupported(&self) -> Result<(), ApiError> {
+        if self.echo == Some(true) && self.logprobs.is_some() {
+            return Err(ApiError::invalid(
+                "echo",
+                "echo with logprobs needs prompt logprobs, which tandem does not compute yet; \
+                 drop one of them",
+            ));
+        }
+        if self.suffix.as_deref().is_some_and(|s| !s.is_empty()) {
+            return Err(ApiError::invalid("suffix", "suffix is not supported"));
+        }
+        if self.logit_bias.as_ref().is_some_and(|b| !b.is_empty()) {
+            return Err(ApiError::invalid(
+                "logit_bias",
+                "logit_bias is not supported",
+            ));
+        }
+        if let Some(b) = self.best_of {
+            if Some(b) != self.n && !(b == 1 && self.n.is_none()) {
+                return Err(ApiError::invalid(
+                    "best_of",
+                    format!(
+                        "best_of must equal n; tandem returns every choice it samples (got {b})"
+                    ),
+                ));
+            }
+        }
+        super::check_stream_options(self.stream, &self.stream_options)
+    }
+
+    /// Each prompt's tokens, and its text for `echo`.
+    fn prompts(&self, tok: &Tokenizer) -> Result<Vec<(Vec<u32>, String)>, ApiError> {
+        let add_special = self.add_special_tokens.unwrap_or(true);
+        let encode = |text: &String| {
+            let ids = tok.encode(text, add_special).map_err(ApiError::internal)?;
+            Ok::<_, ApiError>((ids, text.clone()))
+        };
+        let decode = |ids: &Vec<u32>| {
+            let text = tok.decode(ids, false).unwrap_or_default();
+            (ids.clone(), text)
+        };
+        let prompts: Vec<_> = match &self.prompt {
+            Prompt::Text(t) => vec![encode(t)?],
+            Prompt::Texts(ts) => ts.iter().map(encode).collect::<Result<_, _>>()?,
+            Prompt::Tokens(ids) => vec![decode(ids)],
+            Prompt::TokenLists(lists) => lists.iter().map(decode).collect(),
+        };
+        if prompts.is_empty() {
+            return Err(ApiError::invalid("prompt", "prompt is an empty list"));
+        }
+        Ok(prompts)
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct CompletionResponse {
+    id: String,
+    object: &'static str,
+    created: u64,
+    model: String,
+    choices: Vec<CompletionChoice>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage: Option<UsageInfo>,
+}
+
+#[derive(Debug, Serialize)]
+struct CompletionChoice {
+    index: usize,
+    text: String,
+    logprobs: Option<CompletionLogprobs>,
+    finish_reason: Option<&'static str>,
+    stop_reason: Option<String>,
+}
+
+impl CompletionResponse {
+    fn new(meta: &ResponseMeta, choices: Vec<CompletionChoice>, usage: Option<UsageInfo>) -> Self {
+        CompletionResponse {
+            id: meta.id.clone(),
+            object: "text_completion",
+            created: meta.created,
+            model: meta.model.clone(),
+            choices,
+            usage,
+        }
+    }
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<CompletionRequest>,
+) -> Result<Response, ApiError> {
+    state.model.check_name(req.model.as_deref())?;
+    req.refuse_unsupported()?;
+    let validated = req
+        .sampling_fields()
+        .validate(state.model.limits(), DefaultMaxTokens::Fixed(16))?;
+    let prompts = req.prompts(&state.model.tokenizer)?;
+    let mut echo = Vec::new();
+    let mut requests = Vec::with_capacity(prompts.len());
+    for (ids, text) in prompts {
+        requests.push(validated.requests(ids, "prompt")?);
+        let shown = req.echo.unwrap_or(false).then_some(text);
+        echo.extend(std::iter::repeat_n(shown, validated.n));
+    }
+    let launched = generate::launch(&state, requests)?;
+    let meta = ResponseMeta::new("cmpl", state.model.name());
+    let writer = Writer {
+        tokenizer: state.model.tokenizer.clone(),
+        logprobs: req.logprobs.is_some(),
+        offsets: echo
+            .iter()
+            .map(|e| e.as_ref().map_or(0, |t| t.chars().count()))
+            .collect(),
+        echo,
+        meta,
+    };
+    if req.stream.unwrap_or(false) {
+        let include_usage = req
+            .stream_options
+            .is_some_and(|o| o.include_usage.unwrap_or(false));
+        return Ok(sse::response(sse::events(writer, launched, include_usage)));
+    }
+    let (finished, usage) = generate::collect(launched).await?;
+    let mut writer = writer;
+    let choices = finished
+        .into_iter()
+        .enumerate()
+        .map(|(index, f)| {
+            let out = RequestOutput {
+                text: f.text,
+                samples: f.samples,
+                finish_reason: f.finish_reason,
+                stop_reason: f.stop_reason,
+                ..RequestOutput::default()
+            };
+            writer.choice(index, &out)
+        })
+        .collect();
+    Ok(Json(CompletionResponse::new(&writer.meta, choices, Some(usage))).into_response())
+}
+
+/// Builds choices (whole or as stream deltas), carrying echo text and
+/// logprob offsets across a choice's updates.
+struct Writer {
+    meta: ResponseMeta,
+    tokenizer: Arc<Tokenizer>,
+    logprobs: bool,
+    /// Prompt text still to prepend, per choice (taken by its first update).
+    echo: Vec<Option<String>>,
+    offsets: Vec<usize>,
+}
+
+impl Writer {
+    fn choice(&mut self, index: usize, out: &RequestOutput) -> CompletionChoice {
+        let mut text = self.echo[index].take().unwrap_or_default();
+        text.push_str(&out.text);
+        let logprobs = self.logprobs.then(|| {
+            let mut lp = CompletionLogprobs::default();
+            lp.push(&self.tokenizer, &out.samples, &mut self.offsets[index]);
+            lp
+        });
+        CompletionChoice {
+            index,
+            text,
+            logprobs,
+            finish_reason: out.finish_reason.map(finish_reason_str),
+            stop_reason: out.stop_reason.clone(),
+        }
+    }
+}
+
+impl ChunkWriter for Writer {
+    fn opening(&mut self, _num_choices: usize) -> Vec<axum::body::Bytes> {
+        Vec::new()
+    }
+
+    fn update(&mut self, index: usize, out: &RequestOutput) -> Option<axum::body::Bytes> {
+        let choice = self.choice(index, out);
+        if choice.text.is_empty() && choice.finish_reason.is_none() && choice.logprobs.is_none() {
+            return None;
+        }
+        Some(sse::event(&CompletionResponse::new(
+            &self.meta,
+            vec![choice],
+            None,
+        )))
+    }
+
+    fn usage(&self, usage: &UsageInfo) -> axum::body::Bytes {
+        sse::event(&CompletionResponse::new(
+            &self.meta,
+            Vec::new(),
+            Some(usage.clone()),
+        ))
+    }
+}

@@ -1,0 +1,29 @@
+//! `GET /health`, `GET /version` and `GET /metrics`.
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::Json;
+use serde_json::{json, Value};
+
+use super::AppState;
+
+/// 200 with an empty body while the server runs (vLLM's contract).
+pub async fn health() {}
+
+pub async fn version() -> Json<Value> {
+    Json(json!({ "version": env!("CARGO_PKG_VERSION") }))
+}
+
+pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let text = state
+        .metrics
+        .render(&state.backend.stats(), state.admission.pending());
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+}
