@@ -9,10 +9,14 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo nextest run --workspace --no-fail-fast
 
-# The Python suite starts target/debug/tandem (built above; built again here
-# only if nextest did not need it).
-cargo build --bin tandem
+# The Python suite starts the tandem binary nextest built for the server's
+# integration tests: the same build, nothing compiled twice (a separate
+# `cargo build` would resolve features without dev-dependencies and rebuild).
 export TANDEM_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/tandem"
+if [ ! -x "$TANDEM_BIN" ]; then
+    echo "error: $TANDEM_BIN was not built by the test run" >&2
+    exit 1
+fi
 source scripts/python_env.sh
 set +e
 timeout 300 .venv/bin/python -m pytest tests/python -q -p no:cacheprovider --durations=5
