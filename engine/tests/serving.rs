@@ -10,7 +10,7 @@ use tandem_engine::kv_cache::KvEvent;
 use tandem_engine::sampler::SamplingParams;
 use tandem_engine::scheduler::SchedulerConfig;
 use tandem_engine::sequence::{FinishReason, Request, StopConditions};
-use tandem_engine::serving::{EngineHandle, RequestOutput, ServingRequest};
+use tandem_engine::serving::{EngineHandle, RequestOutput, ServingRequest, StopReason};
 use tandem_engine::{EngineOptions, LoadedModel};
 
 fn tiny_model() -> (tempfile::TempDir, LoadedModel) {
@@ -177,7 +177,7 @@ fn stop_string_cuts_the_text_and_finishes_with_stop() {
     let (_, text, last) = collect(&handle, req);
     assert_eq!(text, cut, "text ends right before the stop string {stop:?}");
     assert_eq!(last.finish_reason, Some(FinishReason::Stop));
-    assert_eq!(last.stop_reason.as_deref(), Some(stop.as_str()));
+    assert_eq!(last.stop_reason, Some(StopReason::Text(stop.clone())));
     // Before min_tokens, stop strings do not count (as in vLLM).
     let mut req = greedy(prompts(&model, 1).remove(0), 32);
     req.stop_strings = vec![stop];
@@ -260,4 +260,26 @@ fn impossible_requests_are_rejected_with_a_reason() {
         .unwrap()
         .unwrap_err();
     assert!(err.to_string().contains("top_p"), "{err}");
+}
+
+#[test]
+fn liveness_ends_with_the_engine_thread() {
+    let (_dir, model) = tiny_model();
+    let handle = engine(&model, 16, 8);
+    assert!(handle.is_alive());
+    handle.shutdown();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while handle.is_alive() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "engine thread did not stop"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let err = handle
+        .add_request(greedy(vec![1, 2], 2))
+        .blocking_next()
+        .unwrap()
+        .unwrap_err();
+    assert!(err.to_string().contains("shut down"), "{err}");
 }

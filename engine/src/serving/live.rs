@@ -5,7 +5,7 @@
 use std::time::Instant;
 use tokio::sync::mpsc::UnboundedSender;
 
-use super::request::{RequestOutput, ServingError, Timings, Usage};
+use super::request::{RequestOutput, ServingError, StopReason, Timings, Usage};
 use crate::detokenizer::IncrementalDetokenizer;
 use crate::engine_core::StepOutput;
 use crate::error::Result;
@@ -23,6 +23,7 @@ pub(super) struct LiveRequest {
     first_token: Option<Instant>,
     usage: Usage,
     min_tokens: usize,
+    stop_token_ids: Vec<u32>,
 }
 
 impl LiveRequest {
@@ -31,6 +32,7 @@ impl LiveRequest {
         prompt: &[u32],
         stop: StopMatcher,
         min_tokens: usize,
+        stop_token_ids: Vec<u32>,
         skip_special_tokens: bool,
         arrival: Instant,
     ) -> Self {
@@ -45,6 +47,7 @@ impl LiveRequest {
                 ..Usage::default()
             },
             min_tokens,
+            stop_token_ids,
         }
     }
 
@@ -72,10 +75,15 @@ impl LiveRequest {
         };
         let mut text = outcome.release;
         let mut finish_reason = out.finished;
-        let mut stop_reason = None;
+        let mut stop_reason = match out.finished {
+            Some(FinishReason::Stop) if self.stop_token_ids.contains(&out.token.token) => {
+                Some(StopReason::TokenId(out.token.token))
+            }
+            _ => None,
+        };
         if let Some(s) = outcome.stopped {
             finish_reason = Some(FinishReason::Stop);
-            stop_reason = Some(s);
+            stop_reason = Some(StopReason::Text(s));
         } else if finish_reason.is_some() {
             // Ended by the core: release what the detokenizer and the stop
             // matcher were holding back.
@@ -85,7 +93,7 @@ impl LiveRequest {
             match outcome.stopped {
                 Some(s) => {
                     finish_reason = Some(FinishReason::Stop);
-                    stop_reason = Some(s);
+                    stop_reason = Some(StopReason::Text(s));
                 }
                 None => text.push_str(&self.stop.flush()),
             }

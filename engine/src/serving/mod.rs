@@ -7,10 +7,10 @@ mod request;
 mod stream;
 mod thread;
 
-pub use request::{RequestOutput, ServingError, ServingRequest, Timings, Usage};
+pub use request::{RequestOutput, ServingError, ServingRequest, StopReason, Timings, Usage};
 pub use stream::RequestStream;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::broadcast;
@@ -38,6 +38,7 @@ pub struct EngineHandle {
     next_id: Arc<AtomicU64>,
     stats: Arc<Mutex<EngineStats>>,
     kv_events: broadcast::Sender<KvEvent>,
+    alive: Arc<AtomicBool>,
 }
 
 impl EngineHandle {
@@ -48,15 +49,21 @@ impl EngineHandle {
         let (kv_events, _) = broadcast::channel(4096);
         let worker =
             thread::EngineThread::new(core, tokenizer, rx, stats.clone(), kv_events.clone());
+        let alive = Arc::new(AtomicBool::new(true));
+        let flag = thread::AliveFlag(alive.clone());
         std::thread::Builder::new()
             .name("tandem-engine".into())
-            .spawn(move || worker.run())
+            .spawn(move || {
+                let _flag = flag; // cleared when the thread ends, panics included
+                worker.run()
+            })
             .expect("spawning the engine thread");
         EngineHandle {
             commands,
             next_id: Arc::new(AtomicU64::new(0)),
             stats,
             kv_events,
+            alive,
         }
     }
 
@@ -79,6 +86,12 @@ impl EngineHandle {
 
     pub fn abort(&self, id: SeqId) {
         let _ = self.commands.send(Command::Abort(id));
+    }
+
+    /// Whether the engine thread is still running (false after a panic or
+    /// shutdown): health checks report it.
+    pub fn is_alive(&self) -> bool {
+        self.alive.load(Ordering::Acquire)
     }
 
     /// Load as of the last step.

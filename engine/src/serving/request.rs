@@ -25,6 +25,15 @@ impl ServingRequest {
     }
 }
 
+/// What ended a request with `finish_reason: "stop"` besides EOS. Serialises
+/// as vLLM does: the string itself, or the token id as a number.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(untagged)]
+pub enum StopReason {
+    TokenId(u32),
+    Text(String),
+}
+
 /// Token accounting for `usage` and metrics.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Usage {
@@ -52,7 +61,7 @@ pub struct RequestOutput {
     pub text: String,
     pub finish_reason: Option<FinishReason>,
     /// The stop string or stop token that ended it (vLLM's `stop_reason`).
-    pub stop_reason: Option<String>,
+    pub stop_reason: Option<StopReason>,
     pub usage: Usage,
     pub timings: Option<Timings>,
 }

@@ -16,6 +16,16 @@ use crate::sequence::{FinishReason, SeqId};
 use crate::stop::StopMatcher;
 use crate::tokenizer::Tokenizer;
 
+/// Clears the shared liveness flag when dropped, so a panicking engine
+/// thread still reports itself dead.
+pub(super) struct AliveFlag(pub Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for AliveFlag {
+    fn drop(&mut self) {
+        self.0.store(false, std::sync::atomic::Ordering::Release);
+    }
+}
+
 pub(super) struct EngineThread {
     core: EngineCore,
     tokenizer: Arc<Tokenizer>,
@@ -106,6 +116,7 @@ impl EngineThread {
                 };
                 let prompt = request.request.prompt_tokens.clone();
                 let min_tokens = request.request.stop.min_tokens;
+                let stop_token_ids = request.request.stop.stop_token_ids.clone();
                 match self.core.add_request(id, request.request) {
                     Ok(()) => {
                         let live = LiveRequest::new(
@@ -113,6 +124,7 @@ impl EngineThread {
                             &prompt,
                             stop,
                             min_tokens,
+                            stop_token_ids,
                             request.skip_special_tokens,
                             arrival,
                         );

@@ -20,6 +20,9 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Stops generating; sequences still running end with `Shutdown`.
     fn shutdown(&self);
+
+    /// False once the backend can no longer generate (engine thread gone).
+    fn is_healthy(&self) -> bool;
 }
 
 impl Backend for EngineHandle {
@@ -40,5 +43,9 @@ impl Backend for EngineHandle {
 
     fn shutdown(&self) {
         EngineHandle::shutdown(self)
+    }
+
+    fn is_healthy(&self) -> bool {
+        self.is_alive()
     }
 }

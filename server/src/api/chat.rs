@@ -3,6 +3,7 @@
 //! `chat.completion.chunk`s whose first delta carries the role.
 
 use std::sync::Arc;
+use tandem_engine::serving::StopReason;
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -128,7 +129,7 @@ struct ChatChoice {
     message: AssistantMessage,
     logprobs: Option<ChatLogprobs>,
     finish_reason: Option<&'static str>,
-    stop_reason: Option<String>,
+    stop_reason: Option<StopReason>,
 }
 
 #[derive(Debug, Serialize)]
@@ -155,7 +156,7 @@ struct ChunkChoice {
     delta: Delta,
     logprobs: Option<ChatLogprobs>,
     finish_reason: Option<&'static str>,
-    stop_reason: Option<String>,
+    stop_reason: Option<StopReason>,
 }
 
 #[derive(Debug, Default, Serialize)]

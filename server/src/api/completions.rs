@@ -3,6 +3,7 @@
 //! `prompt * n + i`); streamed or not; `echo`; completions-format logprobs.
 
 use std::sync::Arc;
+use tandem_engine::serving::StopReason;
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
@@ -157,7 +158,7 @@ struct CompletionChoice {
     text: String,
     logprobs: Option<CompletionLogprobs>,
     finish_reason: Option<&'static str>,
-    stop_reason: Option<String>,
+    stop_reason: Option<StopReason>,
 }
 
 impl CompletionResponse {

@@ -148,6 +148,15 @@ impl ApiError {
         }
     }
 
+    /// 503 from `/health` when the engine thread has died.
+    pub fn engine_dead() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server_error",
+            "The engine is not running; restart this worker (its log has the cause).",
+        )
+    }
+
     /// 500: logs `detail` and tells the client nothing about it.
     pub fn internal(detail: impl std::fmt::Display) -> Self {
         tracing::error!(error = %detail, "internal error while serving a request");

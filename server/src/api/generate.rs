@@ -11,6 +11,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use tandem_engine::serving::StopReason;
 
 use futures::stream::{SelectAll, Stream, StreamExt};
 use serde::Serialize;
@@ -202,7 +203,7 @@ pub struct Finished {
     pub token_ids: Vec<u32>,
     pub samples: Vec<SampledToken>,
     pub finish_reason: Option<FinishReason>,
-    pub stop_reason: Option<String>,
+    pub stop_reason: Option<StopReason>,
 }
 
 /// Runs every choice to its end. The first error fails the whole request

@@ -6,10 +6,18 @@ use axum::response::IntoResponse;
 use axum::Json;
 use serde_json::{json, Value};
 
+use super::errors::ApiError;
 use super::AppState;
 
-/// 200 with an empty body while the server runs (vLLM's contract).
-pub async fn health() {}
+/// 200 with an empty body while the engine runs (vLLM's contract); 503 once
+/// it cannot generate, so orchestrators restart the worker.
+pub async fn health(State(state): State<AppState>) -> Result<(), ApiError> {
+    if state.backend.is_healthy() {
+        Ok(())
+    } else {
+        Err(ApiError::engine_dead())
+    }
+}
 
 pub async fn version() -> Json<Value> {
     Json(json!({ "version": env!("CARGO_PKG_VERSION") }))

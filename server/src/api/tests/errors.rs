@@ -149,3 +149,18 @@ async fn engine_failures_never_leak_internals() {
     assert!(!events[1].contains("secret"));
     assert_eq!(events[2], "[DONE]");
 }
+
+#[tokio::test]
+async fn health_is_503_once_the_engine_is_gone() {
+    let (ok, _) = app(Mode::Script, 16, None);
+    assert_eq!(
+        send(&ok, "GET", "/health", None, None).await.status(),
+        StatusCode::OK
+    );
+    let (dead, _) = app(Mode::Fail, 16, None);
+    error_of(
+        send(&dead, "GET", "/health", None, None).await,
+        StatusCode::SERVICE_UNAVAILABLE,
+    )
+    .await;
+}

@@ -99,6 +99,11 @@ impl Backend for Fake {
     }
 
     fn shutdown(&self) {}
+
+    /// The failing backend plays an engine whose thread died.
+    fn is_healthy(&self) -> bool {
+        self.mode != Mode::Fail
+    }
 }
 
 fn tokenizer() -> Arc<Tokenizer> {
