@@ -18,6 +18,8 @@ pub struct StepOutput {
     pub finished: Option<FinishReason>,
     /// Prompt tokens that came from the prefix cache.
     pub cached_tokens: usize,
+    /// When the sequence was first scheduled (its queue time ends there).
+    pub first_scheduled: Option<std::time::Instant>,
 }
 
 /// Load figures for metrics and routing.
@@ -152,6 +154,7 @@ impl EngineCore {
             let seq = self.scheduler.get_mut(id).expect("scheduled ids exist");
             let finished = seq.append(&token, &self.eos_token_ids);
             let cached_tokens = seq.num_cached_prompt_tokens;
+            let first_scheduled = seq.first_scheduled;
             if let Some(reason) = finished {
                 self.scheduler.finish(id, reason);
             }
@@ -160,6 +163,7 @@ impl EngineCore {
                 token,
                 finished,
                 cached_tokens,
+                first_scheduled,
             });
         }
         Ok(outputs)

@@ -60,6 +60,8 @@ pub struct Sequence {
     pub stop: StopConditions,
     pub status: SeqStatus,
     pub num_preemptions: u32,
+    /// When the scheduler first gave it a step (end of its queue time).
+    pub first_scheduled: Option<std::time::Instant>,
 }
 
 impl Sequence {
@@ -79,6 +81,7 @@ impl Sequence {
             stop: req.stop,
             status: SeqStatus::Waiting,
             num_preemptions: 0,
+            first_scheduled: None,
         }
     }
 

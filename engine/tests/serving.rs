@@ -283,3 +283,14 @@ fn liveness_ends_with_the_engine_thread() {
         .unwrap_err();
     assert!(err.to_string().contains("shut down"), "{err}");
 }
+
+#[test]
+fn timings_split_time_to_first_token() {
+    let (_dir, model) = tiny_model();
+    let handle = engine(&model, 64, 8);
+    let (_, _, last) = collect(&handle, greedy(prompts(&model, 1).remove(0), 8));
+    let t = last.timings.expect("the last update carries timings");
+    assert!(t.queue + t.prefill <= t.time_to_first_token, "{t:?}");
+    assert!(t.time_to_first_token <= t.e2e, "{t:?}");
+    assert!(t.prefill > Duration::ZERO, "{t:?}");
+}

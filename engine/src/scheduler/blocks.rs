@@ -94,6 +94,8 @@ impl Scheduler {
         seq.block_table = hits;
         seq.block_table.extend(new);
         seq.num_computed = cached_tokens;
+        seq.first_scheduled
+            .get_or_insert_with(std::time::Instant::now);
         Some(n)
     }
 }

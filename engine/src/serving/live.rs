@@ -24,6 +24,7 @@ pub(super) struct LiveRequest {
     usage: Usage,
     min_tokens: usize,
     stop_token_ids: Vec<u32>,
+    first_scheduled: Option<Instant>,
 }
 
 impl LiveRequest {
@@ -48,6 +49,7 @@ impl LiveRequest {
             },
             min_tokens,
             stop_token_ids,
+            first_scheduled: None,
         }
     }
 
@@ -98,7 +100,17 @@ impl LiveRequest {
                 None => text.push_str(&self.stop.flush()),
             }
         }
+        if self.first_scheduled.is_none() {
+            self.first_scheduled = out.first_scheduled;
+        }
+        let scheduled = self
+            .first_scheduled
+            .unwrap_or(self.arrival)
+            .max(self.arrival);
+        let first = self.first_token.unwrap_or(now);
         let timings = finish_reason.map(|_| Timings {
+            queue: scheduled - self.arrival,
+            prefill: first.saturating_duration_since(scheduled),
             time_to_first_token: self.first_token.unwrap_or(now) - self.arrival,
             e2e: now - self.arrival,
         });

@@ -46,6 +46,10 @@ pub struct Usage {
 /// Where a finished request's time went.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Timings {
+    /// Arrival until the scheduler first ran it.
+    pub queue: Duration,
+    /// First scheduled until its first token (prompt computation).
+    pub prefill: Duration,
     /// Arrival to first token.
     pub time_to_first_token: Duration,
     /// Arrival to last token.

@@ -51,6 +51,8 @@ pub struct Metrics {
     ttft: Histogram,
     tpot: Histogram,
     e2e: Histogram,
+    queue: Histogram,
+    prefill: Histogram,
     request_prompt_tokens: Histogram,
     request_generation_tokens: Histogram,
     finished_stop: Counter,
@@ -67,6 +69,8 @@ impl Metrics {
             ("vllm:time_to_first_token_seconds", TTFT_BUCKETS),
             ("vllm:time_per_output_token_seconds", TPOT_BUCKETS),
             ("vllm:e2e_request_latency_seconds", E2E_BUCKETS),
+            ("vllm:request_queue_time_seconds", E2E_BUCKETS),
+            ("vllm:request_prefill_time_seconds", E2E_BUCKETS),
             ("vllm:request_prompt_tokens", TOKEN_BUCKETS),
             ("vllm:request_generation_tokens", TOKEN_BUCKETS),
         ] {
@@ -121,6 +125,14 @@ impl Metrics {
                 "Mean time per output token after the first, per request.",
             ),
             e2e: r.histogram("vllm:e2e_request_latency_seconds", "Arrival to last token."),
+            queue: r.histogram(
+                "vllm:request_queue_time_seconds",
+                "Arrival to first scheduled step.",
+            ),
+            prefill: r.histogram(
+                "vllm:request_prefill_time_seconds",
+                "First scheduled step to first token.",
+            ),
             request_prompt_tokens: r.histogram("vllm:request_prompt_tokens", "Prompt length."),
             request_generation_tokens: r.histogram(
                 "vllm:request_generation_tokens",
@@ -178,6 +190,8 @@ impl Metrics {
         if let Some(t) = out.timings {
             self.ttft.record(t.time_to_first_token.as_secs_f64());
             self.e2e.record(t.e2e.as_secs_f64());
+            self.queue.record(t.queue.as_secs_f64());
+            self.prefill.record(t.prefill.as_secs_f64());
             if out.usage.completion_tokens > 1 {
                 let decode = t.e2e.saturating_sub(t.time_to_first_token).as_secs_f64();
                 self.tpot
