@@ -13,6 +13,13 @@ pub(crate) trait Element: Copy + Send + Sync + 'static {
     fn to_f32(self) -> f32;
     fn from_f32(x: f32) -> Self;
 
+    /// The slice itself when it already is f32, so callers can skip a
+    /// widening copy.
+    #[inline(always)]
+    fn as_f32(_: &[Self]) -> Option<&[f32]> {
+        None
+    }
+
     /// Views `n` rows of `d` elements, `stride` apart in `src`, as f32 rows.
     /// f32 borrows the arena directly; narrow types widen into `scratch`.
     #[inline(always)]
@@ -76,6 +83,11 @@ macro_rules! storage_access {
 
 impl Element for f32 {
     storage_access!(F32);
+
+    #[inline(always)]
+    fn as_f32(s: &[Self]) -> Option<&[f32]> {
+        Some(s)
+    }
 
     #[inline(always)]
     fn to_f32(self) -> f32 {

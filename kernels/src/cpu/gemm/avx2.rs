@@ -1,11 +1,21 @@
-//! The AVX2 + FMA microkernel and the 8-lane loads that widen each storage
-//! type to f32 in registers: bf16 by a 16-bit shift, f16 with F16C.
+//! The AVX2 + FMA builds of the register-block kernels, and the 8-lane
+//! loads that widen each storage type to f32 in registers: bf16 by a 16-bit
+//! shift, f16 with F16C.
 
 #[cfg(target_arch = "x86_64")]
-pub(super) use imp::dot_block;
+pub(super) use imp::{dot_block, pack_panel, tile};
+
+#[cfg(not(target_arch = "x86_64"))]
+mod imp {
+    use super::super::Lanes;
+    impl Lanes for f32 {}
+    impl Lanes for half::bf16 {}
+    impl Lanes for half::f16 {}
+}
 
 #[cfg(target_arch = "x86_64")]
 mod imp {
+    use super::super::plan::{MR, NR};
     use super::super::Lanes;
     use half::{bf16, f16};
     use std::arch::x86_64::*;
@@ -39,40 +49,62 @@ mod imp {
         }
     }
 
-    /// `R × C` dot products over `len` elements: 8 lanes at a time with one
-    /// accumulator register per output, reduced at the end; the last
-    /// `len % 8` elements in scalar.
+    /// `R × C` dot products over `len` elements: `U × 8` lanes per step with
+    /// one accumulator register per output and unroll slot (`R · C · U`
+    /// independent FMA chains), reduced at the end; the last `len % (8 U)`
+    /// elements 8 lanes at a time, the last `len % 8` in scalar.
+    ///
+    /// With `prefetch > 0` the `C` weight rows must be consecutive in
+    /// memory (true for decode tiles): one linear prefetch stream runs that
+    /// many bytes ahead of the loop's progress through the block. Prefetches
+    /// never fault, so running past the end is harmless.
     ///
     /// # Safety
     /// Each `x[r]` and `w[c]` points at `len` readable elements, and the CPU
     /// has AVX2, FMA and F16C.
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub(in super::super) unsafe fn dot_block<X: Lanes, W: Lanes, const R: usize, const C: usize>(
+    pub(in super::super) unsafe fn dot_block<
+        X: Lanes,
+        W: Lanes,
+        const R: usize,
+        const C: usize,
+        const U: usize,
+    >(
         x: [*const X; R],
         w: [*const W; C],
         len: usize,
+        prefetch: usize,
     ) -> [[f32; C]; R] {
-        let mut acc = [[_mm256_setzero_ps(); C]; R];
-        let mut wv = [_mm256_setzero_ps(); C];
+        let mut acc = [[[_mm256_setzero_ps(); C]; R]; U];
         let mut i = 0;
-        while i + 8 <= len {
-            for c in 0..C {
-                // SAFETY: `i + 8 <= len` and `w[c]` has `len` elements.
-                wv[c] = unsafe { W::load8(w[c].add(i)) };
-            }
-            for r in 0..R {
-                // SAFETY: as above, for `x[r]`.
-                let xv = unsafe { X::load8(x[r].add(i)) };
-                for c in 0..C {
-                    acc[r][c] = _mm256_fmadd_ps(xv, wv[c], acc[r][c]);
+        while i + 8 * U <= len {
+            if prefetch > 0 {
+                let ahead = w[0]
+                    .cast::<i8>()
+                    .wrapping_add(C * i * size_of::<W>() + prefetch);
+                for line in (0..C * U * 8 * size_of::<W>()).step_by(64) {
+                    _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(line));
                 }
             }
+            for (u, acc) in acc.iter_mut().enumerate() {
+                // SAFETY: `i + 8 * U <= len`, so every lane read is in bounds.
+                unsafe { step(&x, &w, i + 8 * u, acc) };
+            }
+            i += 8 * U;
+        }
+        while i + 8 <= len {
+            // SAFETY: `i + 8 <= len`.
+            unsafe { step(&x, &w, i, &mut acc[0]) };
             i += 8;
         }
         let mut out = [[0.0f32; C]; R];
         for r in 0..R {
             for c in 0..C {
-                out[r][c] = hsum(acc[r][c]);
+                let mut v = acc[0][r][c];
+                for a in &acc[1..] {
+                    v = _mm256_add_ps(v, a[r][c]);
+                }
+                out[r][c] = hsum(v);
             }
         }
         for j in i..len {
@@ -87,6 +119,144 @@ mod imp {
             }
         }
         out
+    }
+
+    /// `acc[r][c] += x[r][i..i + 8] · w[c][i..i + 8]`, lane-wise.
+    ///
+    /// # Safety
+    /// Lanes `i..i + 8` of every row are readable; AVX2, FMA and F16C.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn step<X: Lanes, W: Lanes, const R: usize, const C: usize>(
+        x: &[*const X; R],
+        w: &[*const W; C],
+        i: usize,
+        acc: &mut [[__m256; C]; R],
+    ) {
+        let mut wv = [_mm256_setzero_ps(); C];
+        for c in 0..C {
+            // SAFETY: the caller guarantees lanes `i..i + 8` of `w[c]`.
+            wv[c] = unsafe { W::load8(w[c].add(i)) };
+        }
+        for r in 0..R {
+            // SAFETY: as above, for `x[r]`.
+            let xv = unsafe { X::load8(x[r].add(i)) };
+            for c in 0..C {
+                acc[r][c] = _mm256_fmadd_ps(xv, wv[c], acc[r][c]);
+            }
+        }
+    }
+
+    /// The packed prefill kernel: `acc[r * ld + 0..NR] += Σ_k x[r][k] ·
+    /// panel[k * NR + 0..NR]` for `r < MR`, on `MR × 2` accumulators.
+    ///
+    /// # Safety
+    /// Each `x[r]` has `kc` readable elements, `panel` `kc * NR`, `acc`
+    /// covers `(MR - 1) * ld + NR` elements; the CPU has AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub(in super::super) unsafe fn tile(
+        x: [*const f32; MR],
+        panel: *const f32,
+        kc: usize,
+        acc: *mut f32,
+        ld: usize,
+    ) {
+        let mut c = [[_mm256_setzero_ps(); NR / 8]; MR];
+        for kk in 0..kc {
+            // SAFETY: `kk < kc`, so the panel row and `x[r][kk]` are in bounds.
+            let (w0, w1) = unsafe {
+                let p = panel.add(kk * NR);
+                (_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8)))
+            };
+            for r in 0..MR {
+                // SAFETY: as above.
+                let b = _mm256_set1_ps(unsafe { x[r].add(kk).read() });
+                c[r][0] = _mm256_fmadd_ps(b, w0, c[r][0]);
+                c[r][1] = _mm256_fmadd_ps(b, w1, c[r][1]);
+            }
+        }
+        for (r, c) in c.iter().enumerate() {
+            for (h, &v) in c.iter().enumerate() {
+                // SAFETY: `r * ld + 8 * h + 8 <= (MR - 1) * ld + NR`.
+                unsafe {
+                    let p = acc.add(r * ld + 8 * h);
+                    _mm256_storeu_ps(p, _mm256_add_ps(_mm256_loadu_ps(p), v));
+                }
+            }
+        }
+    }
+
+    /// Widens `NR` weight rows into a k-major panel, `out[k * NR + j] =
+    /// rows[j][k]` for `k < kc`: 8 × 8 blocks are loaded row-wise and
+    /// transposed in registers, the last `kc % 8` columns in scalar.
+    ///
+    /// # Safety
+    /// Each `rows[j]` has `kc` readable elements, `out` has room for
+    /// `kc * NR`; the CPU has AVX2, FMA and F16C.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(in super::super) unsafe fn pack_panel<W: Lanes>(
+        rows: [*const W; NR],
+        kc: usize,
+        out: *mut f32,
+    ) {
+        let mut kk = 0;
+        while kk + 8 <= kc {
+            for h in 0..NR / 8 {
+                let mut v = [_mm256_setzero_ps(); 8];
+                for (q, v) in v.iter_mut().enumerate() {
+                    // SAFETY: `kk + 8 <= kc`.
+                    *v = unsafe { W::load8(rows[8 * h + q].add(kk)) };
+                }
+                for (q, col) in transpose8(v).into_iter().enumerate() {
+                    // SAFETY: `(kk + q) * NR + 8 * h + 8 <= kc * NR`.
+                    unsafe { _mm256_storeu_ps(out.add((kk + q) * NR + 8 * h), col) };
+                }
+            }
+            kk += 8;
+        }
+        for k in kk..kc {
+            for (j, row) in rows.iter().enumerate() {
+                // SAFETY: `k < kc`.
+                unsafe { out.add(k * NR + j).write(row.add(k).read().to_f32()) };
+            }
+        }
+    }
+
+    /// Transposes an 8 × 8 block held as 8 row vectors.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
+        // Interleave pairs of rows, then pairs of pairs, then 128-bit halves.
+        let t = [
+            _mm256_unpacklo_ps(r[0], r[1]),
+            _mm256_unpackhi_ps(r[0], r[1]),
+            _mm256_unpacklo_ps(r[2], r[3]),
+            _mm256_unpackhi_ps(r[2], r[3]),
+            _mm256_unpacklo_ps(r[4], r[5]),
+            _mm256_unpackhi_ps(r[4], r[5]),
+            _mm256_unpacklo_ps(r[6], r[7]),
+            _mm256_unpackhi_ps(r[6], r[7]),
+        ];
+        let s = [
+            _mm256_shuffle_ps::<0x44>(t[0], t[2]),
+            _mm256_shuffle_ps::<0xEE>(t[0], t[2]),
+            _mm256_shuffle_ps::<0x44>(t[1], t[3]),
+            _mm256_shuffle_ps::<0xEE>(t[1], t[3]),
+            _mm256_shuffle_ps::<0x44>(t[4], t[6]),
+            _mm256_shuffle_ps::<0xEE>(t[4], t[6]),
+            _mm256_shuffle_ps::<0x44>(t[5], t[7]),
+            _mm256_shuffle_ps::<0xEE>(t[5], t[7]),
+        ];
+        [
+            _mm256_permute2f128_ps::<0x20>(s[0], s[4]),
+            _mm256_permute2f128_ps::<0x20>(s[1], s[5]),
+            _mm256_permute2f128_ps::<0x20>(s[2], s[6]),
+            _mm256_permute2f128_ps::<0x20>(s[3], s[7]),
+            _mm256_permute2f128_ps::<0x31>(s[0], s[4]),
+            _mm256_permute2f128_ps::<0x31>(s[1], s[5]),
+            _mm256_permute2f128_ps::<0x31>(s[2], s[6]),
+            _mm256_permute2f128_ps::<0x31>(s[3], s[7]),
+        ]
     }
 
     #[inline]

@@ -1,39 +1,65 @@
-//! How one product is cut into rayon tasks and k blocks.
+//! How one product is cut into rayon tasks, k blocks and register blocks.
 //!
-//! Decode (`m <= SMALL_M`): one tile spans every activation row, so each
-//! weight row is streamed from memory once and applied to all `m` rows while
-//! it sits in L1/L2; tiles split `n` only, small enough for load balance.
-//! Prefill: tiles of `MB × NB` outputs and k blocks of at most `KC`, so the
-//! activation block (`MB × KC`) stays in L2 and the weight rows of one
-//! register block (`C × KC`) stay in L1 while every row block passes by.
+//! Three regimes, by the number of activation rows `m`:
+//! - `Stream` (`m <= STREAM_M`, memory-bound decode): one weight row at a
+//!   time against up to 8 activation rows, so each thread reads its weight
+//!   tile as one sequential stream (the hardware prefetcher follows one
+//!   stream per core well, several interleaved rows poorly).
+//! - `Block` (`m <= SMALL_M`, batched decode): 4 activation rows × 3 weight
+//!   rows per register block, so each weight vector loaded feeds 4 FMAs and
+//!   each activation vector 3; a software prefetch walks ahead through the
+//!   3 rows as one linear stream.
+//! - `Packed` (prefill): tiles of `MB × NB` outputs and k blocks of `KC`;
+//!   each task widens its weight block into 16-column panels once and runs
+//!   a 6 × 16 broadcast kernel with both operands in L1.
+//!
+//! Decode tiles span all `m` rows and split `n` only (every weight row is
+//! read from memory once); they never cut k, since two passes over a row
+//! would turn one sequential stream into strided ones.
 
 use std::ops::Range;
 
-/// Activation rows per register block.
-pub(super) const R: usize = 4;
-/// Largest `m` served by the decode-shaped plan.
+const STREAM_M: usize = 8;
 const SMALL_M: usize = 32;
-/// Prefill tile rows (a multiple of `R`) and columns (a multiple of 12).
-const MB: usize = 96;
+/// Prefill tile rows (a multiple of `MR`), columns (a multiple of `NR`) and
+/// k block: the packed weight panel (`KC × NR` f32, 16 KiB) stays in L1, the
+/// activation block (`MB × KC`) in L2.
+const MB: usize = 510;
 const NB: usize = 192;
-/// Longest k block; longer rows are cut into equal blocks of at most this.
-const KC: usize = 512;
+const KC: usize = 256;
+/// Register block of the packed kernel.
+pub(super) const MR: usize = 6;
+pub(super) const NR: usize = 16;
 /// Aim for this many tiles per thread, so uneven progress evens out.
 const TILES_PER_THREAD: usize = 8;
-/// Decode tiles never get narrower than this many weight rows...
+/// Decode tiles are at least this many weight rows and at most `MAX_NB`,
+/// so huge `n` (the LM head) still spreads over the threads.
 const MIN_NB: usize = 12;
-/// ...nor wider, so huge `n` (the LM head) still spreads over the threads.
 const MAX_NB: usize = 480;
+/// How far ahead (bytes) the decode kernels prefetch the weight stream.
+const PREFETCH: usize = 4096;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Mode {
+    Stream,
+    Block,
+    Packed,
+}
 
 pub(super) struct Plan {
+    pub(super) mode: Mode,
     m: usize,
     n: usize,
     k: usize,
     mb: usize,
     nb: usize,
     kc: usize,
-    /// Weight rows per register block: 4 when `m <= 2`, else 3.
+    /// Activation rows per register block (dot-product modes).
+    pub(super) r: usize,
+    /// Weight rows per register block (dot-product modes).
     pub(super) c: usize,
+    /// Software prefetch distance in bytes (0: none).
+    pub(super) prefetch: usize,
 }
 
 /// The output rows and columns one task computes.
@@ -44,31 +70,36 @@ pub(super) struct Tile {
 
 impl Plan {
     pub(super) fn new(m: usize, k: usize, n: usize, threads: usize) -> Self {
-        let threads = threads.max(1);
-        let c = if m <= 2 { 4 } else { 3 };
-        let (mb, nb) = if m <= SMALL_M {
-            let nb = n.div_ceil(threads * TILES_PER_THREAD);
-            (m, round_up(nb, 12).clamp(MIN_NB, MAX_NB))
-        } else {
-            let mb = round_up(m.div_ceil(m.div_ceil(MB)), R);
-            let row_tiles = m.div_ceil(mb);
-            let want_cols = (threads * TILES_PER_THREAD).div_ceil(row_tiles);
-            let nb = round_up(n.div_ceil(want_cols), 12).clamp(MIN_NB, NB);
-            (mb, nb)
+        let tiles = threads.max(1) * TILES_PER_THREAD;
+        let mode = match m {
+            _ if m <= STREAM_M => Mode::Stream,
+            _ if m <= SMALL_M => Mode::Block,
+            _ => Mode::Packed,
         };
-        let kc = if k == 0 {
-            1
+        let (r, c) = match mode {
+            Mode::Stream => (m, 1),
+            _ => (4, 3),
+        };
+        let (mb, nb, kc) = if mode == Mode::Packed {
+            let mb = round_up(m.div_ceil(m.div_ceil(MB)), MR);
+            let want_cols = tiles.div_ceil(m.div_ceil(mb));
+            let nb = round_up(n.div_ceil(want_cols), NR).clamp(NR, NB);
+            (mb, nb, k.div_ceil(k.div_ceil(KC).max(1)))
         } else {
-            k.div_ceil(k.div_ceil(KC))
+            let nb = round_up(n.div_ceil(tiles), 12).clamp(MIN_NB, MAX_NB);
+            (m, nb, k)
         };
         Plan {
+            mode,
             m,
             n,
             k,
             mb,
             nb,
-            kc,
+            kc: kc.max(1),
+            r,
             c,
+            prefetch: if mode == Mode::Packed { 0 } else { PREFETCH },
         }
     }
 
@@ -92,6 +123,11 @@ impl Plan {
             .step_by(self.kc)
             .map(|s| s..(s + self.kc).min(self.k))
     }
+
+    /// Largest k block.
+    pub(super) fn kc(&self) -> usize {
+        self.kc.min(self.k)
+    }
 }
 
 fn round_up(x: usize, to: usize) -> usize {
@@ -102,15 +138,16 @@ fn round_up(x: usize, to: usize) -> usize {
 mod tests {
     use super::*;
 
-    /// Every output is covered exactly once, for decode and prefill shapes.
+    /// Every output is covered exactly once and k is cut as documented.
     #[test]
     fn tiles_partition_the_output() {
-        for &(m, k, n) in &[
+        let shapes = [
             (1, 896, 9728),
             (5, 17, 7),
             (33, 1000, 300),
             (2048, 4864, 896),
-        ] {
+        ];
+        for &(m, k, n) in &shapes {
             for threads in [1, 2, 16] {
                 let p = Plan::new(m, k, n, threads);
                 let mut seen = vec![0u8; m * n];
@@ -129,7 +166,8 @@ mod tests {
                 let ks: Vec<_> = p.k_blocks().collect();
                 assert_eq!(ks.first().map(|r| r.start), Some(0));
                 assert_eq!(ks.last().map(|r| r.end), Some(k));
-                assert!(ks.iter().all(|r| r.len() <= KC));
+                let max = if p.mode == Mode::Packed { KC } else { k };
+                assert!(ks.iter().all(|r| r.len() <= max));
             }
         }
     }

@@ -2,6 +2,7 @@
 //! 8 independent lanes per output, which LLVM vectorises for the target's
 //! baseline without fast-math.
 
+use super::plan::{MR, NR};
 use crate::element::Element;
 
 const LANES: usize = 8;
@@ -46,4 +47,24 @@ pub(super) fn dot_block<X: Element, W: Element, const R: usize, const C: usize>(
         }
     }
     out
+}
+
+/// The packed prefill kernel: `acc[r * ld + 0..NR] += Σ_k x[r][k] ·
+/// panel[k * NR + 0..NR]` for `r < MR`, over the first `kc` steps.
+#[inline(always)]
+pub(super) fn tile(x: [&[f32]; MR], panel: &[f32], kc: usize, acc: &mut [f32], ld: usize) {
+    let mut c = [[0.0f32; NR]; MR];
+    for (kk, w) in panel.chunks_exact(NR).take(kc).enumerate() {
+        for (cr, xr) in c.iter_mut().zip(&x) {
+            let b = xr[kk];
+            for l in 0..NR {
+                cr[l] += b * w[l];
+            }
+        }
+    }
+    for (r, cr) in c.iter().enumerate() {
+        for (a, v) in acc[r * ld..][..NR].iter_mut().zip(cr) {
+            *a += v;
+        }
+    }
 }
