@@ -108,6 +108,28 @@ fn every_dtype_combination_matches_reference() {
     }
 }
 
+/// Every register-block shape of each regime: 1..=12 rows cover the
+/// streaming groups of 1..=8 rows and the 4 × 3 block's row remainders (the
+/// switch depends on the weight width), 600 rows give several prefill row
+/// tiles; k = 75 leaves both an 8-lane and a scalar tail.
+#[test]
+fn every_block_shape_matches_reference() {
+    for (i, m) in (1..=12).chain([600]).enumerate() {
+        for (j, wd) in DTYPES.into_iter().enumerate() {
+            let bias = (j == 1).then_some(DType::F32);
+            check(
+                m,
+                75,
+                29,
+                DType::F32,
+                wd,
+                bias,
+                500 + 3 * i as u64 + j as u64,
+            );
+        }
+    }
+}
+
 /// Leading dims are kept, strided `x` is accepted, `k = 0` gives the bias,
 /// empty `m` or `n` gives an empty result.
 #[test]

@@ -104,9 +104,9 @@ pub(crate) fn linear<X: Lanes, W: Lanes>(p: &Problem<'_, X, W>, isa: Isa) -> Vec
     if out.is_empty() {
         return out;
     }
-    let plan = Plan::new(p.m, p.k, p.n, rayon::current_num_threads());
+    let plan = Plan::new(p.m, p.k, p.n, size_of::<W>(), rayon::current_num_threads());
     let dst = OutPtr(out.as_mut_ptr());
-    (0..plan.num_tiles()).into_par_iter().for_each(|t| {
+    let run = |t: usize| {
         let tile = plan.tile(t);
         SCRATCH.with_borrow_mut(|s| {
             s.acc.clear();
@@ -117,7 +117,12 @@ pub(crate) fn linear<X: Lanes, W: Lanes>(p: &Problem<'_, X, W>, isa: Isa) -> Vec
             }
             write_out(p, &tile, &s.acc, &dst);
         });
-    });
+    };
+    // One tile runs on the caller: waking a worker costs more than it saves.
+    match plan.num_tiles() {
+        1 => run(0),
+        tiles => (0..tiles).into_par_iter().for_each(run),
+    }
     out
 }
 

@@ -1,10 +1,11 @@
 //! How one product is cut into rayon tasks, k blocks and register blocks.
 //!
 //! Three regimes, by the number of activation rows `m`:
-//! - `Stream` (`m <= STREAM_M`, memory-bound decode): one weight row at a
-//!   time against up to 8 activation rows, so each thread reads its weight
-//!   tile as one sequential stream (the hardware prefetcher follows one
-//!   stream per core well, several interleaved rows poorly).
+//! - `Stream` (memory-bound decode: `m <= 8` for f32 weights, `<= 3` for
+//!   bf16/f16): one weight row at a time against up to 8 activation rows,
+//!   so each thread reads its weight tile as one sequential stream (the
+//!   hardware prefetcher follows one stream per core well, several
+//!   interleaved rows poorly: measured 30 vs 15–20 GB/s per core).
 //! - `Block` (`m <= SMALL_M`, batched decode): 4 activation rows × 3 weight
 //!   rows per register block, so each weight vector loaded feeds 4 FMAs and
 //!   each activation vector 3; a software prefetch walks ahead through the
@@ -20,6 +21,7 @@
 use std::ops::Range;
 
 const STREAM_M: usize = 8;
+const STREAM_M_NARROW: usize = 3;
 const SMALL_M: usize = 32;
 /// Prefill tile rows (a multiple of `MR`), columns (a multiple of `NR`) and
 /// k block: the packed weight panel (`KC × NR` f32, 16 KiB) stays in L1, the
@@ -32,9 +34,11 @@ pub(super) const MR: usize = 6;
 pub(super) const NR: usize = 16;
 /// Aim for this many tiles per thread, so uneven progress evens out.
 const TILES_PER_THREAD: usize = 8;
-/// Decode tiles are at least this many weight rows and at most `MAX_NB`,
-/// so huge `n` (the LM head) still spreads over the threads.
-const MIN_NB: usize = 12;
+/// Decode tiles hold at least this many weight bytes (handing tasks out and
+/// waking workers costs microseconds: a k/v projection ran 3× faster as one
+/// tile than as 11) and at most `MAX_NB` rows, so huge `n` (the LM head)
+/// still spreads over the threads.
+const MIN_TILE_BYTES: usize = 512 << 10;
 const MAX_NB: usize = 480;
 /// How far ahead (bytes) the decode kernels prefetch the weight stream.
 const PREFETCH: usize = 4096;
@@ -69,15 +73,22 @@ pub(super) struct Tile {
 }
 
 impl Plan {
-    pub(super) fn new(m: usize, k: usize, n: usize, threads: usize) -> Self {
+    pub(super) fn new(m: usize, k: usize, n: usize, w_bytes: usize, threads: usize) -> Self {
         let tiles = threads.max(1) * TILES_PER_THREAD;
+        // Narrow weights carry twice the FMAs per byte read, so they turn
+        // compute-bound (and want the 4 × 3 block) at fewer rows.
+        let stream_m = if w_bytes >= 4 {
+            STREAM_M
+        } else {
+            STREAM_M_NARROW
+        };
         let mode = match m {
-            _ if m <= STREAM_M => Mode::Stream,
+            _ if m <= stream_m => Mode::Stream,
             _ if m <= SMALL_M => Mode::Block,
             _ => Mode::Packed,
         };
         let (r, c) = match mode {
-            Mode::Stream => (m, 1),
+            Mode::Stream => (m.div_ceil(m.div_ceil(8)), 1),
             _ => (4, 3),
         };
         let (mb, nb, kc) = if mode == Mode::Packed {
@@ -86,7 +97,8 @@ impl Plan {
             let nb = round_up(n.div_ceil(want_cols), NR).clamp(NR, NB);
             (mb, nb, k.div_ceil(k.div_ceil(KC).max(1)))
         } else {
-            let nb = round_up(n.div_ceil(tiles), 12).clamp(MIN_NB, MAX_NB);
+            let min_nb = round_up(MIN_TILE_BYTES.div_ceil(k.max(1) * w_bytes), 12);
+            let nb = round_up(n.div_ceil(tiles), 12).clamp(min_nb.min(MAX_NB), MAX_NB);
             (m, nb, k)
         };
         Plan {
@@ -149,7 +161,7 @@ mod tests {
         ];
         for &(m, k, n) in &shapes {
             for threads in [1, 2, 16] {
-                let p = Plan::new(m, k, n, threads);
+                let p = Plan::new(m, k, n, 4, threads);
                 let mut seen = vec![0u8; m * n];
                 for t in 0..p.num_tiles() {
                     let tile = p.tile(t);
