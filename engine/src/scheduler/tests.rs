@@ -142,21 +142,23 @@ fn max_num_seqs_caps_running() {
 fn shared_prefix_reuses_blocks_and_computes_only_the_rest() {
     let mut s = sched(64, 8, 100);
     let prompt: Vec<u32> = (0..13).collect();
-    s.add(seq(1, prompt.clone(), 1));
+    s.add(seq(1, prompt.clone(), 5));
     step(&mut s, 0);
     let mut second = prompt[..12].to_vec();
     second.extend([50, 51, 52]);
-    s.add(seq(2, second, 1));
+    s.add(seq(2, second, 5));
     let (p, _) = step(&mut s, 0);
-    assert_eq!(
-        p.chunks,
-        vec![ScheduledChunk {
-            id: 2,
-            start: 12,
-            len: 3,
-            sample: true
-        }]
-    );
+    let hit = ScheduledChunk {
+        id: 2,
+        start: 12,
+        len: 3,
+        sample: true,
+    };
+    assert_eq!(p.chunks[1], hit, "only the 3 uncached tokens are computed");
+    // The hit is the very same blocks, now held by both sequences.
+    let first_blocks = s.get(1).unwrap().block_table[..3].to_vec();
+    assert_eq!(s.get(2).unwrap().block_table[..3], first_blocks[..]);
+    assert!(first_blocks.iter().all(|&b| s.pool().ref_count(b) == 2));
     let stats = s.prefix_cache_stats();
     assert_eq!((stats.queries, stats.hits), (13 + 15, 12));
     check_ref_counts(&s);
