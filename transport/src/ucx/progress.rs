@@ -1,0 +1,479 @@
+//! The progress thread: executes commands, drives UCX, completes reads and
+//! enforces their deadlines. It spins while work is in flight or was seen
+//! in the last few milliseconds (a TCP peer serving our gets needs prompt
+//! progress), and otherwise sleeps on the worker's event fd.
+
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::ffi::c_void;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::SyncSender;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tandem_ucx_sys as sys;
+
+use super::ops::{Phase, ReadOp};
+use super::status::describe;
+use super::worker::{AmTarget, Worker, NOTIFY_AM_ID};
+use super::{Command, ConnShared, Shared, UcxConfig};
+use crate::backend::{Identity, Transfer};
+use crate::completion::{Completion, ReadDone};
+use crate::error::{Result, TransportError};
+
+/// How long the thread keeps spinning after the last activity.
+const SPIN_AFTER_ACTIVITY: Duration = Duration::from_millis(5);
+/// Longest idle sleep (bounds how late a stop request is seen).
+const MAX_IDLE: Duration = Duration::from_millis(100);
+/// How long shutdown waits for endpoints to close.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+struct Conn {
+    ep: sys::ucp_ep_h,
+    rkey: sys::ucp_rkey_h,
+    peer: String,
+    shared: Arc<ConnShared>,
+    /// Written by the endpoint error handler.
+    err: Box<Cell<sys::ucs_status_t>>,
+    /// The agent let go of it; close once no read uses it.
+    released: bool,
+    /// Failed or timed out: already closed, reads refused.
+    broken: bool,
+}
+
+/// An endpoint close in progress, with what must outlive it.
+struct Closing {
+    request: sys::ucs_status_ptr_t,
+    rkey: sys::ucp_rkey_h,
+    _err: Box<Cell<sys::ucs_status_t>>,
+    deadline: Instant,
+}
+
+struct Memory {
+    base: u64,
+    len: u64,
+    memh: sys::ucp_mem_h,
+    rkey: Vec<u8>,
+}
+
+/// Fields drop in declaration order: the worker (`w`) is destroyed before
+/// the ops and close records whose addresses UCX callbacks may hold.
+struct Progress {
+    shared: Arc<Shared>,
+    name: String,
+    w: Worker,
+    mems: Vec<Memory>,
+    conns: HashMap<u64, Conn>,
+    next_conn: u64,
+    ops: Vec<Box<ReadOp>>,
+    closing: Vec<Closing>,
+}
+
+/// Thread body: sets up UCX, reports (address, CUDA support) or the setup
+/// error on `started`, then runs until the backend is dropped.
+pub(crate) fn run(
+    config: &UcxConfig,
+    me: Identity,
+    shared: Arc<Shared>,
+    started: SyncSender<Result<(Vec<u8>, bool)>>,
+) {
+    let target = AmTarget {
+        inbox: me.inbox,
+        epoch: me.epoch,
+    };
+    let w = match Worker::new(config, target) {
+        Ok(w) => w,
+        Err(e) => {
+            let _ = started.send(Err(e));
+            return;
+        }
+    };
+    shared.set_worker(w.worker);
+    let _ = started.send(Ok((w.address.clone(), w.cuda)));
+    let mut p = Progress {
+        shared,
+        name: me.name,
+        w,
+        mems: Vec::new(),
+        conns: HashMap::new(),
+        next_conn: 1,
+        ops: Vec::new(),
+        closing: Vec::new(),
+    };
+    p.run();
+    p.shutdown();
+}
+
+impl Progress {
+    fn run(&mut self) {
+        let mut last_activity = Instant::now();
+        while !self.shared.stop.load(Ordering::Acquire) {
+            let commands = self.shared.take_commands();
+            let busy = !commands.is_empty();
+            for c in commands {
+                self.execute(c);
+            }
+            let mut events = 0;
+            loop {
+                let n = self.w.progress();
+                if n == 0 {
+                    break;
+                }
+                events += n;
+            }
+            let now = Instant::now();
+            self.check_connections();
+            self.advance_reads(now);
+            self.advance_closes(now);
+            if busy || events > 0 {
+                last_activity = now;
+            }
+            if !self.ops.is_empty() || now.duration_since(last_activity) < SPIN_AFTER_ACTIVITY {
+                std::hint::spin_loop();
+                continue;
+            }
+            let shared = &self.shared;
+            self.w.wait(MAX_IDLE, || {
+                shared.stop.load(Ordering::Acquire) || !shared.lock().is_empty()
+            });
+        }
+    }
+
+    fn execute(&mut self, cmd: Command) {
+        match cmd {
+            Command::Register {
+                base,
+                len,
+                memory,
+                reply,
+            } => {
+                let _ = reply.send(self.register(base, len, memory));
+            }
+            Command::Connect {
+                peer,
+                address,
+                rkey,
+                shared,
+                reply,
+            } => {
+                let _ = reply.send(self.connect(peer, &address, &rkey, shared));
+            }
+            Command::Disconnect { conn } => {
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    c.released = true;
+                }
+            }
+            Command::Read {
+                conn,
+                transfers,
+                notify,
+                deadline,
+                completion,
+            } => self.start_read(conn, transfers, notify, deadline, completion),
+        }
+    }
+
+    fn register(&mut self, base: u64, len: u64, memory: crate::metadata::MemoryKind) -> Result<Vec<u8>> {
+        if let Some(m) = self.mems.iter().find(|m| m.base == base && m.len == len) {
+            return Ok(m.rkey.clone());
+        }
+        let (memh, rkey) = self.w.mem_map(base, len, memory)?;
+        tracing::debug!(agent = %self.name, base, len, rkey_bytes = rkey.len(), "memory registered");
+        self.mems.push(Memory {
+            base,
+            len,
+            memh,
+            rkey: rkey.clone(),
+        });
+        Ok(rkey)
+    }
+
+    fn connect(
+        &mut self,
+        peer: String,
+        address: &[u8],
+        rkey: &[u8],
+        shared: Arc<ConnShared>,
+    ) -> Result<u64> {
+        let err = Box::new(Cell::new(sys::UCS_OK));
+        let err_ptr = &*err as *const Cell<sys::ucs_status_t> as *mut c_void;
+        let ep = self.w.ep_create(address, err_ptr)?;
+        let rkey = match self.w.rkey_unpack(ep, rkey) {
+            Ok(r) => r,
+            Err(e) => {
+                let request = self.w.ep_close(ep, true);
+                self.closing_push(request, std::ptr::null_mut(), err);
+                return Err(e);
+            }
+        };
+        let id = self.next_conn;
+        self.next_conn += 1;
+        self.conns.insert(
+            id,
+            Conn {
+                ep,
+                rkey,
+                peer,
+                shared,
+                err,
+                released: false,
+                broken: false,
+            },
+        );
+        Ok(id)
+    }
+
+    fn start_read(
+        &mut self,
+        conn_id: u64,
+        transfers: Vec<Transfer>,
+        notify: Option<Vec<u8>>,
+        deadline: Instant,
+        completion: Arc<Completion>,
+    ) {
+        let Some(conn) = self.conns.get(&conn_id).filter(|c| !c.broken) else {
+            let detail = self
+                .conns
+                .get(&conn_id)
+                .and_then(|c| c.shared.failure.get().cloned())
+                .unwrap_or_else(|| "connection closed".into());
+            completion.complete(Err(TransportError::PeerFailed {
+                peer: self.peer_name(conn_id),
+                detail,
+            }));
+            return;
+        };
+        let op = Box::new(ReadOp {
+            conn: conn_id,
+            peer: conn.peer.clone(),
+            pending: Cell::new(0),
+            error: Cell::new(sys::UCS_OK),
+            phase: Phase::Getting,
+            notify,
+            deadline,
+            timeout: deadline.saturating_duration_since(Instant::now()),
+            completion,
+            done: ReadDone {
+                bytes: transfers.iter().map(|t| t.len).sum(),
+                runs: transfers.len(),
+            },
+        });
+        let params = op.params(0);
+        for t in &transfers {
+            // SAFETY: live endpoint and rkey of this connection; the local
+            // range lies in this agent's registered region and the remote
+            // range in the peer's (both checked by the agent). `op` stays
+            // boxed in `self.ops` until its callbacks have run.
+            let ret = unsafe {
+                sys::ucp_get_nbx(
+                    conn.ep,
+                    t.local as *mut c_void,
+                    t.len as usize,
+                    t.remote,
+                    conn.rkey,
+                    &params,
+                )
+            };
+            op.track(ret);
+            if op.error.get() != sys::UCS_OK {
+                break;
+            }
+        }
+        self.ops.push(op);
+    }
+
+    fn peer_name(&self, conn: u64) -> String {
+        self.conns
+            .get(&conn)
+            .map(|c| c.peer.clone())
+            .unwrap_or_else(|| format!("connection #{conn}"))
+    }
+
+    /// Marks endpoints whose error handler fired as broken and closes them.
+    fn check_connections(&mut self) {
+        let failed: Vec<u64> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| !c.broken && c.err.get() != sys::UCS_OK)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in failed {
+            let status = describe(self.conns[&id].err.get());
+            self.break_conn(id, format!("connection lost ({status})"));
+        }
+        // Close connections the agent released once no read still uses them.
+        let idle: Vec<u64> = self
+            .conns
+            .iter()
+            .filter(|(id, c)| c.released && !self.ops.iter().any(|o| o.conn == **id))
+            .map(|(&id, _)| id)
+            .collect();
+        for id in idle {
+            if let Some(c) = self.conns.remove(&id) {
+                if !c.broken {
+                    let request = self.w.ep_close(c.ep, false);
+                    self.closing_push(request, c.rkey, c.err);
+                }
+            }
+        }
+    }
+
+    /// Records why, force-closes the endpoint (failing its requests), and
+    /// keeps the entry so later reads fail fast.
+    fn break_conn(&mut self, id: u64, why: String) {
+        let Some(c) = self.conns.get_mut(&id) else { return };
+        if c.broken {
+            return;
+        }
+        c.broken = true;
+        let _ = c.shared.failure.set(why.clone());
+        tracing::warn!(agent = %self.name, peer = %c.peer, %why, "peer connection broken");
+        let (ep, rkey) = (c.ep, std::mem::replace(&mut c.rkey, std::ptr::null_mut()));
+        let err = std::mem::replace(&mut c.err, Box::new(Cell::new(sys::UCS_OK)));
+        let request = self.w.ep_close(ep, true);
+        self.closing_push(request, rkey, err);
+    }
+
+    fn closing_push(
+        &mut self,
+        request: sys::ucs_status_ptr_t,
+        rkey: sys::ucp_rkey_h,
+        err: Box<Cell<sys::ucs_status_t>>,
+    ) {
+        self.closing.push(Closing {
+            request,
+            rkey,
+            _err: err,
+            deadline: Instant::now() + CLOSE_GRACE,
+        });
+    }
+
+    fn advance_closes(&mut self, now: Instant) {
+        self.closing.retain(|c| {
+            let done = if sys::ucs_ptr_is_ptr(c.request) {
+                // SAFETY: an outstanding close request of ours, not yet freed.
+                let st = unsafe { sys::ucp_request_check_status(c.request as *mut c_void) };
+                if st == sys::UCS_INPROGRESS && now < c.deadline {
+                    return true;
+                }
+                // SAFETY: freed once; UCX releases it when it completes.
+                unsafe { sys::ucp_request_free(c.request as *mut c_void) };
+                st != sys::UCS_INPROGRESS
+            } else {
+                true
+            };
+            if !c.rkey.is_null() {
+                if done {
+                    // SAFETY: unpacked by us, its endpoint is closed.
+                    unsafe { sys::ucp_rkey_destroy(c.rkey) };
+                } else {
+                    tracing::warn!("endpoint close timed out; leaking its remote key");
+                }
+            }
+            false
+        });
+    }
+
+    /// Completes reads whose requests are done, posts notifications, and
+    /// fails reads past their deadline (closing the endpoint so UCX lets go).
+    fn advance_reads(&mut self, now: Instant) {
+        let mut i = 0;
+        while i < self.ops.len() {
+            if self.step(i, now) {
+                self.ops.swap_remove(i);
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    /// Advances op `i`; true when it can be dropped.
+    fn step(&mut self, i: usize, now: Instant) -> bool {
+        let op = &mut self.ops[i];
+        if op.pending.get() > 0 {
+            if now >= op.deadline && op.phase != Phase::Abandoned {
+                op.phase = Phase::Abandoned;
+                op.completion.complete(Err(TransportError::Timeout {
+                    peer: op.peer.clone(),
+                    after: op.timeout,
+                }));
+                let (conn, after) = (op.conn, op.timeout);
+                self.break_conn(conn, format!("a read timed out after {after:?}"));
+            }
+            return false;
+        }
+        if op.phase == Phase::Abandoned {
+            return true;
+        }
+        if op.error.get() != sys::UCS_OK {
+            let detail = self.conns.get(&op.conn).and_then(|c| c.shared.failure.get().cloned());
+            let op = &self.ops[i];
+            let detail = detail.unwrap_or_else(|| format!("transfer failed ({})", describe(op.error.get())));
+            op.completion.complete(Err(TransportError::PeerFailed {
+                peer: op.peer.clone(),
+                detail,
+            }));
+            return true;
+        }
+        if op.phase == Phase::Getting && op.notify.is_some() {
+            op.phase = Phase::Notifying;
+            self.send_notify(i);
+            return false;
+        }
+        op.completion.complete(Ok(op.done));
+        true
+    }
+
+    fn send_notify(&mut self, i: usize) {
+        let op = &self.ops[i];
+        let Some(conn) = self.conns.get(&op.conn).filter(|c| !c.broken) else {
+            op.fail(sys::UCS_ERR_CONNECTION_RESET);
+            return;
+        };
+        let msg = op.notify.as_deref().unwrap_or_default();
+        let params = op.params(sys::UCP_AM_SEND_FLAG_EAGER);
+        // SAFETY: live endpoint; `msg` is owned by the boxed op, which stays
+        // alive until this request's callback has run.
+        let ret = unsafe {
+            sys::ucp_am_send_nbx(
+                conn.ep,
+                NOTIFY_AM_ID,
+                std::ptr::null(),
+                0,
+                msg.as_ptr() as *const c_void,
+                msg.len(),
+                &params,
+            )
+        };
+        op.track(ret);
+    }
+
+    fn shutdown(&mut self) {
+        for op in &mut self.ops {
+            if op.phase != Phase::Abandoned {
+                op.phase = Phase::Abandoned;
+                op.completion
+                    .complete(Err(TransportError::ShutDown(self.name.clone())));
+            }
+        }
+        let ids: Vec<u64> = self.conns.keys().copied().collect();
+        for id in ids {
+            self.break_conn(id, "agent shut down".into());
+        }
+        self.conns.clear();
+        let deadline = Instant::now() + CLOSE_GRACE;
+        while (!self.closing.is_empty() || self.ops.iter().any(|o| o.pending.get() > 0))
+            && Instant::now() < deadline
+        {
+            self.w.progress();
+            self.advance_closes(Instant::now());
+        }
+        self.advance_closes(deadline + CLOSE_GRACE);
+        for m in self.mems.drain(..) {
+            self.w.mem_unmap(m.memh);
+        }
+        self.shared.set_worker(std::ptr::null_mut());
+        // The worker is destroyed when `self.w` drops, after which no
+        // callback can touch the ops; they are freed after it.
+    }
+}
