@@ -53,11 +53,12 @@ pub struct Agent {
     name: String,
     epoch: u64,
     inbox: Arc<Inbox>,
-    local: Mutex<Option<Local>>,
     peers: Mutex<HashMap<String, Peer>>,
     read_timeout: Duration,
-    // Dropped last: connections and the region are gone before the backend stops.
+    /// Stopped after the peers' connections are closed (see `Drop`) and
+    /// before `local` (a staging buffer must outlive its registration).
     backend: Box<dyn Backend>,
+    local: Mutex<Option<Local>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -91,15 +92,20 @@ impl Agent {
             inbox: inbox.clone(),
         };
         let backend = backend::build(&backend, me)?;
-        tracing::info!(agent = name, epoch, backend = backend.kind().name(), "transfer agent started");
+        tracing::info!(
+            agent = name,
+            epoch,
+            backend = backend.kind().name(),
+            "transfer agent started"
+        );
         Ok(Agent {
             name: name.to_owned(),
             epoch,
             inbox,
-            local: Mutex::new(None),
             peers: Mutex::new(HashMap::new()),
             read_timeout: DEFAULT_READ_TIMEOUT,
             backend,
+            local: Mutex::new(None),
         })
     }
 
@@ -278,13 +284,19 @@ impl Agent {
                 len: u64::from(r.len) * bb,
             })
             .collect();
-        let finisher = l.staging.clone().map(|s| -> Finisher {
-            Box::new(move || s.to_device(&runs, bb))
-        });
+        let finisher = l
+            .staging
+            .clone()
+            .map(|s| -> Finisher { Box::new(move || s.to_device(&runs, bb)) });
         drop(local);
         let completion = Completion::new(finisher);
         let notify = notify.map(|n| notify::encode(&self.name, self.epoch, remote.epoch, n));
-        conn.read(transfers, notify, Instant::now() + timeout, completion.clone());
+        conn.read(
+            transfers,
+            notify,
+            Instant::now() + timeout,
+            completion.clone(),
+        );
         Ok(ReadHandle::new(completion, remote.name.clone(), timeout))
     }
 
@@ -329,7 +341,7 @@ impl Agent {
 
 impl Drop for Agent {
     fn drop(&mut self) {
-        // Close connections before the backend (declared last) stops.
+        // Close connections before the backend stops.
         lock(&self.peers).clear();
     }
 }

@@ -72,9 +72,21 @@ mod tests {
         assert_eq!(
             runs,
             vec![
-                Run { remote: 1, local: 8, len: 3 },
-                Run { remote: 7, local: 0, len: 1 },
-                Run { remote: 8, local: 2, len: 1 },
+                Run {
+                    remote: 1,
+                    local: 8,
+                    len: 3
+                },
+                Run {
+                    remote: 7,
+                    local: 0,
+                    len: 1
+                },
+                Run {
+                    remote: 8,
+                    local: 2,
+                    len: 1
+                },
             ]
         );
     }
@@ -83,11 +95,19 @@ mod tests {
     fn out_of_range_and_duplicates_are_refused() {
         assert!(matches!(
             coalesce(&[(16, 0)], 16, 4),
-            Err(TransportError::BlockOutOfRange { side: Side::Remote, block: 16, num_blocks: 16 })
+            Err(TransportError::BlockOutOfRange {
+                side: Side::Remote,
+                block: 16,
+                num_blocks: 16
+            })
         ));
         assert!(matches!(
             coalesce(&[(0, 4)], 16, 4),
-            Err(TransportError::BlockOutOfRange { side: Side::Local, block: 4, num_blocks: 4 })
+            Err(TransportError::BlockOutOfRange {
+                side: Side::Local,
+                block: 4,
+                num_blocks: 4
+            })
         ));
         assert!(matches!(
             coalesce(&[(0, 1), (5, 1)], 16, 4),

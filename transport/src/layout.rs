@@ -38,9 +38,15 @@ impl LayoutDescriptor {
     /// Bytes of one block (`num_layers * 2 * block_size * num_kv_heads * head_dim * dtype`),
     /// when the dtype is known and the product fits.
     pub fn block_bytes(&self) -> Option<u64> {
-        [self.num_layers, 2, self.block_size, self.num_kv_heads, self.head_dim]
-            .iter()
-            .try_fold(self.dtype_bytes()?, |acc, &x| acc.checked_mul(u64::from(x)))
+        [
+            self.num_layers,
+            2,
+            self.block_size,
+            self.num_kv_heads,
+            self.head_dim,
+        ]
+        .iter()
+        .try_fold(self.dtype_bytes()?, |acc, &x| acc.checked_mul(u64::from(x)))
     }
 
     /// `Ok` when `remote` describes the same block contents; otherwise an
@@ -49,10 +55,26 @@ impl LayoutDescriptor {
         let fields: [(&'static str, String, String); 6] = [
             ("model_id", self.model_id.clone(), remote.model_id.clone()),
             ("dtype", self.dtype.clone(), remote.dtype.clone()),
-            ("block_size", self.block_size.to_string(), remote.block_size.to_string()),
-            ("num_layers", self.num_layers.to_string(), remote.num_layers.to_string()),
-            ("num_kv_heads", self.num_kv_heads.to_string(), remote.num_kv_heads.to_string()),
-            ("head_dim", self.head_dim.to_string(), remote.head_dim.to_string()),
+            (
+                "block_size",
+                self.block_size.to_string(),
+                remote.block_size.to_string(),
+            ),
+            (
+                "num_layers",
+                self.num_layers.to_string(),
+                remote.num_layers.to_string(),
+            ),
+            (
+                "num_kv_heads",
+                self.num_kv_heads.to_string(),
+                remote.num_kv_heads.to_string(),
+            ),
+            (
+                "head_dim",
+                self.head_dim.to_string(),
+                remote.head_dim.to_string(),
+            ),
         ];
         match fields.into_iter().find(|(_, l, r)| l != r) {
             None => Ok(()),

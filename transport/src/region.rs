@@ -43,7 +43,13 @@ impl Region {
         num_blocks: u32,
         layout: LayoutDescriptor,
     ) -> Result<Region> {
-        Self::new(base as u64, block_bytes, num_blocks, layout, RegionMemory::Host)
+        Self::new(
+            base as u64,
+            block_bytes,
+            num_blocks,
+            layout,
+            RegionMemory::Host,
+        )
     }
 
     /// Describes CUDA device memory (a cudarc `CUdeviceptr`) on device `ordinal`.

@@ -117,7 +117,9 @@ impl LoopbackConnection {
         let mut bytes = 0;
         for t in transfers {
             let in_range = t.remote >= base
-                && t.remote.checked_add(t.len).is_some_and(|end| end <= base + len);
+                && t.remote
+                    .checked_add(t.len)
+                    .is_some_and(|end| end <= base + len);
             if !in_range {
                 return Err(TransportError::PeerFailed {
                     peer: self.peer.clone(),

@@ -135,7 +135,12 @@ pub fn serve(o: &PeerOptions) -> Result<(), String> {
     });
     // Block until the parent closes stdin (or dies, which closes it too).
     let mut sink = String::new();
-    while std::io::stdin().lock().read_line(&mut sink).map_err(|e| e.to_string())? > 0 {
+    while std::io::stdin()
+        .lock()
+        .read_line(&mut sink)
+        .map_err(|e| e.to_string())?
+        > 0
+    {
         sink.clear();
     }
     Ok(())
@@ -145,8 +150,14 @@ pub fn serve(o: &PeerOptions) -> Result<(), String> {
 /// distinct remote blocks into distinct local blocks, verifies each.
 pub fn read(o: &PeerOptions) -> Result<u64, String> {
     let mut line = String::new();
-    std::io::stdin().lock().read_line(&mut line).map_err(|e| e.to_string())?;
-    let hex = line.trim().strip_prefix("METADATA ").ok_or("expected METADATA on stdin")?;
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| e.to_string())?;
+    let hex = line
+        .trim()
+        .strip_prefix("METADATA ")
+        .ok_or("expected METADATA on stdin")?;
     let meta = from_hex(hex).ok_or("metadata is not hex")?;
     let mut arena = Arena::new(o, None).map_err(|e| e.to_string())?;
     let remote = arena.agent.add_remote(&meta).map_err(|e| e.to_string())?;
@@ -169,7 +180,10 @@ pub fn read_verified(
 ) -> Result<u64, String> {
     let local_blocks = o.num_blocks;
     if o.pairs > local_blocks as usize {
-        return Err(format!("{} pairs need that many local blocks, have {local_blocks}", o.pairs));
+        return Err(format!(
+            "{} pairs need that many local blocks, have {local_blocks}",
+            o.pairs
+        ));
     }
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(o.seed ^ 0x5eed);
     let mut locals: Vec<u32> = (0..local_blocks).collect();
@@ -186,9 +200,8 @@ pub fn read_verified(
         bytes += done.bytes;
         for &(r, l) in batch {
             let block = &arena.words[l as usize * bw..(l as usize + 1) * bw];
-            pattern::check(block, r, o.seed).map_err(|w| {
-                format!("local block {l} (remote {r}) differs at word {w}")
-            })?;
+            pattern::check(block, r, o.seed)
+                .map_err(|w| format!("local block {l} (remote {r}) differs at word {w}"))?;
         }
     }
     Ok(bytes)

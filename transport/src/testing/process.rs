@@ -56,7 +56,10 @@ impl PeerProcess {
                     None => self.other_lines.push(line),
                 },
                 Err(RecvTimeoutError::Timeout) => {
-                    return Err(format!("no `{prefix}` line from pid {} within {timeout:?}", self.id()))
+                    return Err(format!(
+                        "no `{prefix}` line from pid {} within {timeout:?}",
+                        self.id()
+                    ))
                 }
                 Err(RecvTimeoutError::Disconnected) => {
                     return Err(format!(

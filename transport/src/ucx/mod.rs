@@ -6,8 +6,8 @@
 
 mod ops;
 mod progress;
-mod worker;
 mod status;
+mod worker;
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

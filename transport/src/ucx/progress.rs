@@ -173,7 +173,12 @@ impl Progress {
         }
     }
 
-    fn register(&mut self, base: u64, len: u64, memory: crate::metadata::MemoryKind) -> Result<Vec<u8>> {
+    fn register(
+        &mut self,
+        base: u64,
+        len: u64,
+        memory: crate::metadata::MemoryKind,
+    ) -> Result<Vec<u8>> {
         if let Some(m) = self.mems.iter().find(|m| m.base == base && m.len == len) {
             return Ok(m.rkey.clone());
         }
@@ -321,7 +326,9 @@ impl Progress {
     /// Records why, force-closes the endpoint (failing its requests), and
     /// keeps the entry so later reads fail fast.
     fn break_conn(&mut self, id: u64, why: String) {
-        let Some(c) = self.conns.get_mut(&id) else { return };
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
         if c.broken {
             return;
         }
@@ -406,9 +413,13 @@ impl Progress {
             return true;
         }
         if op.error.get() != sys::UCS_OK {
-            let detail = self.conns.get(&op.conn).and_then(|c| c.shared.failure.get().cloned());
+            let detail = self
+                .conns
+                .get(&op.conn)
+                .and_then(|c| c.shared.failure.get().cloned());
             let op = &self.ops[i];
-            let detail = detail.unwrap_or_else(|| format!("transfer failed ({})", describe(op.error.get())));
+            let detail =
+                detail.unwrap_or_else(|| format!("transfer failed ({})", describe(op.error.get())));
             op.completion.complete(Err(TransportError::PeerFailed {
                 peer: op.peer.clone(),
                 detail,

@@ -188,11 +188,7 @@ impl Worker {
 
     /// Creates an endpoint to a peer worker address, with peer-failure
     /// handling that records the status in `*err_cell`.
-    pub(crate) fn ep_create(
-        &self,
-        address: &[u8],
-        err_cell: *mut c_void,
-    ) -> Result<sys::ucp_ep_h> {
+    pub(crate) fn ep_create(&self, address: &[u8], err_cell: *mut c_void) -> Result<sys::ucp_ep_h> {
         let params = sys::ucp_ep_params_t {
             field_mask: u64::from(
                 sys::UCP_EP_PARAM_FIELD_REMOTE_ADDRESS
@@ -237,7 +233,11 @@ impl Worker {
     pub(crate) fn ep_close(&self, ep: sys::ucp_ep_h, force: bool) -> sys::ucs_status_ptr_t {
         let mut p = sys::ucp_request_param_t::default();
         p.op_attr_mask = sys::UCP_OP_ATTR_FIELD_FLAGS;
-        p.flags = if force { sys::UCP_EP_CLOSE_FLAG_FORCE } else { 0 };
+        p.flags = if force {
+            sys::UCP_EP_CLOSE_FLAG_FORCE
+        } else {
+            0
+        };
         // SAFETY: live endpoint, closed once. Outstanding requests on it
         // complete (with an error) through their callbacks.
         unsafe { sys::ucp_ep_close_nbx(ep, &p) }
@@ -264,7 +264,10 @@ fn create_context(config: &UcxConfig) -> Result<sys::ucp_context_h> {
         sys::ucp_config_read(null(), null(), &mut cfg)
     })?;
     let result = (|| {
-        for (key, value) in [("TLS", &config.transports), ("NET_DEVICES", &config.net_devices)] {
+        for (key, value) in [
+            ("TLS", &config.transports),
+            ("NET_DEVICES", &config.net_devices),
+        ] {
             if let Some(v) = value {
                 let (k, v) = (cstring(key)?, cstring(v)?);
                 // SAFETY: valid config and NUL-terminated strings.
@@ -275,7 +278,9 @@ fn create_context(config: &UcxConfig) -> Result<sys::ucp_context_h> {
         }
         let params = sys::ucp_params_t {
             field_mask: u64::from(sys::UCP_PARAM_FIELD_FEATURES),
-            features: u64::from(sys::UCP_FEATURE_RMA | sys::UCP_FEATURE_AM | sys::UCP_FEATURE_WAKEUP),
+            features: u64::from(
+                sys::UCP_FEATURE_RMA | sys::UCP_FEATURE_AM | sys::UCP_FEATURE_WAKEUP,
+            ),
             ..Default::default()
         };
         let mut ctx: sys::ucp_context_h = null_mut();
