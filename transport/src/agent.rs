@@ -190,6 +190,8 @@ impl Agent {
         AgentMetadata {
             name: self.name.clone(),
             epoch: self.epoch,
+            pid: std::process::id(),
+            host_id: crate::liveness::host_id(),
             backend: self.backend.kind(),
             worker_address: self.backend.worker_address(),
             region,

@@ -29,6 +29,7 @@ mod completion;
 mod cuda;
 mod error;
 mod layout;
+mod liveness;
 pub mod metadata;
 mod notify;
 mod region;

@@ -130,6 +130,10 @@ pub struct AgentMetadata {
     pub name: String,
     /// Incarnation id: a restarted agent has a larger one.
     pub epoch: u64,
+    /// OS process id of the agent.
+    pub pid: u32,
+    /// Hash of the host's boot id (0: unknown); equal ids mean one host.
+    pub host_id: u64,
     /// Backend that produced the address and key.
     pub backend: BackendKind,
     /// Backend worker address (UCX `ucp_worker_get_address`, loopback id).
@@ -144,6 +148,8 @@ impl AgentMetadata {
         let mut body = Writer::default();
         body.str(&self.name);
         body.u64(self.epoch);
+        body.u32(self.pid);
+        body.u64(self.host_id);
         body.u8(self.backend as u8);
         body.bytes(&self.worker_address);
         match &self.region {
@@ -202,6 +208,8 @@ impl AgentMetadata {
         let mut r = Reader::new(body);
         let name = r.str("name", MAX_NAME)?;
         let epoch = r.u64("epoch")?;
+        let pid = r.u32("pid")?;
+        let host_id = r.u64("host_id")?;
         let backend = match r.u8("backend")? {
             1 => BackendKind::Loopback,
             2 => BackendKind::Ucx,
@@ -217,6 +225,8 @@ impl AgentMetadata {
         Ok(AgentMetadata {
             name,
             epoch,
+            pid,
+            host_id,
             backend,
             worker_address,
             region,

@@ -55,6 +55,8 @@ pub(crate) enum Command {
         peer: String,
         address: Vec<u8>,
         rkey: Vec<u8>,
+        /// The peer's pid if it runs on this host (for liveness checks).
+        local_pid: Option<u32>,
         shared: Arc<ConnShared>,
         reply: SyncSender<Result<u64>>,
     },
@@ -213,6 +215,8 @@ impl Backend for UcxBackend {
             peer: peer.name.clone(),
             address: peer.worker_address.clone(),
             rkey,
+            local_pid: (peer.host_id != 0 && peer.host_id == crate::liveness::host_id())
+                .then_some(peer.pid),
             shared: conn_shared.clone(),
             reply,
         });

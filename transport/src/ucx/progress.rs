@@ -25,6 +25,8 @@ use crate::error::{Result, TransportError};
 const SPIN_AFTER_ACTIVITY: Duration = Duration::from_millis(5);
 /// Longest idle sleep (bounds how late a stop request is seen).
 const MAX_IDLE: Duration = Duration::from_millis(100);
+/// How often peers without UCX failure detection are checked for life.
+const LIVENESS_PERIOD: Duration = Duration::from_millis(50);
 /// How long shutdown waits for endpoints to close.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
@@ -39,6 +41,12 @@ struct Conn {
     released: bool,
     /// Failed or timed out: already closed, reads refused.
     broken: bool,
+    /// Whether UCX reports this peer's failure (peer error-handling mode).
+    /// Without it, a force close is not allowed and requests to a dead
+    /// peer never complete: reads are failed and abandoned instead.
+    ucx_detects_failure: bool,
+    /// Pid to watch when UCX cannot report this peer's death.
+    watch_pid: Option<u32>,
 }
 
 /// An endpoint close in progress, with what must outlive it.
@@ -47,6 +55,14 @@ struct Closing {
     rkey: sys::ucp_rkey_h,
     _err: Box<Cell<sys::ucs_status_t>>,
     deadline: Instant,
+}
+
+/// What to do with a read after a step.
+enum Next {
+    Keep,
+    Remove,
+    /// Reported already; park it until UCX releases its requests.
+    Abandon,
 }
 
 struct Memory {
@@ -66,7 +82,10 @@ struct Progress {
     conns: HashMap<u64, Conn>,
     next_conn: u64,
     ops: Vec<Box<ReadOp>>,
+    /// Reads already reported (failed) whose requests UCX still holds.
+    abandoned: Vec<Box<ReadOp>>,
     closing: Vec<Closing>,
+    last_liveness: Instant,
 }
 
 /// Thread body: sets up UCX, reports (address, CUDA support) or the setup
@@ -98,7 +117,9 @@ pub(crate) fn run(
         conns: HashMap::new(),
         next_conn: 1,
         ops: Vec::new(),
+        abandoned: Vec::new(),
         closing: Vec::new(),
+        last_liveness: Instant::now(),
     };
     p.run();
     p.shutdown();
@@ -122,7 +143,7 @@ impl Progress {
                 events += n;
             }
             let now = Instant::now();
-            self.check_connections();
+            self.check_connections(now);
             self.advance_reads(now);
             self.advance_closes(now);
             if busy || events > 0 {
@@ -153,10 +174,11 @@ impl Progress {
                 peer,
                 address,
                 rkey,
+                local_pid,
                 shared,
                 reply,
             } => {
-                let _ = reply.send(self.connect(peer, &address, &rkey, shared));
+                let _ = reply.send(self.connect(peer, &address, &rkey, local_pid, shared));
             }
             Command::Disconnect { conn } => {
                 if let Some(c) = self.conns.get_mut(&conn) {
@@ -198,16 +220,23 @@ impl Progress {
         peer: String,
         address: &[u8],
         rkey: &[u8],
+        local_pid: Option<u32>,
         shared: Arc<ConnShared>,
     ) -> Result<u64> {
         let err = Box::new(Cell::new(sys::UCS_OK));
         let err_ptr = &*err as *const Cell<sys::ucs_status_t> as *mut c_void;
-        let ep = self.w.ep_create(address, err_ptr)?;
+        let (ep, ucx_detects_failure) = self.w.ep_create(address, err_ptr)?;
+        if !ucx_detects_failure {
+            tracing::info!(
+                agent = %self.name, %peer, watched_pid = ?local_pid,
+                "these UCX transports cannot report a dead peer: watching its process instead"
+            );
+        }
         let rkey = match self.w.rkey_unpack(ep, rkey) {
             Ok(r) => r,
             Err(e) => {
                 let request = self.w.ep_close(ep, true);
-                self.closing_push(request, std::ptr::null_mut(), err);
+                self.closing_push(request, std::ptr::null_mut(), err, CLOSE_GRACE);
                 return Err(e);
             }
         };
@@ -223,6 +252,8 @@ impl Progress {
                 err,
                 released: false,
                 broken: false,
+                ucx_detects_failure,
+                watch_pid: if ucx_detects_failure { None } else { local_pid },
             },
         );
         Ok(id)
@@ -294,8 +325,9 @@ impl Progress {
             .unwrap_or_else(|| format!("connection #{conn}"))
     }
 
-    /// Marks endpoints whose error handler fired as broken and closes them.
-    fn check_connections(&mut self) {
+    /// Marks endpoints whose error handler fired, or whose watched peer
+    /// process exited, as broken and closes them.
+    fn check_connections(&mut self, now: Instant) {
         let failed: Vec<u64> = self
             .conns
             .iter()
@@ -305,6 +337,19 @@ impl Progress {
         for id in failed {
             let status = describe(self.conns[&id].err.get());
             self.break_conn(id, format!("connection lost ({status})"));
+        }
+        if now.duration_since(self.last_liveness) >= LIVENESS_PERIOD {
+            self.last_liveness = now;
+            let dead: Vec<(u64, u32)> = self
+                .conns
+                .iter()
+                .filter(|(_, c)| !c.broken)
+                .filter_map(|(&id, c)| c.watch_pid.map(|pid| (id, pid)))
+                .filter(|&(_, pid)| !crate::liveness::process_alive(pid))
+                .collect();
+            for (id, pid) in dead {
+                self.break_conn(id, format!("peer process {pid} exited"));
+            }
         }
         // Close connections the agent released once no read still uses them.
         let idle: Vec<u64> = self
@@ -317,14 +362,15 @@ impl Progress {
             if let Some(c) = self.conns.remove(&id) {
                 if !c.broken {
                     let request = self.w.ep_close(c.ep, false);
-                    self.closing_push(request, c.rkey, c.err);
+                    self.closing_push(request, c.rkey, c.err, CLOSE_GRACE);
                 }
             }
         }
     }
 
-    /// Records why, force-closes the endpoint (failing its requests), and
-    /// keeps the entry so later reads fail fast.
+    /// Records why, fails every read on the connection at once, and closes
+    /// the endpoint (forced where UCX allows: that completes its requests).
+    /// The entry stays so later reads fail fast.
     fn break_conn(&mut self, id: u64, why: String) {
         let Some(c) = self.conns.get_mut(&id) else {
             return;
@@ -335,10 +381,25 @@ impl Progress {
         c.broken = true;
         let _ = c.shared.failure.set(why.clone());
         tracing::warn!(agent = %self.name, peer = %c.peer, %why, "peer connection broken");
-        let (ep, rkey) = (c.ep, std::mem::replace(&mut c.rkey, std::ptr::null_mut()));
+        let (ep, force) = (c.ep, c.ucx_detects_failure);
+        let rkey = std::mem::replace(&mut c.rkey, std::ptr::null_mut());
         let err = std::mem::replace(&mut c.err, Box::new(Cell::new(sys::UCS_OK)));
-        let request = self.w.ep_close(ep, true);
-        self.closing_push(request, rkey, err);
+        for op in self
+            .ops
+            .iter_mut()
+            .filter(|o| o.conn == id && o.phase != Phase::Abandoned)
+        {
+            op.phase = Phase::Abandoned;
+            op.completion.complete(Err(TransportError::PeerFailed {
+                peer: op.peer.clone(),
+                detail: why.clone(),
+            }));
+        }
+        let request = self.w.ep_close(ep, force);
+        // Without failure detection the close cannot finish against a dead
+        // peer: free its request right away instead of waiting.
+        let grace = if force { CLOSE_GRACE } else { Duration::ZERO };
+        self.closing_push(request, rkey, err, grace);
     }
 
     fn closing_push(
@@ -346,12 +407,13 @@ impl Progress {
         request: sys::ucs_status_ptr_t,
         rkey: sys::ucp_rkey_h,
         err: Box<Cell<sys::ucs_status_t>>,
+        grace: Duration,
     ) {
         self.closing.push(Closing {
             request,
             rkey,
             _err: err,
-            deadline: Instant::now() + CLOSE_GRACE,
+            deadline: Instant::now() + grace,
         });
     }
 
@@ -382,35 +444,42 @@ impl Progress {
     }
 
     /// Completes reads whose requests are done, posts notifications, and
-    /// fails reads past their deadline (closing the endpoint so UCX lets go).
+    /// fails reads past their deadline (breaking the connection).
     fn advance_reads(&mut self, now: Instant) {
         let mut i = 0;
         while i < self.ops.len() {
-            if self.step(i, now) {
-                self.ops.swap_remove(i);
-            } else {
-                i += 1;
+            match self.step(i, now) {
+                Next::Keep => i += 1,
+                Next::Remove => drop(self.ops.swap_remove(i)),
+                Next::Abandon => {
+                    let op = self.ops.swap_remove(i);
+                    if op.pending.get() > 0 {
+                        self.abandoned.push(op);
+                    }
+                }
             }
         }
+        self.abandoned.retain(|op| op.pending.get() > 0);
     }
 
-    /// Advances op `i`; true when it can be dropped.
-    fn step(&mut self, i: usize, now: Instant) -> bool {
+    /// Advances op `i`.
+    fn step(&mut self, i: usize, now: Instant) -> Next {
         let op = &mut self.ops[i];
-        if op.pending.get() > 0 {
-            if now >= op.deadline && op.phase != Phase::Abandoned {
-                op.phase = Phase::Abandoned;
-                op.completion.complete(Err(TransportError::Timeout {
-                    peer: op.peer.clone(),
-                    after: op.timeout,
-                }));
-                let (conn, after) = (op.conn, op.timeout);
-                self.break_conn(conn, format!("a read timed out after {after:?}"));
-            }
-            return false;
-        }
         if op.phase == Phase::Abandoned {
-            return true;
+            return Next::Abandon;
+        }
+        if op.pending.get() > 0 {
+            if now < op.deadline {
+                return Next::Keep;
+            }
+            op.phase = Phase::Abandoned;
+            op.completion.complete(Err(TransportError::Timeout {
+                peer: op.peer.clone(),
+                after: op.timeout,
+            }));
+            let (conn, after) = (op.conn, op.timeout);
+            self.break_conn(conn, format!("a read timed out after {after:?}"));
+            return Next::Abandon;
         }
         if op.error.get() != sys::UCS_OK {
             let detail = self
@@ -424,15 +493,15 @@ impl Progress {
                 peer: op.peer.clone(),
                 detail,
             }));
-            return true;
+            return Next::Remove;
         }
         if op.phase == Phase::Getting && op.notify.is_some() {
             op.phase = Phase::Notifying;
             self.send_notify(i);
-            return false;
+            return Next::Keep;
         }
         op.completion.complete(Ok(op.done));
-        true
+        Next::Remove
     }
 
     fn send_notify(&mut self, i: usize) {
@@ -472,19 +541,15 @@ impl Progress {
             self.break_conn(id, "agent shut down".into());
         }
         self.conns.clear();
-        let deadline = Instant::now() + CLOSE_GRACE;
-        while (!self.closing.is_empty() || self.ops.iter().any(|o| o.pending.get() > 0))
-            && Instant::now() < deadline
-        {
+        while !self.closing.is_empty() {
             self.w.progress();
             self.advance_closes(Instant::now());
         }
-        self.advance_closes(deadline + CLOSE_GRACE);
         for m in self.mems.drain(..) {
             self.w.mem_unmap(m.memh);
         }
         self.shared.set_worker(std::ptr::null_mut());
-        // The worker is destroyed when `self.w` drops, after which no
-        // callback can touch the ops; they are freed after it.
+        // The worker is destroyed when `self.w` drops, before the ops whose
+        // addresses its requests may still hold (field order).
     }
 }

@@ -187,30 +187,57 @@ impl Worker {
     }
 
     /// Creates an endpoint to a peer worker address, with peer-failure
-    /// handling that records the status in `*err_cell`.
-    pub(crate) fn ep_create(&self, address: &[u8], err_cell: *mut c_void) -> Result<sys::ucp_ep_h> {
-        let params = sys::ucp_ep_params_t {
+    /// handling that records the status in `*err_cell`. The bool says
+    /// whether UCX will report a dead peer: UCX 1.13's shared-memory AM
+    /// transports (posix, sysv) cannot, and with them an endpoint that asks
+    /// for peer-failure mode is "unreachable", so we retry without it and
+    /// the caller watches the peer process itself.
+    pub(crate) fn ep_create(
+        &self,
+        address: &[u8],
+        err_cell: *mut c_void,
+    ) -> Result<(sys::ucp_ep_h, bool)> {
+        match self.ep_create_mode(address, err_cell, true) {
+            Err(s) if s == sys::UCS_ERR_UNREACHABLE => self
+                .ep_create_mode(address, err_cell, false)
+                .map(|ep| (ep, false)),
+            r => r.map(|ep| (ep, true)),
+        }
+        .map_err(|s| TransportError::Ucx {
+            call: "ucp_ep_create",
+            status: describe(s),
+        })
+    }
+
+    fn ep_create_mode(
+        &self,
+        address: &[u8],
+        err_cell: *mut c_void,
+        peer_failure: bool,
+    ) -> std::result::Result<sys::ucp_ep_h, sys::ucs_status_t> {
+        let mut params = sys::ucp_ep_params_t {
             field_mask: u64::from(
-                sys::UCP_EP_PARAM_FIELD_REMOTE_ADDRESS
-                    | sys::UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE
-                    | sys::UCP_EP_PARAM_FIELD_ERR_HANDLER,
+                sys::UCP_EP_PARAM_FIELD_REMOTE_ADDRESS | sys::UCP_EP_PARAM_FIELD_ERR_HANDLER,
             ),
             address: address.as_ptr() as *const sys::ucp_address_t,
-            err_mode: sys::UCP_ERR_HANDLING_MODE_PEER,
             err_handler: sys::ucp_err_handler_t {
                 cb: Some(on_ep_error),
                 arg: err_cell,
             },
             ..Default::default()
         };
+        if peer_failure {
+            params.field_mask |= u64::from(sys::UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE);
+            params.err_mode = sys::UCP_ERR_HANDLING_MODE_PEER;
+        }
         let mut ep: sys::ucp_ep_h = null_mut();
         // SAFETY: `address` came checksummed from the peer's
         // ucp_worker_get_address; err_cell outlives the endpoint (the caller
         // keeps it until the close completes).
-        check("ucp_ep_create", unsafe {
-            sys::ucp_ep_create(self.worker, &params, &mut ep)
-        })?;
-        Ok(ep)
+        match unsafe { sys::ucp_ep_create(self.worker, &params, &mut ep) } {
+            s if s == sys::UCS_OK => Ok(ep),
+            s => Err(s),
+        }
     }
 
     /// Unpacks a peer's rkey for use on `ep`.
