@@ -73,6 +73,7 @@ impl Staging {
         self.host as u64
     }
 
+    #[allow(clippy::mut_from_ref)] // driver copies into disjoint ranges; see SAFETY
     fn host_slice(&self, offset: u64, len: u64) -> &mut [u8] {
         debug_assert!(offset + len <= self.len);
         // SAFETY: the range lies in our pinned buffer (runs were range-checked

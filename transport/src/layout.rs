@@ -109,7 +109,8 @@ mod tests {
 
     #[test]
     fn each_field_is_named() {
-        let cases: [(&str, fn(&mut LayoutDescriptor)); 6] = [
+        type Change = fn(&mut LayoutDescriptor);
+        let cases: [(&str, Change); 6] = [
             ("model_id", |l| l.model_id = "llama".into()),
             ("dtype", |l| l.dtype = "f32".into()),
             ("block_size", |l| l.block_size = 32),

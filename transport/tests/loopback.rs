@@ -63,7 +63,8 @@ fn adjacent_blocks_move_as_one_run() {
 #[test]
 fn bad_block_ids_are_refused_before_any_byte_moves() {
     let (_prefill, decode, remote) = pair("range");
-    let cases: [(&[(u32, u32)], fn(&TransportError) -> bool); 3] = [
+    type Expected = fn(&TransportError) -> bool;
+    let cases: [(&[(u32, u32)], Expected); 3] = [
         (&[(0, 0), (64, 1)], |e| {
             matches!(
                 e,

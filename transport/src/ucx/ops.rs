@@ -70,14 +70,16 @@ impl ReadOp {
 
     /// Request parameters that route completion to `on_request_done`.
     pub(crate) fn params(&self, flags: u32) -> sys::ucp_request_param_t {
-        let mut p = sys::ucp_request_param_t::default();
-        p.op_attr_mask = sys::UCP_OP_ATTR_FIELD_CALLBACK | sys::UCP_OP_ATTR_FIELD_USER_DATA;
+        let mut p = sys::ucp_request_param_t {
+            op_attr_mask: sys::UCP_OP_ATTR_FIELD_CALLBACK | sys::UCP_OP_ATTR_FIELD_USER_DATA,
+            user_data: self.user_data(),
+            ..Default::default()
+        };
         if flags != 0 {
             p.op_attr_mask |= sys::UCP_OP_ATTR_FIELD_FLAGS;
             p.flags = flags;
         }
         p.cb.send = Some(on_request_done);
-        p.user_data = self.user_data();
         p
     }
 }

@@ -81,8 +81,11 @@ struct Progress {
     mems: Vec<Memory>,
     conns: HashMap<u64, Conn>,
     next_conn: u64,
+    /// Boxed so an op's address (UCX's `user_data`) stays put when the Vec grows.
+    #[allow(clippy::vec_box)]
     ops: Vec<Box<ReadOp>>,
     /// Reads already reported (failed) whose requests UCX still holds.
+    #[allow(clippy::vec_box)]
     abandoned: Vec<Box<ReadOp>>,
     closing: Vec<Closing>,
     last_liveness: Instant,
@@ -421,12 +424,12 @@ impl Progress {
         self.closing.retain(|c| {
             let done = if sys::ucs_ptr_is_ptr(c.request) {
                 // SAFETY: an outstanding close request of ours, not yet freed.
-                let st = unsafe { sys::ucp_request_check_status(c.request as *mut c_void) };
+                let st = unsafe { sys::ucp_request_check_status(c.request) };
                 if st == sys::UCS_INPROGRESS && now < c.deadline {
                     return true;
                 }
                 // SAFETY: freed once; UCX releases it when it completes.
-                unsafe { sys::ucp_request_free(c.request as *mut c_void) };
+                unsafe { sys::ucp_request_free(c.request) };
                 st != sys::UCS_INPROGRESS
             } else {
                 true

@@ -46,9 +46,11 @@ impl Worker {
         };
         // From here on `Drop` cleans up whatever was created.
         w.cuda = w.query_cuda();
-        let mut params = sys::ucp_worker_params_t::default();
-        params.field_mask = u64::from(sys::UCP_WORKER_PARAM_FIELD_THREAD_MODE);
-        params.thread_mode = sys::UCS_THREAD_MODE_SINGLE;
+        let params = sys::ucp_worker_params_t {
+            field_mask: u64::from(sys::UCP_WORKER_PARAM_FIELD_THREAD_MODE),
+            thread_mode: sys::UCS_THREAD_MODE_SINGLE,
+            ..Default::default()
+        };
         // SAFETY: valid context and params; out-pointer to our field.
         check("ucp_worker_create", unsafe {
             sys::ucp_worker_create(w.context, &params, &mut w.worker)
@@ -258,12 +260,14 @@ impl Worker {
 
     /// Starts closing an endpoint; returns the close request, if any.
     pub(crate) fn ep_close(&self, ep: sys::ucp_ep_h, force: bool) -> sys::ucs_status_ptr_t {
-        let mut p = sys::ucp_request_param_t::default();
-        p.op_attr_mask = sys::UCP_OP_ATTR_FIELD_FLAGS;
-        p.flags = if force {
-            sys::UCP_EP_CLOSE_FLAG_FORCE
-        } else {
-            0
+        let p = sys::ucp_request_param_t {
+            op_attr_mask: sys::UCP_OP_ATTR_FIELD_FLAGS,
+            flags: if force {
+                sys::UCP_EP_CLOSE_FLAG_FORCE
+            } else {
+                0
+            },
+            ..Default::default()
         };
         // SAFETY: live endpoint, closed once. Outstanding requests on it
         // complete (with an error) through their callbacks.
