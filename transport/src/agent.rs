@@ -12,7 +12,7 @@ use crate::completion::{Completion, Finisher, ReadHandle};
 use crate::error::{Result, TransportError};
 use crate::metadata::{AgentMetadata, MemoryKind, RegionInfo};
 use crate::notify::{self, Inbox, Notifications, MAX_NOTIFY};
-use crate::region::{MemoryDescriptor, Region, RegionMemory};
+use crate::region::{check_geometry, AllocatedRegion, MemoryDescriptor, Region, RegionMemory};
 use crate::staging::Staging;
 
 /// Default deadline of a read; `read_with_timeout` overrides it.
@@ -153,6 +153,56 @@ impl Agent {
             staging: staging.map(Arc::new),
         });
         Ok(desc)
+    }
+
+    /// Allocates the KV arena through the backend and registers it (instead
+    /// of `register`; one region per agent). The memory is zeroed by nobody:
+    /// fill it before use. It is freed when the agent is dropped.
+    ///
+    /// Why: UCX 1.13 (Debian) cannot read *user* memory one-sidedly over
+    /// shared memory — its RMA lanes need transports with buffered copies
+    /// (posix/sysv), which only reach memory they allocated themselves, so
+    /// `ucp_get` of registered user memory is emulated with messages that
+    /// the owner's progress thread must answer. Memory UCX allocated lives
+    /// in a shared segment a same-host peer maps: a read is one memcpy done
+    /// by the reader. Over TCP it makes no difference.
+    pub fn allocate_region(
+        &self,
+        block_bytes: usize,
+        num_blocks: u32,
+        layout: crate::LayoutDescriptor,
+    ) -> Result<AllocatedRegion> {
+        let len = check_geometry(block_bytes, num_blocks, &layout)?;
+        let mut local = lock(&self.local);
+        if local.is_some() {
+            return Err(TransportError::AlreadyRegistered(self.name.clone()));
+        }
+        let (base, rkey) = self.backend.allocate(len)?;
+        let desc = MemoryDescriptor {
+            base_addr: base,
+            block_bytes: block_bytes as u64,
+            num_blocks,
+            memory: MemoryKind::Host,
+            host_staged: false,
+        };
+        let region = Region {
+            base,
+            block_bytes: block_bytes as u64,
+            num_blocks,
+            layout,
+            memory: RegionMemory::Host,
+        };
+        *local = Some(Local {
+            region,
+            desc: desc.clone(),
+            rkey,
+            staging: None,
+        });
+        Ok(AllocatedRegion {
+            base: base as *mut u8,
+            len: len as usize,
+            desc,
+        })
     }
 
     /// Makes blocks readable by peers. Only the host-staged CUDA path needs

@@ -46,5 +46,5 @@ pub use error::{Result, Side, TransportError};
 pub use layout::LayoutDescriptor;
 pub use metadata::{AgentMetadata, MetadataError};
 pub use notify::{Notification, Notifications, MAX_NOTIFY};
-pub use region::{MemoryDescriptor, Region, RegionMemory};
+pub use region::{AllocatedRegion, MemoryDescriptor, Region, RegionMemory};
 pub use ucx::UcxConfig;

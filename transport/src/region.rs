@@ -80,35 +80,18 @@ impl Region {
         layout: LayoutDescriptor,
         memory: RegionMemory,
     ) -> Result<Region> {
-        let invalid = |m: String| Err(TransportError::InvalidRegion(m));
         if base == 0 {
-            return invalid("base address is null".into());
+            return Err(TransportError::InvalidRegion("base address is null".into()));
         }
-        if block_bytes == 0 || num_blocks == 0 {
-            return invalid(format!(
-                "{num_blocks} blocks of {block_bytes} bytes: both must be non-zero"
-            ));
-        }
-        let block_bytes = block_bytes as u64;
-        let fits = block_bytes
-            .checked_mul(u64::from(num_blocks))
-            .filter(|&len| len <= isize::MAX as u64)
-            .and_then(|len| base.checked_add(len));
-        if fits.is_none() {
-            return invalid(format!(
-                "{num_blocks} blocks of {block_bytes} bytes overflow the address space"
-            ));
-        }
-        if let Some(expected) = layout.block_bytes() {
-            if expected != block_bytes {
-                return invalid(format!(
-                    "the layout gives {expected} bytes per block, the region {block_bytes}"
-                ));
-            }
+        let len = check_geometry(block_bytes, num_blocks, &layout)?;
+        if base.checked_add(len).is_none() {
+            return Err(TransportError::InvalidRegion(format!(
+                "{len} bytes at {base:#x} overflow the address space"
+            )));
         }
         Ok(Region {
             base,
-            block_bytes,
+            block_bytes: block_bytes as u64,
             num_blocks,
             layout,
             memory,
@@ -128,6 +111,72 @@ impl Region {
     /// The layout handshake descriptor.
     pub fn layout(&self) -> &LayoutDescriptor {
         &self.layout
+    }
+}
+
+/// Total bytes of `num_blocks` blocks, if the geometry is usable and agrees
+/// with the layout.
+pub(crate) fn check_geometry(
+    block_bytes: usize,
+    num_blocks: u32,
+    layout: &LayoutDescriptor,
+) -> Result<u64> {
+    let invalid = |m: String| Err(TransportError::InvalidRegion(m));
+    if block_bytes == 0 || num_blocks == 0 {
+        return invalid(format!(
+            "{num_blocks} blocks of {block_bytes} bytes: both must be non-zero"
+        ));
+    }
+    let block_bytes = block_bytes as u64;
+    let Some(len) = block_bytes
+        .checked_mul(u64::from(num_blocks))
+        .filter(|&len| len <= isize::MAX as u64)
+    else {
+        return invalid(format!(
+            "{num_blocks} blocks of {block_bytes} bytes are too many"
+        ));
+    };
+    if let Some(expected) = layout.block_bytes() {
+        if expected != block_bytes {
+            return invalid(format!(
+                "the layout gives {expected} bytes per block, the region {block_bytes}"
+            ));
+        }
+    }
+    Ok(len)
+}
+
+/// A KV arena allocated by the agent's backend (`Agent::allocate_region`).
+/// The memory belongs to the agent and is freed when the agent is dropped.
+#[derive(Debug)]
+pub struct AllocatedRegion {
+    pub(crate) base: *mut u8,
+    pub(crate) len: usize,
+    pub(crate) desc: MemoryDescriptor,
+}
+
+// SAFETY: a plain address range; accessing it is the unsafe part, and that
+// needs `as_mut_ptr`, whose users take on the aliasing rules.
+unsafe impl Send for AllocatedRegion {}
+// SAFETY: as above.
+unsafe impl Sync for AllocatedRegion {}
+
+impl AllocatedRegion {
+    /// Start of block 0. Valid for `len()` bytes until the agent is dropped.
+    pub fn as_mut_ptr(&self) -> *mut u8 {
+        self.base
+    }
+    /// Bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    /// Always false: a region has at least one block.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+    /// What was registered.
+    pub fn descriptor(&self) -> &MemoryDescriptor {
+        &self.desc
     }
 }
 

@@ -28,6 +28,7 @@ fn opts(tls: &str, name: &str, blocks: u32) -> PeerOptions {
         seed: SEED,
         pairs: 1000,
         batch: 100,
+        allocate: false,
     }
 }
 
@@ -43,6 +44,7 @@ fn peer_command(mode: &str, o: &PeerOptions) -> Command {
         ("--seed", o.seed.to_string()),
         ("--pairs", o.pairs.to_string()),
         ("--batch", o.batch.to_string()),
+        ("--allocate", u8::from(o.allocate).to_string()),
     ] {
         c.args([k, &v]);
     }
@@ -56,9 +58,12 @@ fn serve(o: &PeerOptions) -> (PeerProcess, Vec<u8>) {
     (p, from_hex(&hex).expect("hex metadata"))
 }
 
-fn thousand_random_blocks(tls: &str) {
-    let (mut server, meta) = serve(&opts(tls, "prefill", ARENA_BLOCKS));
-    let o = opts(tls, "decode", 1024);
+fn thousand_random_blocks(tls: &str, allocate: bool) {
+    let mut served = opts(tls, "prefill", ARENA_BLOCKS);
+    served.allocate = allocate;
+    let (mut server, meta) = serve(&served);
+    let mut o = opts(tls, "decode", 1024);
+    o.allocate = allocate;
     let mut reader = Arena::new(&o, None).unwrap();
     let remote = reader.agent.add_remote(&meta).unwrap();
     let bytes = read_verified(&mut reader, &remote, ARENA_BLOCKS, &o).unwrap();
@@ -82,12 +87,18 @@ fn thousand_random_blocks(tls: &str) {
 
 #[test]
 fn tcp_thousand_random_blocks_verified() {
-    thousand_random_blocks(TCP);
+    thousand_random_blocks(TCP, false);
 }
 
 #[test]
 fn shm_thousand_random_blocks_verified() {
-    thousand_random_blocks(SHM);
+    thousand_random_blocks(SHM, false);
+}
+
+/// Arenas allocated by UCX: shared segments the reader maps (one-sided memcpy).
+#[test]
+fn shm_ucx_allocated_thousand_random_blocks_verified() {
+    thousand_random_blocks(SHM, true);
 }
 
 /// Two reader processes pull from one server at the same time.
@@ -121,8 +132,10 @@ fn shm_two_readers_at_once() {
 
 /// The server is SIGKILLed while reads stream from it: a read fails within
 /// its deadline, and the next one fails at once.
-fn peer_killed_mid_transfer(tls: &str) {
-    let (mut server, meta) = serve(&opts(tls, "prefill", 1024));
+fn peer_killed_mid_transfer(tls: &str, allocate: bool) {
+    let mut served = opts(tls, "prefill", 1024);
+    served.allocate = allocate;
+    let (mut server, meta) = serve(&served);
     let reader = Arena::new(&opts(tls, "decode", 1024), None).unwrap();
     let remote = reader.agent.add_remote(&meta).unwrap();
     let all: Vec<(u32, u32)> = (0..1024).map(|b| (b, 1023 - b)).collect();
@@ -181,12 +194,17 @@ fn peer_killed_mid_transfer(tls: &str) {
 
 #[test]
 fn tcp_peer_killed_mid_transfer_is_an_error() {
-    peer_killed_mid_transfer(TCP);
+    peer_killed_mid_transfer(TCP, false);
 }
 
 #[test]
 fn shm_peer_killed_mid_transfer_is_an_error() {
-    peer_killed_mid_transfer(SHM);
+    peer_killed_mid_transfer(SHM, false);
+}
+
+#[test]
+fn shm_ucx_allocated_peer_killed_mid_transfer_is_an_error() {
+    peer_killed_mid_transfer(SHM, true);
 }
 
 #[test]

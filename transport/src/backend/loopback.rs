@@ -29,6 +29,8 @@ struct Peer {
 pub(crate) struct LoopbackBackend {
     id: u64,
     me: Arc<Peer>,
+    /// Memory handed out by `allocate`, freed after the region is cleared.
+    owned: Mutex<Vec<Box<[u64]>>>,
 }
 
 impl LoopbackBackend {
@@ -43,7 +45,11 @@ impl LoopbackBackend {
         let mut reg = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
         reg.retain(|(_, w)| w.strong_count() > 0);
         reg.push((nid, Arc::downgrade(&me)));
-        LoopbackBackend { id: nid, me }
+        LoopbackBackend {
+            id: nid,
+            me,
+            owned: Mutex::new(Vec::new()),
+        }
     }
 }
 
@@ -76,6 +82,19 @@ impl Backend for LoopbackBackend {
         }
         *self.me.region.write().unwrap_or_else(|e| e.into_inner()) = Some((base, len));
         Ok(Vec::new())
+    }
+
+    fn allocate(&self, len: u64) -> Result<(u64, Vec<u8>)> {
+        let words = usize::try_from(len.div_ceil(8))
+            .map_err(|_| TransportError::InvalidRegion(format!("{len} bytes do not fit")))?;
+        let mut mem = vec![0u64; words].into_boxed_slice();
+        let base = mem.as_mut_ptr() as u64;
+        self.owned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(mem);
+        let rkey = self.register(base, len, MemoryKind::Host)?;
+        Ok((base, rkey))
     }
 
     fn connect(&self, peer: &AgentMetadata) -> Result<Arc<dyn Connection>> {

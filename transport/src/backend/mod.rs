@@ -46,6 +46,9 @@ pub(crate) trait Backend: Send + Sync {
     fn supports_cuda(&self) -> bool;
     /// Registers `len` bytes at `base`; returns the packed remote key.
     fn register(&self, base: u64, len: u64, memory: MemoryKind) -> Result<Vec<u8>>;
+    /// Allocates and registers `len` bytes of host memory owned by the
+    /// backend (freed when it stops); returns (base, packed remote key).
+    fn allocate(&self, len: u64) -> Result<(u64, Vec<u8>)>;
     /// Connects to a peer whose metadata carries a region (and its key).
     fn connect(&self, peer: &AgentMetadata) -> Result<Arc<dyn Connection>>;
 }

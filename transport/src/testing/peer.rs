@@ -10,7 +10,7 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
 use super::{from_hex, layout, pattern, to_hex};
-use crate::{Agent, BackendConfig, Region, RemoteAgent, UcxConfig};
+use crate::{Agent, AllocatedRegion, BackendConfig, Region, RemoteAgent, UcxConfig};
 
 /// Options of both modes, from `--key value` arguments.
 #[derive(Debug, Clone)]
@@ -31,6 +31,9 @@ pub struct PeerOptions {
     pub pairs: usize,
     /// `read` mode: pairs per read call.
     pub batch: usize,
+    /// Let the agent allocate the arena (`Agent::allocate_region`) instead
+    /// of registering a Vec.
+    pub allocate: bool,
 }
 
 impl Default for PeerOptions {
@@ -44,12 +47,14 @@ impl Default for PeerOptions {
             seed: 1,
             pairs: 100,
             batch: 50,
+            allocate: false,
         }
     }
 }
 
 impl PeerOptions {
-    /// Parses `--name N --tls T --blocks B --layers L --kv-heads H --seed S --pairs P --batch K`.
+    /// Parses `--name N --tls T --blocks B --layers L --kv-heads H --seed S
+    /// --pairs P --batch K --allocate 0|1`.
     pub fn parse(args: &[String]) -> Result<PeerOptions, String> {
         let mut o = PeerOptions::default();
         let mut it = args.iter();
@@ -65,6 +70,7 @@ impl PeerOptions {
                 "--seed" => o.seed = num(val)?,
                 "--pairs" => o.pairs = num(val)? as usize,
                 "--batch" => o.batch = num(val)?.max(1) as usize,
+                "--allocate" => o.allocate = num(val)? != 0,
                 _ => return Err(format!("unknown option {key}")),
             }
         }
@@ -89,35 +95,66 @@ impl PeerOptions {
 }
 
 /// A word-aligned arena registered with an agent. Keeps the memory alive
-/// for as long as the agent (drop order: agent first).
+/// for as long as the agent (fields drop in order: agent first).
 pub struct Arena {
     /// The agent; dropped before the memory.
     pub agent: Agent,
-    /// The memory.
-    pub words: Vec<u64>,
+    memory: Memory,
+}
+
+enum Memory {
+    Owned(Vec<u64>),
+    Agent(AllocatedRegion),
 }
 
 impl Arena {
-    /// Allocates, optionally fills with the pattern, and registers.
+    /// Allocates (a Vec, or through the agent with `o.allocate`), fills
+    /// with the pattern of `fill_seed` (or zeros), and registers.
     pub fn new(o: &PeerOptions, fill_seed: Option<u64>) -> crate::Result<Arena> {
         let agent = Agent::new(&o.name, o.backend())?;
         let bw = o.block_words();
-        let mut words = vec![0u64; bw * o.num_blocks as usize];
-        if let Some(seed) = fill_seed {
-            pattern::fill(&mut words, bw, seed);
+        let layout = layout(o.num_layers, o.num_kv_heads);
+        let memory = if o.allocate {
+            Memory::Agent(agent.allocate_region(bw * 8, o.num_blocks, layout)?)
+        } else {
+            let mut words = vec![0u64; bw * o.num_blocks as usize];
+            // SAFETY: `words` lives in the returned Arena, which drops the
+            // agent before the memory; the Vec is never resized.
+            let region = unsafe {
+                Region::host(words.as_mut_ptr() as *mut u8, bw * 8, o.num_blocks, layout)
+            }?;
+            agent.register(region)?;
+            Memory::Owned(words)
+        };
+        let mut arena = Arena { agent, memory };
+        match fill_seed {
+            Some(seed) => pattern::fill(arena.words_mut(), bw, seed),
+            None => arena.words_mut().fill(0),
         }
-        // SAFETY: `words` lives in the returned Arena, whose Drop drops the
-        // agent before the memory; the Vec is never resized.
-        let region = unsafe {
-            Region::host(
-                words.as_mut_ptr() as *mut u8,
-                bw * 8,
-                o.num_blocks,
-                layout(o.num_layers, o.num_kv_heads),
-            )
-        }?;
-        agent.register(region)?;
-        Ok(Arena { agent, words })
+        Ok(arena)
+    }
+
+    /// The arena's words. Only meaningful while no read into it is in flight.
+    pub fn words(&self) -> &[u64] {
+        match &self.memory {
+            Memory::Owned(v) => v,
+            // SAFETY: the agent owns the allocation for its lifetime, which
+            // covers `&self`; it is `len` bytes, 8-byte aligned (page aligned).
+            Memory::Agent(r) => unsafe {
+                std::slice::from_raw_parts(r.as_mut_ptr() as *const u64, r.len() / 8)
+            },
+        }
+    }
+
+    /// Mutable words, for filling.
+    pub fn words_mut(&mut self) -> &mut [u64] {
+        match &mut self.memory {
+            Memory::Owned(v) => v,
+            // SAFETY: as in `words`; `&mut self` makes this the only view.
+            Memory::Agent(r) => unsafe {
+                std::slice::from_raw_parts_mut(r.as_mut_ptr() as *mut u64, r.len() / 8)
+            },
+        }
     }
 }
 
@@ -199,7 +236,7 @@ pub fn read_verified(
             .map_err(|e| e.to_string())?;
         bytes += done.bytes;
         for &(r, l) in batch {
-            let block = &arena.words[l as usize * bw..(l as usize + 1) * bw];
+            let block = &arena.words()[l as usize * bw..(l as usize + 1) * bw];
             pattern::check(block, r, o.seed)
                 .map_err(|w| format!("local block {l} (remote {r}) differs at word {w}"))?;
         }

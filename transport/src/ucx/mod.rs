@@ -1,8 +1,7 @@
 //! UCX backend. One UCP context and worker per agent, owned by a progress
 //! thread that is the only thread touching UCX: other threads hand it
-//! commands through a queue and wake it with `ucp_worker_signal` (the one
-//! UCX call documented as safe from any thread). That lets the worker run
-//! in `UCS_THREAD_MODE_SINGLE`, with no locks on the data path.
+//! commands through a queue and a condition variable. That lets the worker
+//! run in `UCS_THREAD_MODE_SINGLE`, with no locks on the data path.
 
 mod ops;
 mod progress;
@@ -10,13 +9,11 @@ mod status;
 mod worker;
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-
-use tandem_ucx_sys as sys;
 
 use crate::backend::{Backend, Connection, Identity, Transfer};
 use crate::completion::Completion;
@@ -51,6 +48,10 @@ pub(crate) enum Command {
         memory: MemoryKind,
         reply: SyncSender<Result<Vec<u8>>>,
     },
+    Allocate {
+        len: u64,
+        reply: SyncSender<Result<(u64, Vec<u8>)>>,
+    },
     Connect {
         peer: String,
         address: Vec<u8>,
@@ -76,10 +77,7 @@ pub(crate) enum Command {
 pub(crate) struct Shared {
     queue: Mutex<VecDeque<Command>>,
     stop: AtomicBool,
-    /// The `ucp_worker_h` to signal, 0 while there is none. Read and cleared
-    /// under the queue lock, so no signal races the worker's destruction.
-    worker: AtomicUsize,
-    /// Fallback wake-up when the worker has no event fd.
+    /// Wakes a napping progress thread.
     wake: std::sync::Condvar,
 }
 
@@ -89,32 +87,22 @@ impl Shared {
     }
 
     fn submit(&self, cmd: Command) {
-        let q = {
-            let mut q = self.lock();
-            q.push_back(cmd);
-            q
-        };
-        self.signal_locked(&q);
+        let mut q = self.lock();
+        q.push_back(cmd);
+        drop(q);
+        self.wake.notify_one();
     }
 
-    fn signal_locked(&self, _held: &MutexGuard<'_, VecDeque<Command>>) {
-        let w = self.worker.load(Ordering::Acquire);
-        if w != 0 {
-            // SAFETY: `w` is the live worker: the progress thread clears it
-            // under this same lock before destroying the worker.
-            // ucp_worker_signal may be called from any thread.
-            unsafe { sys::ucp_worker_signal(w as sys::ucp_worker_h) };
+    /// Naps up to `timeout` unless a command is queued or stop was asked.
+    pub(crate) fn nap(&self, timeout: Duration) {
+        let q = self.lock();
+        if q.is_empty() && !self.stop.load(Ordering::Acquire) {
+            let _ = self.wake.wait_timeout(q, timeout);
         }
-        self.wake.notify_one();
     }
 
     pub(crate) fn take_commands(&self) -> VecDeque<Command> {
         std::mem::take(&mut *self.lock())
-    }
-
-    pub(crate) fn set_worker(&self, worker: sys::ucp_worker_h) {
-        let _q = self.lock();
-        self.worker.store(worker as usize, Ordering::Release);
     }
 }
 
@@ -137,7 +125,6 @@ impl UcxBackend {
         let shared = Arc::new(Shared {
             queue: Mutex::new(VecDeque::new()),
             stop: AtomicBool::new(false),
-            worker: AtomicUsize::new(0),
             wake: std::sync::Condvar::new(),
         });
         let (tx, rx) = sync_channel(1);
@@ -172,7 +159,8 @@ impl UcxBackend {
 impl Drop for UcxBackend {
     fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::Release);
-        self.shared.signal_locked(&self.shared.lock());
+        drop(self.shared.lock()); // order the store before the wake-up
+        self.shared.wake.notify_one();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -200,6 +188,12 @@ impl Backend for UcxBackend {
             memory,
             reply,
         });
+        wait_reply(rx, &self.name)
+    }
+
+    fn allocate(&self, len: u64) -> Result<(u64, Vec<u8>)> {
+        let (reply, rx) = sync_channel(1);
+        self.shared.submit(Command::Allocate { len, reply });
         wait_reply(rx, &self.name)
     }
 

@@ -4,7 +4,6 @@
 use std::ffi::{c_void, CString};
 use std::ptr::{null, null_mut};
 use std::sync::Arc;
-use std::time::Duration;
 
 use tandem_ucx_sys as sys;
 
@@ -26,7 +25,6 @@ pub(crate) struct AmTarget {
 pub(crate) struct Worker {
     context: sys::ucp_context_h,
     pub(crate) worker: sys::ucp_worker_h,
-    efd: Option<i32>,
     pub(crate) address: Vec<u8>,
     pub(crate) cuda: bool,
     /// Kept alive while the AM handler may run (until the worker is destroyed).
@@ -39,7 +37,6 @@ impl Worker {
         let mut w = Worker {
             context,
             worker: null_mut(),
-            efd: None,
             address: Vec::new(),
             cuda: false,
             _am_target: Box::new(am_target),
@@ -56,13 +53,6 @@ impl Worker {
             sys::ucp_worker_create(w.context, &params, &mut w.worker)
         })?;
         w.address = w.query_address()?;
-        let mut fd = -1;
-        // SAFETY: valid worker (created with UCP_FEATURE_WAKEUP); out-pointer.
-        if unsafe { sys::ucp_worker_get_efd(w.worker, &mut fd) } == sys::UCS_OK {
-            w.efd = Some(fd);
-        } else {
-            tracing::warn!("UCX worker has no event fd: idle polling every millisecond");
-        }
         w.set_am_handler()?;
         Ok(w)
     }
@@ -115,29 +105,6 @@ impl Worker {
         unsafe { sys::ucp_worker_progress(self.worker) }
     }
 
-    /// Sleeps until UCX has an event, the worker is signalled, or `timeout`.
-    /// `pending` is checked after arming so a command queued just before is
-    /// not slept through.
-    pub(crate) fn wait(&self, timeout: Duration, pending: impl Fn() -> bool) {
-        let Some(fd) = self.efd else {
-            std::thread::sleep(timeout.min(Duration::from_millis(1)));
-            return;
-        };
-        // SAFETY: valid worker with an event fd.
-        let armed = unsafe { sys::ucp_worker_arm(self.worker) };
-        if armed != sys::UCS_OK || pending() {
-            return; // UCS_ERR_BUSY: events are waiting already.
-        }
-        let mut pfd = libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        let ms = timeout.as_millis().clamp(1, 1000) as i32;
-        // SAFETY: one valid pollfd; an error or EINTR just ends the wait early.
-        unsafe { libc::poll(&mut pfd, 1, ms) };
-    }
-
     /// Registers memory; returns the memory handle and its packed rkey.
     pub(crate) fn mem_map(
         &self,
@@ -165,19 +132,64 @@ impl Worker {
         check("ucp_mem_map", unsafe {
             sys::ucp_mem_map(self.context, &params, &mut memh)
         })?;
+        match self.pack(memh) {
+            Ok(rkey) => Ok((memh, rkey)),
+            Err(e) => {
+                self.mem_unmap(memh);
+                Err(e)
+            }
+        }
+    }
+
+    /// Allocates host memory through UCX (its shared-memory transports
+    /// allocate segments peers on this host can map; see `Agent::allocate`).
+    /// Returns the handle, the address and the packed rkey.
+    pub(crate) fn mem_alloc(&self, len: u64) -> Result<(sys::ucp_mem_h, u64, Vec<u8>)> {
+        let params = sys::ucp_mem_map_params_t {
+            field_mask: u64::from(
+                sys::UCP_MEM_MAP_PARAM_FIELD_ADDRESS
+                    | sys::UCP_MEM_MAP_PARAM_FIELD_LENGTH
+                    | sys::UCP_MEM_MAP_PARAM_FIELD_FLAGS,
+            ),
+            address: null_mut(),
+            length: len as usize,
+            flags: sys::UCP_MEM_MAP_ALLOCATE,
+            ..Default::default()
+        };
+        let mut memh: sys::ucp_mem_h = null_mut();
+        // SAFETY: UCX allocates; out-pointer to a local.
+        check("ucp_mem_map(ALLOCATE)", unsafe {
+            sys::ucp_mem_map(self.context, &params, &mut memh)
+        })?;
+        let mut attr = sys::ucp_mem_attr_t {
+            field_mask: u64::from(sys::UCP_MEM_ATTR_FIELD_ADDRESS),
+            ..Default::default()
+        };
+        // SAFETY: memh was just mapped; attr is a valid out-struct.
+        let queried = check("ucp_mem_query", unsafe {
+            sys::ucp_mem_query(memh, &mut attr)
+        });
+        match queried.and_then(|()| self.pack(memh)) {
+            Ok(rkey) => Ok((memh, attr.address as u64, rkey)),
+            Err(e) => {
+                self.mem_unmap(memh);
+                Err(e)
+            }
+        }
+    }
+
+    /// The packed remote key of a mapping (the caller unmaps on failure).
+    fn pack(&self, memh: sys::ucp_mem_h) -> Result<Vec<u8>> {
         let mut buf: *mut c_void = null_mut();
         let mut size = 0usize;
         // SAFETY: memh was just mapped on this context; out-pointers to locals.
         let packed = unsafe { sys::ucp_rkey_pack(self.context, memh, &mut buf, &mut size) };
-        if let Err(e) = check("ucp_rkey_pack", packed) {
-            self.mem_unmap(memh);
-            return Err(e);
-        }
+        check("ucp_rkey_pack", packed)?;
         // SAFETY: UCX returned `size` bytes at `buf`; released after copying.
         let rkey = unsafe { std::slice::from_raw_parts(buf as *const u8, size) }.to_vec();
         // SAFETY: `buf` came from ucp_rkey_pack.
         unsafe { sys::ucp_rkey_buffer_release(buf) };
-        Ok((memh, rkey))
+        Ok(rkey)
     }
 
     pub(crate) fn mem_unmap(&self, memh: sys::ucp_mem_h) {
@@ -277,8 +289,7 @@ impl Worker {
 
 impl Drop for Worker {
     fn drop(&mut self) {
-        // SAFETY: created by us, destroyed once, on the owning thread; the
-        // caller cleared the signalling pointer first.
+        // SAFETY: created by us, destroyed once, on the owning thread.
         unsafe {
             if !self.worker.is_null() {
                 sys::ucp_worker_destroy(self.worker);
@@ -307,11 +318,12 @@ fn create_context(config: &UcxConfig) -> Result<sys::ucp_context_h> {
                 })?;
             }
         }
+        // No UCP_FEATURE_WAKEUP: with it, UCX 1.13's TCP transport served
+        // gets in bursts milliseconds apart (256 KiB reads fell from ~0.9 to
+        // ~0.03 GB/s). The progress thread spins while busy and naps when idle.
         let params = sys::ucp_params_t {
             field_mask: u64::from(sys::UCP_PARAM_FIELD_FEATURES),
-            features: u64::from(
-                sys::UCP_FEATURE_RMA | sys::UCP_FEATURE_AM | sys::UCP_FEATURE_WAKEUP,
-            ),
+            features: u64::from(sys::UCP_FEATURE_RMA | sys::UCP_FEATURE_AM),
             ..Default::default()
         };
         let mut ctx: sys::ucp_context_h = null_mut();
