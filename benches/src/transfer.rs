@@ -3,9 +3,9 @@
 //! `ucx_perftest -t ucp_get` on the same transport and sizes, in one run.
 //!
 //! For each transport and block size the benchmark re-executes itself as a
-//! peer process that serves a patterned arena (256 MiB, or 256 blocks when
-//! larger); this process reads batches of random distinct blocks from it
-//! and checks the last batch against the pattern.
+//! peer process that serves a patterned arena (`--arena-mib`, at least the
+//! largest batch); this process reads batches of random distinct blocks
+//! from it and checks the last batch against the pattern.
 
 mod measure;
 mod perftest;
@@ -35,6 +35,16 @@ pub struct Args {
     /// MiB moved per shared-memory measurement point (tcp moves an eighth).
     #[arg(long, default_value_t = 1024)]
     mib_per_point: u64,
+    /// Arena size per block size, MiB (at least the largest batch of blocks).
+    /// 0 gives the smallest arena: with `--batch 1` one block read over and
+    /// over, cache-resident like ucx_perftest's single buffer.
+    #[arg(long, default_value_t = 256)]
+    arena_mib: u64,
+    /// Reads kept in flight (1: each read waits for the previous one).
+    /// Reads in flight may target the same local block (a hot arena): the
+    /// bytes are the same, so the check still holds.
+    #[arg(long, default_value_t = 1)]
+    window: usize,
     /// Skip the ucx_perftest reference.
     #[arg(long)]
     no_perftest: bool,
@@ -50,7 +60,9 @@ struct Row {
     transport: String,
     ucx_tls: String,
     block_bytes: u64,
+    arena_blocks: u32,
     batch: usize,
+    window: usize,
     reads: usize,
     tandem_gb_s: f64,
     memcpy_gb_s: f64,
@@ -65,7 +77,6 @@ struct Report {
 }
 
 const SEED: u64 = 0xb10c;
-const ARENA_BYTES: u64 = 256 << 20;
 
 fn ucx_tls(transport: &str) -> anyhow::Result<&'static str> {
     Ok(match transport {
@@ -144,7 +155,7 @@ fn measure_size(
     point_bytes: u64,
 ) -> anyhow::Result<Vec<Row>> {
     let max_batch = args.batch.iter().copied().max().unwrap_or(1) as u64;
-    let blocks = (ARENA_BYTES / block_bytes).max(max_batch) as u32;
+    let blocks = ((args.arena_mib << 20) / block_bytes).max(max_batch) as u32;
     let exe = std::env::current_exe()?;
     let mut cmd = Command::new(exe);
     let allocate = transport == "shm-alloc";
@@ -158,6 +169,12 @@ fn measure_size(
     let o = options("bench-decode", tls, block_bytes, blocks, allocate)?;
     let arena = Arena::new(&o, Some(SEED ^ 1))?; // filled: no page faults while measuring
     let remote = arena.agent.add_remote(&meta)?;
+    // Touch every block once: over shared memory the first read of a page
+    // maps it into this process, which is not what the points measure.
+    for chunk in (0..blocks).collect::<Vec<u32>>().chunks(256) {
+        let pairs: Vec<(u32, u32)> = chunk.iter().map(|&b| (b, b)).collect();
+        measure::tandem(&arena.agent, &remote, &[pairs], block_bytes, 1)?;
+    }
     let words = o.block_words();
     let mut src = vec![0u64; arena.words().len()];
     pattern::fill(&mut src, words, SEED);
@@ -174,8 +191,8 @@ fn measure_size(
         let reads = (point_bytes / (block_bytes * batch as u64)).clamp(4, 100_000) as usize;
         let plan = measure::plan(blocks, batch, reads, block_bytes ^ batch as u64);
         let warm = &plan[..(reads / 10).max(1)];
-        measure::tandem(&arena.agent, &remote, warm, block_bytes)?;
-        let tandem_gb_s = measure::tandem(&arena.agent, &remote, &plan, block_bytes)?;
+        measure::tandem(&arena.agent, &remote, warm, block_bytes, args.window)?;
+        let tandem_gb_s = measure::tandem(&arena.agent, &remote, &plan, block_bytes, args.window)?;
         verify(&arena, plan.last().expect("reads >= 4"), words)?;
         measure::memcpy(&src, &mut dst, warm, words);
         let memcpy_gb_s = measure::memcpy(&src, &mut dst, &plan, words);
@@ -183,7 +200,9 @@ fn measure_size(
             transport: transport.into(),
             ucx_tls: tls.into(),
             block_bytes,
+            arena_blocks: blocks,
             batch,
+            window: args.window,
             reads,
             tandem_gb_s,
             memcpy_gb_s,

@@ -5,7 +5,9 @@ use std::time::{Duration, Instant};
 
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
-use tandem_transport::{Agent, RemoteAgent};
+use std::collections::VecDeque;
+
+use tandem_transport::{Agent, ReadHandle, RemoteAgent};
 
 /// Random distinct (remote, local) pairs for each iteration.
 pub fn plan(num_blocks: u32, batch: usize, iters: usize, seed: u64) -> Vec<Vec<(u32, u32)>> {
@@ -26,20 +28,32 @@ pub fn plan(num_blocks: u32, batch: usize, iters: usize, seed: u64) -> Vec<Vec<(
         .collect()
 }
 
-/// GB/s of reading every plan entry (one read per entry, waited for).
+/// GB/s of reading every plan entry, one read per entry, with up to
+/// `window` reads in flight (1: each read is waited for before the next).
 pub fn tandem(
     agent: &Agent,
     remote: &RemoteAgent,
     plan: &[Vec<(u32, u32)>],
     block_bytes: u64,
+    window: usize,
 ) -> anyhow::Result<f64> {
     let start = Instant::now();
     let mut bytes = 0;
+    let mut in_flight = VecDeque::with_capacity(window);
     for pairs in plan {
-        let done = agent
-            .read_with_timeout(remote, pairs, None, Duration::from_secs(60))?
-            .wait()?;
-        bytes += done.bytes;
+        if in_flight.len() >= window.max(1) {
+            let h: ReadHandle = in_flight.pop_front().expect("window is not empty");
+            bytes += h.wait()?.bytes;
+        }
+        in_flight.push_back(agent.read_with_timeout(
+            remote,
+            pairs,
+            None,
+            Duration::from_secs(60),
+        )?);
+    }
+    for h in in_flight {
+        bytes += h.wait()?.bytes;
     }
     let secs = start.elapsed().as_secs_f64();
     debug_assert_eq!(

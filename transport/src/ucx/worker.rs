@@ -27,6 +27,9 @@ pub(crate) struct Worker {
     pub(crate) worker: sys::ucp_worker_h,
     pub(crate) address: Vec<u8>,
     pub(crate) cuda: bool,
+    /// Whether endpoints can use peer-failure mode; learnt on the first
+    /// connect (a refused attempt makes UCX print an error, once is enough).
+    peer_mode: std::cell::Cell<Option<bool>>,
     /// Kept alive while the AM handler may run (until the worker is destroyed).
     _am_target: Box<AmTarget>,
 }
@@ -39,6 +42,7 @@ impl Worker {
             worker: null_mut(),
             address: Vec::new(),
             cuda: false,
+            peer_mode: std::cell::Cell::new(None),
             _am_target: Box::new(am_target),
         };
         // From here on `Drop` cleans up whatever was created.
@@ -211,13 +215,21 @@ impl Worker {
         address: &[u8],
         err_cell: *mut c_void,
     ) -> Result<(sys::ucp_ep_h, bool)> {
-        match self.ep_create_mode(address, err_cell, true) {
-            Err(s) if s == sys::UCS_ERR_UNREACHABLE => self
-                .ep_create_mode(address, err_cell, false)
-                .map(|ep| (ep, false)),
-            r => r.map(|ep| (ep, true)),
+        let result = match self.peer_mode.get() {
+            Some(mode) => self
+                .ep_create_mode(address, err_cell, mode)
+                .map(|ep| (ep, mode)),
+            None => match self.ep_create_mode(address, err_cell, true) {
+                Err(s) if s == sys::UCS_ERR_UNREACHABLE => self
+                    .ep_create_mode(address, err_cell, false)
+                    .map(|ep| (ep, false)),
+                r => r.map(|ep| (ep, true)),
+            },
+        };
+        if let Ok((_, mode)) = result {
+            self.peer_mode.set(Some(mode));
         }
-        .map_err(|s| TransportError::Ucx {
+        result.map_err(|s| TransportError::Ucx {
             call: "ucp_ep_create",
             status: describe(s),
         })
