@@ -207,6 +207,34 @@ fn shm_ucx_allocated_peer_killed_mid_transfer_is_an_error() {
     peer_killed_mid_transfer(SHM, true);
 }
 
+/// A peer restarted under the same name: its new metadata (newer epoch)
+/// replaces the broken connection, the old handle is refused as stale, and
+/// a notification-only read (no blocks) reaches the new incarnation.
+#[test]
+fn tcp_restarted_peer_is_reloaded_by_epoch() {
+    let (mut first, old_meta) = serve(&opts(TCP, "prefill", 64));
+    let reader = Arena::new(&opts(TCP, "decode", 64), None).unwrap();
+    let old = reader.agent.add_remote(&old_meta).unwrap();
+    reader.agent.read(&old, &[(1, 1)], None).unwrap().wait().unwrap();
+    first.kill();
+
+    let (mut second, new_meta) = serve(&opts(TCP, "prefill", 64));
+    let new = reader.agent.add_remote(&new_meta).unwrap();
+    assert!(new.epoch() > old.epoch());
+    assert!(matches!(
+        reader.agent.read(&old, &[(1, 1)], None),
+        Err(TransportError::StaleEpoch { .. })
+    ));
+    assert!(matches!(
+        reader.agent.add_remote(&old_meta),
+        Err(TransportError::StaleEpoch { .. })
+    ));
+    let done = reader.agent.read(&new, &[], Some(b"free 7")).unwrap().wait().unwrap();
+    assert_eq!(done.bytes, 0);
+    let line = second.expect_line("NOTIFY", Duration::from_secs(5)).unwrap();
+    assert_eq!(line, format!("decode {}", to_hex(b"free 7")));
+}
+
 #[test]
 fn layout_mismatch_across_processes_names_the_field() {
     let mut served = opts(TCP, "prefill", 16);
