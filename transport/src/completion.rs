@@ -26,6 +26,8 @@ pub(crate) type Finisher = Box<dyn FnOnce() -> Result<()> + Send>;
 #[derive(Default)]
 struct State {
     result: Option<Result<ReadDone>>,
+    /// A thread is blocked in `wait` (only then is the condvar signalled).
+    waiting: bool,
     waker: Option<Waker>,
     finisher: Option<Finisher>,
 }
@@ -64,15 +66,17 @@ impl Completion {
             (Ok(done), Some(f)) => f().map(|()| done),
             (r, _) => r,
         };
-        let waker = {
+        let (waker, waiting) = {
             let mut s = self.lock();
             if s.result.is_some() {
                 return;
             }
             s.result = Some(result);
-            s.waker.take()
+            (s.waker.take(), s.waiting)
         };
-        self.ready.notify_all();
+        if waiting {
+            self.ready.notify_all();
+        }
         if let Some(w) = waker {
             w.wake();
         }
@@ -120,12 +124,14 @@ impl ReadHandle {
                     after: self.timeout,
                 });
             }
+            s.waiting = true;
             s = self
                 .completion
                 .ready
                 .wait_timeout(s, self.wait_limit - now)
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
+            s.waiting = false;
         }
     }
 

@@ -215,7 +215,12 @@ fn tcp_restarted_peer_is_reloaded_by_epoch() {
     let (mut first, old_meta) = serve(&opts(TCP, "prefill", 64));
     let reader = Arena::new(&opts(TCP, "decode", 64), None).unwrap();
     let old = reader.agent.add_remote(&old_meta).unwrap();
-    reader.agent.read(&old, &[(1, 1)], None).unwrap().wait().unwrap();
+    reader
+        .agent
+        .read(&old, &[(1, 1)], None)
+        .unwrap()
+        .wait()
+        .unwrap();
     first.kill();
 
     let (mut second, new_meta) = serve(&opts(TCP, "prefill", 64));
@@ -229,9 +234,16 @@ fn tcp_restarted_peer_is_reloaded_by_epoch() {
         reader.agent.add_remote(&old_meta),
         Err(TransportError::StaleEpoch { .. })
     ));
-    let done = reader.agent.read(&new, &[], Some(b"free 7")).unwrap().wait().unwrap();
+    let done = reader
+        .agent
+        .read(&new, &[], Some(b"free 7"))
+        .unwrap()
+        .wait()
+        .unwrap();
     assert_eq!(done.bytes, 0);
-    let line = second.expect_line("NOTIFY", Duration::from_secs(5)).unwrap();
+    let line = second
+        .expect_line("NOTIFY", Duration::from_secs(5))
+        .unwrap();
     assert_eq!(line, format!("decode {}", to_hex(b"free 7")));
 }
 

@@ -79,6 +79,8 @@ pub(crate) struct Shared {
     stop: AtomicBool,
     /// Wakes a napping progress thread.
     wake: std::sync::Condvar,
+    /// The progress thread is waiting on `wake` (written under the lock).
+    napping: AtomicBool,
 }
 
 impl Shared {
@@ -89,15 +91,24 @@ impl Shared {
     fn submit(&self, cmd: Command) {
         let mut q = self.lock();
         q.push_back(cmd);
+        // Read under the lock: the thread sets it under the lock before it
+        // waits, so either it sees our command or we see it napping. A busy
+        // thread is not woken (saves a syscall per read).
+        let napping = self.napping.load(Ordering::Relaxed);
         drop(q);
-        self.wake.notify_one();
+        if napping {
+            self.wake.notify_one();
+        }
     }
 
     /// Naps up to `timeout` unless a command is queued or stop was asked.
     pub(crate) fn nap(&self, timeout: Duration) {
         let q = self.lock();
         if q.is_empty() && !self.stop.load(Ordering::Acquire) {
-            let _ = self.wake.wait_timeout(q, timeout);
+            self.napping.store(true, Ordering::Relaxed);
+            let q = self.wake.wait_timeout(q, timeout);
+            self.napping.store(false, Ordering::Relaxed);
+            drop(q);
         }
     }
 
@@ -126,6 +137,7 @@ impl UcxBackend {
             queue: Mutex::new(VecDeque::new()),
             stop: AtomicBool::new(false),
             wake: std::sync::Condvar::new(),
+            napping: AtomicBool::new(false),
         });
         let (tx, rx) = sync_channel(1);
         let name = me.name.clone();
