@@ -20,6 +20,15 @@ if ! command -v cc >/dev/null 2>&1 || ! command -v pkg-config >/dev/null 2>&1; t
     apt-get install -y -qq build-essential pkg-config >/dev/null
 fi
 
+# UCX (tandem-transport binds the system libucp through bindgen, which
+# needs libclang) and ucx_perftest for the transfer benchmark.
+if ! pkg-config --exists ucx 2>/dev/null || ! command -v ucx_perftest >/dev/null 2>&1 \
+    || ! ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq libucx-dev ucx-utils libclang-dev pkg-config >/dev/null
+fi
+
 # Python with venv + pip for the OpenAI-client test suite.
 if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
     export DEBIAN_FRONTEND=noninteractive

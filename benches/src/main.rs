@@ -5,6 +5,7 @@ mod decode;
 mod membw;
 mod random_model;
 mod throughput;
+mod transfer;
 
 use clap::{Parser, Subcommand};
 
@@ -25,11 +26,14 @@ enum Command {
     Decode(decode::Args),
     /// Offline serving throughput at several max_num_seqs, and prefix-cache TTFT.
     Throughput(throughput::Args),
+    /// KV block reads between processes (tandem-transport over UCX) vs memcpy and ucx_perftest.
+    Transfer(transfer::Args),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Decode(a) => decode::run(a),
         Command::Throughput(a) => throughput::run(a),
+        Command::Transfer(a) => transfer::run(a),
     }
 }
