@@ -79,10 +79,7 @@ impl Agent {
     /// each other) on `backend`.
     pub fn new(name: &str, backend: BackendConfig) -> Result<Agent> {
         if name.is_empty() || name.len() > crate::metadata::MAX_NAME {
-            return Err(TransportError::InvalidRegion(format!(
-                "agent name must be 1..={} bytes",
-                crate::metadata::MAX_NAME
-            )));
+            return Err(TransportError::InvalidName(name.to_owned()));
         }
         let epoch = new_epoch();
         let inbox = Arc::new(Inbox::default());

@@ -67,6 +67,10 @@ pub enum TransportError {
     #[error("agent `{0}` already has a registered region (one KV arena per agent)")]
     AlreadyRegistered(String),
 
+    /// An agent name that cannot be published in metadata.
+    #[error("invalid agent name {0:?}: it must be 1 to 256 bytes")]
+    InvalidName(String),
+
     /// A region descriptor is unusable (null base, zero sizes, overflow).
     #[error("invalid region: {0}")]
     InvalidRegion(String),
