@@ -41,7 +41,10 @@ const TILES_PER_THREAD: usize = 8;
 const MIN_TILE_BYTES: usize = 512 << 10;
 const MAX_NB: usize = 480;
 /// How far ahead (bytes) the decode kernels prefetch the weight stream.
-const PREFETCH: usize = 4096;
+/// Measured: bf16 streaming gains ~10% at 8 KiB over 4 KiB; the 4 × 3 block
+/// (slower per byte, three rows in flight) gains up to 30% at 16 KiB.
+const PREFETCH_STREAM: usize = 8 << 10;
+const PREFETCH_BLOCK: usize = 16 << 10;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Mode {
@@ -111,7 +114,11 @@ impl Plan {
             kc: kc.max(1),
             r,
             c,
-            prefetch: if mode == Mode::Packed { 0 } else { PREFETCH },
+            prefetch: match mode {
+                Mode::Stream => PREFETCH_STREAM,
+                Mode::Block => PREFETCH_BLOCK,
+                Mode::Packed => 0,
+            },
         }
     }
 
