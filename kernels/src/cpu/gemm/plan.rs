@@ -101,21 +101,13 @@ impl Plan {
         let (row_tiles, col_tiles, col_unit, kc) = if mode == Mode::Packed {
             let row_tiles = m.div_ceil(MB);
             let panels = n.div_ceil(NR);
-            let mut cols = target.div_ceil(row_tiles).max(panels.div_ceil(NB / NR));
-            // Equal tiles in a multiple of the thread count end together.
-            while (row_tiles * cols) % threads != 0 && cols < panels {
-                cols += 1;
-            }
-            (
-                row_tiles,
-                cols.min(panels),
-                NR,
-                k.div_ceil(k.div_ceil(KC).max(1)),
-            )
+            let cols = target.div_ceil(row_tiles).max(panels.div_ceil(NB / NR));
+            let cols = balance(row_tiles, cols, panels, threads);
+            (row_tiles, cols, NR, k.div_ceil(k.div_ceil(KC).max(1)))
         } else {
             let min_rows = MIN_TILE_BYTES.div_ceil(k.max(1) * w_bytes);
             let cols = target.min(n / min_rows).max(n.div_ceil(MAX_NB));
-            (1, cols.clamp(1, n), 1, k)
+            (1, balance(1, cols.max(1), n, threads), 1, k)
         };
         Plan {
             mode,
@@ -164,6 +156,15 @@ impl Plan {
     pub(super) fn kc(&self) -> usize {
         self.kc.min(self.k)
     }
+}
+
+/// Raises `cols` (at most to `units`) until the tile count is a multiple of
+/// the thread count, so equal tiles end together; one tile stays one.
+fn balance(rows: usize, mut cols: usize, units: usize, threads: usize) -> usize {
+    while rows * cols > 1 && (rows * cols) % threads != 0 && cols < units {
+        cols += 1;
+    }
+    cols.min(units)
 }
 
 #[cfg(test)]
