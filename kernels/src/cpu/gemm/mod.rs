@@ -22,6 +22,7 @@ use std::cell::RefCell;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Isa {
     /// AVX2 + FMA + F16C intrinsics; only built by [`Isa::detect`].
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     Avx2,
     /// Plain Rust the compiler vectorises for the build target's baseline.
     Portable,
