@@ -161,6 +161,12 @@ mod imp {
         acc: *mut f32,
         ld: usize,
     ) {
+        // Pull the accumulator block toward L1 while the k loop runs.
+        for r in 0..MR {
+            let p = acc.wrapping_add(r * ld).cast::<i8>();
+            _mm_prefetch::<_MM_HINT_T0>(p);
+            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(4 * NR - 4));
+        }
         let mut c = [[_mm256_setzero_ps(); NR / 8]; MR];
         let mut kk = 0;
         // Unrolled by 4 so loop overhead stays off the FMA ports' way.

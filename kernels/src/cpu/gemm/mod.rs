@@ -22,6 +22,7 @@ use std::cell::RefCell;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Isa {
     /// AVX2 + FMA + F16C intrinsics; only built by [`Isa::detect`].
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     Avx2,
     /// Plain Rust the compiler vectorises for the build target's baseline.
     Portable,
@@ -106,16 +107,41 @@ pub(crate) fn linear<X: Lanes, W: Lanes>(p: &Problem<'_, X, W>, isa: Isa) -> Vec
     }
     let plan = Plan::new(p.m, p.k, p.n, size_of::<W>(), rayon::current_num_threads());
     let dst = OutPtr(out.as_mut_ptr());
+    // f32 outputs take the prefill sums directly; others go through the tile.
+    let direct = plan.mode == Mode::Packed && X::as_f32(&[]).is_some();
     let run = |t: usize| {
         let tile = plan.tile(t);
+        let (rows, cols) = (tile.rows.len(), tile.cols.len());
         SCRATCH.with_borrow_mut(|s| {
-            s.acc.clear();
-            s.acc.resize(tile.rows.len() * tile.cols.len(), 0.0);
-            match plan.mode {
-                Mode::Packed => packed::run(p, isa, &plan, &tile, s),
-                Mode::Stream | Mode::Block => dot::run(p, isa, &plan, &tile, &mut s.acc),
+            if !direct {
+                s.acc.clear();
+                s.acc.resize(rows * cols, 0.0);
             }
-            write_out(p, &tile, &s.acc, &dst);
+            if plan.mode != Mode::Packed {
+                dot::run(p, isa, &plan, &tile, &mut s.acc);
+                return write_out(p, &tile, &s.acc, &dst);
+            }
+            let dest = match direct {
+                // `X` is f32 here, so the output is an f32 buffer.
+                true => packed::Dest {
+                    ptr: dst
+                        .0
+                        .cast::<f32>()
+                        .wrapping_add(tile.rows.start * p.n + tile.cols.start),
+                    ld: p.n,
+                },
+                false => packed::Dest {
+                    ptr: s.acc.as_mut_ptr(),
+                    ld: cols,
+                },
+            };
+            // SAFETY: `dest` is this task's tile of the (zeroed) output, which
+            // no other task touches, or its own scratch tile of that shape.
+            unsafe { packed::run(p, isa, &plan, &tile, (&mut s.w_pack, &mut s.x_pack), dest) };
+            match direct {
+                true => add_bias(p, &tile, &dst),
+                false => write_out(p, &tile, &s.acc, &dst),
+            }
         });
     };
     // One tile runs on the caller: waking a worker costs more than it saves.
@@ -133,6 +159,19 @@ struct OutPtr<T>(*mut T);
 // buffer alive and otherwise untouched until every task has finished.
 unsafe impl<T: Send> Send for OutPtr<T> {}
 unsafe impl<T: Send> Sync for OutPtr<T> {}
+
+/// Adds the bias to a tile the kernel wrote into the output directly.
+fn add_bias<X: Lanes, W>(p: &Problem<'_, X, W>, t: &Tile, dst: &OutPtr<X>) {
+    let Some(b) = p.bias else { return };
+    for i in t.rows.clone() {
+        let start = i * p.n + t.cols.start;
+        // SAFETY: as in `write_out`, this row segment belongs to this task.
+        let out = unsafe { std::slice::from_raw_parts_mut(dst.0.add(start), t.cols.len()) };
+        for (j, o) in t.cols.clone().zip(out) {
+            *o = X::from_f32(o.to_f32() + b.get(j));
+        }
+    }
+}
 
 /// Adds the bias to the f32 tile and narrows it into the output.
 fn write_out<X: Lanes, W>(p: &Problem<'_, X, W>, t: &Tile, acc: &[f32], dst: &OutPtr<X>) {

@@ -8,36 +8,38 @@
 #[cfg(target_arch = "x86_64")]
 use super::avx2;
 use super::plan::{Plan, MR, NR};
-use super::{portable, Isa, Lanes, Problem, Scratch, Tile};
+use super::{portable, Isa, Lanes, Problem, Tile};
 use crate::element::Element;
 use std::ops::Range;
 
-/// Accumulates tile `t` into `s.acc` (`rows × cols`, row-major).
-pub(super) fn run<X: Lanes, W: Lanes>(
+/// Where a tile's sums go: `rows × cols` f32 at row stride `ld`, either
+/// the task's scratch tile or, for f32 outputs, the output itself (saving a
+/// zeroing pass and a copy).
+pub(super) struct Dest {
+    pub(super) ptr: *mut f32,
+    pub(super) ld: usize,
+}
+
+/// Accumulates tile `t` into `dest`.
+///
+/// # Safety
+/// `dest` covers `t.rows.len()` rows of `t.cols.len()` writable f32 at
+/// stride `dest.ld`, and no other thread touches them during the call.
+pub(super) unsafe fn run<X: Lanes, W: Lanes>(
     p: &Problem<'_, X, W>,
     isa: Isa,
     plan: &Plan,
     t: &Tile,
-    s: &mut Scratch,
+    (w_pack, x_pack): (&mut Vec<f32>, &mut Vec<f32>),
+    dest: Dest,
 ) {
     let (rows, cols) = (t.rows.len(), t.cols.len());
     let panels = cols.div_ceil(NR);
-    let Scratch {
-        acc,
-        w_pack,
-        x_pack,
-    } = s;
     let w_pack = aligned(w_pack, panels * plan.kc() * NR);
     for ks in plan.k_blocks() {
         let kc = ks.len();
-        pack_w(
-            isa,
-            p.w,
-            p.k,
-            t.cols.clone(),
-            ks.clone(),
-            &mut w_pack[..panels * kc * NR],
-        );
+        let w_block = &mut w_pack[..panels * kc * NR];
+        pack_w(isa, p.w, p.k, t.cols.clone(), ks.clone(), w_block);
         // f32 activations are read in place; others are widened once.
         let (xs, stride) = match X::as_f32(p.x) {
             Some(x) => (&x[t.rows.start * p.k + ks.start..], p.k),
@@ -46,23 +48,28 @@ pub(super) fn run<X: Lanes, W: Lanes>(
                 (&x_pack[..], kc)
             }
         };
-        for (pi, panel) in w_pack.chunks_exact(kc * NR).take(panels).enumerate() {
+        for (pi, panel) in w_block.chunks_exact(kc * NR).enumerate() {
             let (c0, keep) = (pi * NR, (cols - pi * NR).min(NR));
             for i in (0..rows).step_by(MR) {
                 let live = (rows - i).min(MR);
                 // Rows past the tile repeat its last row; results dropped.
                 let x: [&[f32]; MR] =
                     std::array::from_fn(|r| &xs[(i + r.min(live - 1)) * stride..][..kc]);
+                let at = dest.ptr.wrapping_add(i * dest.ld + c0);
                 if live == MR && keep == NR {
-                    kernel(isa, x, panel, &mut acc[i * cols + c0..], cols);
+                    // SAFETY: rows `i..i + MR` and columns `c0..c0 + NR` lie
+                    // in the tile, which the caller lends us exclusively.
+                    unsafe { kernel(isa, x, panel, at, dest.ld) };
                 } else {
                     let mut tmp = [0.0f32; MR * NR];
-                    kernel(isa, x, panel, &mut tmp, NR);
-                    for r in 0..live {
-                        let dst = &mut acc[(i + r) * cols + c0..][..keep];
-                        dst.iter_mut()
-                            .zip(&tmp[r * NR..])
-                            .for_each(|(a, v)| *a += v);
+                    // SAFETY: `tmp` holds `MR` rows of `NR`.
+                    unsafe { kernel(isa, x, panel, tmp.as_mut_ptr(), NR) };
+                    for (r, sums) in tmp.chunks_exact(NR).take(live).enumerate() {
+                        // SAFETY: row `i + r < rows`, columns `c0..c0 + keep`
+                        // are in the tile (see above).
+                        let row =
+                            unsafe { std::slice::from_raw_parts_mut(at.add(r * dest.ld), keep) };
+                        row.iter_mut().zip(sums).for_each(|(a, v)| *a += v);
                     }
                 }
             }
@@ -70,29 +77,26 @@ pub(super) fn run<X: Lanes, W: Lanes>(
     }
 }
 
-/// `acc[r][0..NR] += Σ_k x[r][k] · panel[k][0..NR]` (row stride `ld`).
+/// `acc[r * ld + 0..NR] += Σ_k x[r][k] · panel[k][0..NR]` for `r < MR`.
+///
+/// # Safety
+/// `acc` points at `MR` rows of `NR` writable f32, `ld` apart, that nothing
+/// else accesses during the call.
 #[inline]
-fn kernel(isa: Isa, x: [&[f32]; MR], panel: &[f32], acc: &mut [f32], ld: usize) {
-    let kc = x
-        .iter()
-        .map(|r| r.len())
-        .min()
-        .unwrap_or(0)
-        .min(panel.len() / NR);
-    assert!(
-        acc.len() >= (MR - 1) * ld + NR,
-        "accumulator block out of range"
-    );
+unsafe fn kernel(isa: Isa, x: [&[f32]; MR], panel: &[f32], acc: *mut f32, ld: usize) {
+    let kc = x.iter().map(|r| r.len()).min().unwrap_or(0);
+    let kc = kc.min(panel.len() / NR);
     match isa {
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => {
             let xp = x.map(<[f32]>::as_ptr);
-            // SAFETY: each `x[r]` holds `kc` elements, `panel` `kc * NR`, and
-            // `acc` covers `MR` rows of `NR` at stride `ld` (checked above);
-            // `Isa::Avx2` is only built after detecting AVX2 and FMA.
-            unsafe { avx2::tile(xp, panel.as_ptr(), kc, acc.as_mut_ptr(), ld) }
+            // SAFETY: each `x[r]` holds `kc` elements, `panel` `kc * NR`, the
+            // caller vouches for `acc`; `Isa::Avx2` is only built after
+            // detecting AVX2 and FMA.
+            unsafe { avx2::tile(xp, panel.as_ptr(), kc, acc, ld) }
         }
-        _ => portable::tile(x, panel, kc, acc, ld),
+        // SAFETY: the caller vouches for `acc`.
+        _ => unsafe { portable::tile(x, panel, kc, acc, ld) },
     }
 }
 

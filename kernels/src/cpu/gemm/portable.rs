@@ -51,8 +51,12 @@ pub(super) fn dot_block<X: Element, W: Element, const R: usize, const C: usize>(
 
 /// The packed prefill kernel: `acc[r * ld + 0..NR] += Σ_k x[r][k] ·
 /// panel[k * NR + 0..NR]` for `r < MR`, over the first `kc` steps.
+///
+/// # Safety
+/// `acc` points at `MR` rows of `NR` writable f32, `ld` apart, that nothing
+/// else accesses during the call.
 #[inline(always)]
-pub(super) fn tile(x: [&[f32]; MR], panel: &[f32], kc: usize, acc: &mut [f32], ld: usize) {
+pub(super) unsafe fn tile(x: [&[f32]; MR], panel: &[f32], kc: usize, acc: *mut f32, ld: usize) {
     let mut c = [[0.0f32; NR]; MR];
     for (kk, w) in panel.chunks_exact(NR).take(kc).enumerate() {
         for (cr, xr) in c.iter_mut().zip(&x) {
@@ -63,8 +67,8 @@ pub(super) fn tile(x: [&[f32]; MR], panel: &[f32], kc: usize, acc: &mut [f32], l
         }
     }
     for (r, cr) in c.iter().enumerate() {
-        for (a, v) in acc[r * ld..][..NR].iter_mut().zip(cr) {
-            *a += v;
-        }
+        // SAFETY: row `r < MR` of `NR` values, as the caller guarantees.
+        let row = unsafe { std::slice::from_raw_parts_mut(acc.add(r * ld), NR) };
+        row.iter_mut().zip(cr).for_each(|(a, v)| *a += v);
     }
 }
