@@ -450,11 +450,19 @@ fn worker_daemonsets_differ_only_in_their_role() {
             (role.to_string(), text.replace(role, "ROLE"))
         })
         .collect();
+    let (first_role, first) = &normalized[0];
     for (role, text) in &normalized[1..] {
-        assert_eq!(
-            text, &normalized[0].1,
-            "worker-{role}.yaml drifted from worker-{}.yaml beyond the role name",
-            normalized[0].0
+        let differing: Vec<String> = first
+            .lines()
+            .zip(text.lines())
+            .filter(|(a, b)| a != b)
+            .map(|(a, b)| format!("  worker-{first_role}: {a}\n  worker-{role}: {b}"))
+            .collect();
+        assert!(
+            differing.is_empty() && first.lines().count() == text.lines().count(),
+            "worker-{role}.yaml drifted from worker-{first_role}.yaml beyond the role name \
+             (role names shown as ROLE):\n{}",
+            differing.join("\n")
         );
     }
     for role in WORKER_ROLES {
