@@ -6,6 +6,7 @@
 //! DaemonSets stay copies of one another, Services find their pods.
 
 use std::collections::{BTreeMap, HashMap};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -319,7 +320,8 @@ fn tandem_command_lines() -> Vec<CommandLine> {
 }
 
 /// Runs `tandem ARGS --check-config` with the container's environment (and
-/// none of the test's own TANDEM_* variables); Err carries stderr.
+/// none of the test's own TANDEM_* variables); Err carries stderr. Stdout is
+/// dropped and stderr read on a thread, so a chatty child cannot block.
 fn check_config(line: &CommandLine) -> Result<(), String> {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tandem"));
     cmd.args(&line.args)
@@ -327,7 +329,7 @@ fn check_config(line: &CommandLine) -> Result<(), String> {
         .envs(&line.env)
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
+        .stdout(Stdio::null())
         .stderr(Stdio::piped());
     for (key, _) in std::env::vars() {
         if key.starts_with("TANDEM_") && !line.env.contains_key(&key) {
@@ -335,24 +337,31 @@ fn check_config(line: &CommandLine) -> Result<(), String> {
         }
     }
     let mut child = cmd.spawn().expect("start tandem");
+    let mut stderr_pipe = child.stderr.take().unwrap();
+    let stderr = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr_pipe.read_to_string(&mut text);
+        text
+    });
     let started = Instant::now();
-    while child.try_wait().unwrap().is_none() {
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
         if started.elapsed() > CHECK_TIMEOUT {
             let _ = child.kill();
             let _ = child.wait();
-            return Err(format!("still running after {CHECK_TIMEOUT:?}"));
+            return Err(format!(
+                "still running after {CHECK_TIMEOUT:?}: --check-config must only validate"
+            ));
         }
         std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = child.wait_with_output().unwrap();
-    if out.status.success() {
+    };
+    let stderr = stderr.join().unwrap();
+    if status.success() {
         Ok(())
     } else {
-        Err(format!(
-            "{}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim_end()
-        ))
+        Err(format!("{status}\n{}", stderr.trim_end()))
     }
 }
 
