@@ -409,7 +409,11 @@ fn manifests_start_prefill_decode_workers_and_a_router() {
 #[test]
 fn every_manifest_parses_as_kubernetes_objects() {
     let docs = load_docs(&deploy_dir().join("k8s"));
-    assert!(docs.len() >= 10, "expected the base manifests, found {}", docs.len());
+    assert!(
+        docs.len() >= 10,
+        "expected the base manifests, found {}",
+        docs.len()
+    );
     for doc in &docs {
         for field in ["apiVersion", "kind"] {
             assert!(
@@ -539,7 +543,9 @@ fn services_select_pods_and_router_urls_name_services() {
     for flag in ["--prefill=", "--decode=", "--worker="] {
         for arg in router.args.iter().filter(|a| a.starts_with(flag)) {
             let url = &arg[flag.len()..];
-            let authority = url.strip_prefix("http://").expect("worker URLs are http://");
+            let authority = url
+                .strip_prefix("http://")
+                .expect("worker URLs are http://");
             let (host, port) = authority.trim_end_matches('/').split_once(':').unwrap();
             let port: u64 = port.parse().unwrap();
             assert!(
