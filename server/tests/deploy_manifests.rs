@@ -592,8 +592,8 @@ fn the_image_runs_as_the_user_the_manifests_expect() {
     let text = std::fs::read_to_string(deploy_dir().join("Dockerfile")).unwrap();
     let user = text
         .lines()
-        .filter_map(|l| l.trim().strip_prefix("USER "))
-        .last()
+        .rev()
+        .find_map(|l| l.trim().strip_prefix("USER "))
         .expect("the Dockerfile sets USER");
     let uid: u64 = user.split(':').next().unwrap().trim().parse().unwrap();
     for template in pod_templates() {
