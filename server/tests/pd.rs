@@ -534,3 +534,66 @@ fn serve_stops_every_worker_when_one_dies() {
     );
     serve.kill();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unpulled_kv_is_freed_when_its_lease_expires() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = demo_model(dir.path());
+    let prefill = Proc::start(&[
+        "worker",
+        "--role",
+        "prefill",
+        "--model",
+        &model,
+        "--port",
+        "0",
+        "--served-model-name",
+        MODEL,
+        "--kv-cache-memory",
+        "64MiB",
+        "--internal-token",
+        "t0k",
+        "--kv-lease-timeout",
+        "0.5",
+    ]);
+    let http = reqwest::Client::new();
+    let request = json!({
+        "request": {
+            "prompt_tokens": tokens(5, 40),
+            "params": {"temperature": 0.0},
+            "stop": {"max_tokens": 8, "min_tokens": 0, "ignore_eos": true, "stop_token_ids": []},
+        },
+        "stop_strings": [], "include_stop_str_in_output": false, "skip_special_tokens": true,
+    });
+    // Without the token the internal API refuses.
+    let denied = http
+        .post(format!("{}/internal/prefill", prefill.url))
+        .json(&request)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(denied.status(), 401);
+    let resp: Value = http
+        .post(format!("{}/internal/prefill", prefill.url))
+        .header("x-tandem-internal-token", "t0k")
+        .json(&request)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp["kv"]["block_ids"].as_array().unwrap().len(),
+        3,
+        "{resp}"
+    );
+    let usage = || metric(&http, &prefill.url, "vllm:kv_cache_usage_perc");
+    assert!(usage().await > 0.0, "the prompt's blocks are held");
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(
+        metric(&http, &prefill.url, "tandem_kv_leases_expired_total").await,
+        1.0
+    );
+    assert_eq!(usage().await, 0.0, "expired blocks are free again");
+}
