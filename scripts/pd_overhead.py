@@ -18,6 +18,7 @@ Writes JSON and prints one summary line per length.
 
 import argparse
 import json
+import os
 import random
 import re
 import statistics
@@ -29,12 +30,25 @@ import urllib.request
 
 import openai
 
+decode_urls: list[str] = []
+
+
+def pull_stats(url):
+    """(seconds, pulls, bytes) so far from a decode worker's /metrics."""
+    text = urllib.request.urlopen(url + "/metrics").read().decode()
+    def val(name):
+        return sum(float(l.rsplit(" ", 1)[1]) for l in text.splitlines()
+                   if l.startswith(name + "{") or l.startswith(name + " "))
+    return val("tandem_kv_pull_seconds_sum"), val("tandem_kv_pull_seconds_count"), val("tandem_kv_pull_bytes_total")
+
 
 def start(tandem, model, *extra):
     args = [tandem, "serve", "--model", model, "--host", "127.0.0.1", "--port", "0",
             "--served-model-name", "m", "--kv-cache-memory", "1GiB", *extra]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    env = dict(os.environ, RUST_LOG="tandem::cli::serve=info,warn")
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     found = []
+    decode_urls.clear()
 
     def read():
         for line in proc.stdout:
@@ -43,6 +57,13 @@ def start(tandem, model, *extra):
                 found.append(m.group(0))
                 return
 
+    def read_err():
+        for line in proc.stderr:
+            m = re.search(r'worker="decode-\d+" url="(http://[^"]+)"', line)
+            if m:
+                decode_urls.append(m.group(1))
+
+    threading.Thread(target=read_err, daemon=True).start()
     t = threading.Thread(target=read, daemon=True)
     t.start()
     t.join(300)
@@ -90,16 +111,18 @@ def main():
     ap.add_argument("--out", default="docs/data/pd-overhead.json")
     a = ap.parse_args()
     pd_proc, pd_url = start(a.tandem, a.model, "--pd-threshold", "0")
+    decode_url = decode_urls[0] if decode_urls else None
     co_proc, co_url = start(a.tandem, a.model, "--colocated")
     clients = {"pd": openai.OpenAI(base_url=pd_url + "/v1", api_key="x", max_retries=0, timeout=600),
                "colocated": openai.OpenAI(base_url=co_url + "/v1", api_key="x", max_retries=0, timeout=600)}
     rng = random.Random(0)
-    results = {"model": a.model, "requests_per_point": a.requests, "max_tokens": a.max_tokens, "points": []}
+    results = {"load_avg_at_start": os.getloadavg()[0], "model": a.model, "requests_per_point": a.requests, "max_tokens": a.max_tokens, "points": []}
     try:
         for mode in clients:  # warm-up: first-touch of weights and KV pages
             one(clients[mode], [rng.randrange(10, a.vocab) for _ in range(64)], 4)
         for length in a.lengths:
             samples = {m: {"ttft": [], "e2e": []} for m in clients}
+            before = pull_stats(decode_url) if decode_url else None
             for i in range(a.requests):
                 order = list(clients) if i % 2 == 0 else list(reversed(list(clients)))
                 for mode in order:
@@ -108,6 +131,11 @@ def main():
                     samples[mode]["ttft"].append(ttft)
                     samples[mode]["e2e"].append(e2e)
             point = {"prompt_tokens": length}
+            if before:
+                after = pull_stats(decode_url)
+                pulls = max(after[1] - before[1], 1)
+                point["kv_pull_mean_ms"] = 1000 * (after[0] - before[0]) / pulls
+                point["kv_pull_mean_bytes"] = (after[2] - before[2]) / pulls
             for mode, s in samples.items():
                 point[mode] = {"ttft": summary(s["ttft"]), "e2e": summary(s["e2e"])}
             pd_t, co_t = point["pd"]["ttft"]["median_ms"], point["colocated"]["ttft"]["median_ms"]
@@ -117,7 +145,8 @@ def main():
             results["points"].append(point)
             print(f"prompt {length}: TTFT median P/D {pd_t:.1f} ms vs colocated {co_t:.1f} ms "
                   f"({point['ttft_overhead_pct']:+.1f}%) | E2E {pd_e:.1f} vs {co_e:.1f} ms "
-                  f"({point['e2e_overhead_pct']:+.1f}%)", flush=True)
+                  f"({point['e2e_overhead_pct']:+.1f}%) | KV pull {point.get('kv_pull_mean_ms', float('nan')):.1f} ms "
+                  f"for {point.get('kv_pull_mean_bytes', 0) / 1e6:.1f} MB", flush=True)
     finally:
         pd_proc.terminate()
         co_proc.terminate()
