@@ -161,6 +161,11 @@ fn text(v: &Value) -> String {
 }
 
 async fn metric(http: &reqwest::Client, base: &str, name: &str) -> f64 {
+    metric_with(http, base, name, &[]).await
+}
+
+/// Sum of `name`'s samples whose line contains every one of `labels`.
+async fn metric_with(http: &reqwest::Client, base: &str, name: &str, labels: &[&str]) -> f64 {
     let body = http
         .get(format!("{base}/metrics"))
         .send()
@@ -171,6 +176,7 @@ async fn metric(http: &reqwest::Client, base: &str, name: &str) -> f64 {
         .unwrap();
     body.lines()
         .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter(|l| labels.iter().all(|want| l.contains(want)))
         .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
         .sum()
 }
@@ -320,26 +326,11 @@ async fn a_shared_prefix_pulls_fewer_blocks_and_lands_where_it_is_cached() {
     // Let the KV events reach the router.
     tokio::time::sleep(Duration::from_millis(700)).await;
     let chosen = |url: &str| {
-        let url = url.to_string();
-        let http = http.clone();
-        let base = r.url.clone();
+        let worker = format!("worker=\"{url}\"");
+        let (http, base) = (http.clone(), r.url.clone());
         async move {
-            let body = http
-                .get(format!("{base}/metrics"))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
-            body.lines()
-                .filter(|l| {
-                    l.starts_with("tandem_router_decisions_total")
-                        && l.contains("role=\"prefill\"")
-                        && l.contains(&format!("worker=\"{url}\""))
-                })
-                .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
-                .sum::<f64>()
+            let labels = ["role=\"prefill\"", worker.as_str()];
+            metric_with(&http, &base, "tandem_router_decisions_total", &labels).await
         }
     };
     let (a0, b0) = (chosen(&p1.url).await, chosen(&p2.url).await);

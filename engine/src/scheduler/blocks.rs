@@ -72,18 +72,7 @@ impl Scheduler {
         let cached_tokens = hits.len() * bs;
         let n = (seq.tokens.len() - cached_tokens).min(budget);
         let need = (cached_tokens + n).div_ceil(bs) - hits.len();
-        // Hits that sit free count against the pool once we take them.
-        let revived = hits
-            .iter()
-            .filter(|&&b| self.pool.ref_count(b) == 0)
-            .count();
-        if self.pool.num_free() < need + revived {
-            return None;
-        }
-        for &b in &hits {
-            self.pool.share(b).expect("lookup returns pool blocks");
-        }
-        let new = self.pool.allocate(need).expect("room checked above");
+        let new = self.take_blocks(&hits, need)?;
         let seq = self.seqs.get_mut(&id).expect("waiting ids exist");
         if seq.num_preemptions == 0 {
             self.pool
@@ -97,6 +86,25 @@ impl Scheduler {
         seq.first_scheduled
             .get_or_insert_with(std::time::Instant::now);
         Some(n)
+    }
+}
+
+impl Scheduler {
+    /// Shares the prefix-cache `hits` and allocates `need` new blocks, or
+    /// changes nothing and returns `None` when the pool cannot do both.
+    pub(super) fn take_blocks(&mut self, hits: &[u32], need: usize) -> Option<Vec<u32>> {
+        // Hits that sit free count against the pool once we take them.
+        let revived = hits
+            .iter()
+            .filter(|&&b| self.pool.ref_count(b) == 0)
+            .count();
+        if self.pool.num_free() < need + revived {
+            return None;
+        }
+        for &b in hits {
+            self.pool.share(b).expect("lookup returns pool blocks");
+        }
+        Some(self.pool.allocate(need).expect("room checked above"))
     }
 }
 

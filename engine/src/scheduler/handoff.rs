@@ -28,17 +28,7 @@ impl Scheduler {
         // first token was already sampled remotely.
         let hits = self.pool.lookup(&seq.block_hashes[..prompt_len / bs]);
         let need = (seq.tokens.len()).div_ceil(bs) - hits.len();
-        let revived = hits
-            .iter()
-            .filter(|&&b| self.pool.ref_count(b) == 0)
-            .count();
-        if self.pool.num_free() < need + revived {
-            return None;
-        }
-        for &b in &hits {
-            self.pool.share(b).expect("lookup returns pool blocks");
-        }
-        let new = self.pool.allocate(need).expect("room checked above");
+        let new = self.take_blocks(&hits, need)?;
         let seq = self.seqs.get_mut(&id).expect("waiting ids exist");
         let cached = hits.len() * bs;
         self.pool.record_query(prompt_len, cached);

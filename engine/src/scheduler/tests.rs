@@ -10,6 +10,10 @@ use crate::sampler::{SampledToken, SamplingParams};
 use crate::sequence::{Request, StopConditions};
 
 fn seq(id: SeqId, prompt: Vec<u32>, max_tokens: usize) -> Sequence {
+    seq_with(id, prompt, max_tokens, KvHandoff::None)
+}
+
+fn seq_with(id: SeqId, prompt: Vec<u32>, max_tokens: usize, handoff: KvHandoff) -> Sequence {
     let stop = StopConditions {
         max_tokens,
         ignore_eos: true,
@@ -21,7 +25,7 @@ fn seq(id: SeqId, prompt: Vec<u32>, max_tokens: usize) -> Sequence {
             prompt_tokens: prompt,
             params: SamplingParams::greedy(),
             stop,
-            handoff: Default::default(),
+            handoff,
         },
         0,
     )
@@ -277,28 +281,16 @@ proptest! {
 }
 
 fn remote_seq(id: SeqId, prompt: Vec<u32>, first: u32, remote_blocks: Vec<u32>) -> Sequence {
-    let stop = StopConditions {
-        max_tokens: 4,
-        ignore_eos: true,
-        ..Default::default()
+    let remote = crate::sequence::RemoteKv {
+        source: std::sync::Arc::new(Vec::new()),
+        lease: 7,
+        block_ids: remote_blocks,
     };
-    Sequence::new(
-        id,
-        Request {
-            prompt_tokens: prompt,
-            params: SamplingParams::greedy(),
-            stop,
-            handoff: KvHandoff::Load {
-                output_tokens: vec![first],
-                remote: crate::sequence::RemoteKv {
-                    source: std::sync::Arc::new(Vec::new()),
-                    lease: 7,
-                    block_ids: remote_blocks,
-                },
-            },
-        },
-        0,
-    )
+    let handoff = KvHandoff::Load {
+        output_tokens: vec![first],
+        remote,
+    };
+    seq_with(id, prompt, 4, handoff)
 }
 
 #[test]
