@@ -123,7 +123,7 @@ pub async fn plan(args: &Args) -> anyhow::Result<Plan> {
     let tok = PromptTokenizer::load(&tokenizer_dir)?;
     let requests = build_dataset(args, &tok)?;
     let slo = Slo::parse(&args.goodput).map_err(anyhow::Error::msg)?;
-    if !(args.burstiness > 0.0) {
+    if args.burstiness.is_nan() || args.burstiness <= 0.0 {
         bail!(
             "--burstiness must be > 0 (1 = Poisson), got {}",
             args.burstiness
@@ -249,7 +249,7 @@ pub async fn execute(plan: Plan) -> anyhow::Result<RunResult> {
         .pool_max_idle_per_host(plan.requests.len().min(1024))
         .build()
         .context("cannot build the HTTP client")?;
-    let mut rng = ChaCha8Rng::seed_from_u64(plan.seed ^ 0x5eed_a77);
+    let mut rng = ChaCha8Rng::seed_from_u64(plan.seed.wrapping_add(1));
     let offsets = arrivals::schedule(
         plan.requests.len(),
         plan.info.request_rate,
