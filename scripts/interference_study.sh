@@ -5,7 +5,8 @@
 #   colocated: tandem serve --colocated --workers 2 --routing round-robin
 # on the same machine. Writes one JSON line per (setup, rate) to
 # $OUT/interference.jsonl, plots p99 TTFT and TPOT vs rate to
-# $OUT/interference.png, and prints p99 P/D ÷ colocated per rate.
+# $OUT/interference.png (all requests) and $OUT/interference-short.png
+# (short requests only), and prints p99 P/D ÷ colocated per rate.
 #
 # A setup whose flags this `tandem` lacks is skipped with a message (the
 # colocated one falls back to a single `both` worker, labelled colocated-1w).
@@ -98,5 +99,9 @@ ratio=()
 if grep -q '"label":"pd"' "$results" && grep -q '"label":"colocated"' "$results"; then
   ratio=(--ratio pd/colocated)
 fi
+echo "== all requests"
 "$BENCH" plot "$results" --out "$OUT/interference.png" --stats p99 \
-  --title "short + long prompts: p99 vs rate" "${ratio[@]}"
+  --title "short + long prompts: p99 vs rate (all requests)" "${ratio[@]}"
+echo "== short requests only (the ones long prefills interfere with)"
+"$BENCH" plot "$results" --out "$OUT/interference-short.png" --stats p99 --class short \
+  --title "short + long prompts: p99 vs rate (short requests)" "${ratio[@]}"

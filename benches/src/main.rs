@@ -34,7 +34,7 @@ enum Command {
     /// Load-test an OpenAI-compatible server: TTFT/TPOT/ITL/E2E, throughput, goodput.
     Serve(Box<serve::Args>),
     /// `serve` at several request rates or concurrencies, one JSON line per run.
-    Sweep(Box<sweep::Args>),
+    Sweep(Box<sweep::SweepArgs>),
     /// Plot TTFT/TPOT percentiles vs rate from sweep results (PNG or SVG).
     Plot(plot::Args),
 }
@@ -47,5 +47,16 @@ fn main() -> anyhow::Result<()> {
         Command::Serve(a) => serve::run(*a),
         Command::Sweep(a) => sweep::run(*a),
         Command::Plot(a) => plot::run(a),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// clap checks the whole CLI (unique ids, conflicts) only when asked.
+    #[test]
+    fn cli_definition_is_valid() {
+        super::Cli::command().debug_assert();
     }
 }

@@ -37,6 +37,9 @@ pub struct Args {
     /// Print `A ÷ B` of p99 TTFT and TPOT per x, e.g. `--ratio pd/colocated`.
     #[arg(long)]
     pub ratio: Option<String>,
+    /// Only this request class of a mixed run (e.g. `short`).
+    #[arg(long)]
+    pub class: Option<String>,
     #[arg(long, default_value = DEFAULT_FONT)]
     pub font: PathBuf,
     #[arg(long, default_value = "tandem-bench sweep")]
@@ -51,8 +54,14 @@ pub struct Point {
 }
 
 impl Point {
-    pub fn stat(&self, stat: &str, metric: &str) -> Option<f64> {
-        self.json[format!("{stat}_{metric}_ms")].as_f64()
+    /// `stat` (mean, median, p99, …) of `metric` (ttft, tpot, …) in ms, over
+    /// all requests or, with `class`, over that class of a mixed run.
+    pub fn stat(&self, stat: &str, metric: &str, class: Option<&str>) -> Option<f64> {
+        let src = match class {
+            Some(c) => &self.json["by_class"][c],
+            None => &self.json,
+        };
+        src[format!("{stat}_{metric}_ms")].as_f64()
     }
 }
 
@@ -113,9 +122,10 @@ pub fn load(inputs: &[PathBuf], x: XAxis) -> anyhow::Result<Series> {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let series = load(&args.inputs, args.x)?;
-    print!("{}", table(&series));
+    let class = args.class.as_deref();
+    print!("{}", table(&series, class));
     if let Some(spec) = &args.ratio {
-        print!("{}", ratio_table(&series, spec)?);
+        print!("{}", ratio_table(&series, spec, class)?);
     }
     load_font(&args.font)?;
     let x_name = match args.x {
@@ -129,11 +139,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let size = (1200, 500);
     if svg {
         let root = SVGBackend::new(&args.out, size).into_drawing_area();
-        draw(&root, &series, &args.stats, x_name, &args.title)?;
+        draw(&root, &series, &args.stats, class, x_name, &args.title)?;
         root.present()?;
     } else {
         let root = BitMapBackend::new(&args.out, size).into_drawing_area();
-        draw(&root, &series, &args.stats, x_name, &args.title)?;
+        draw(&root, &series, &args.stats, class, x_name, &args.title)?;
         root.present()?;
     }
     println!("wrote {}", args.out.display());
@@ -161,6 +171,7 @@ fn draw<DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
     series: &Series,
     stats: &[String],
+    class: Option<&str>,
     x_name: &str,
     title: &str,
 ) -> anyhow::Result<()>
@@ -182,7 +193,7 @@ where
                 stats.iter().map(move |stat| {
                     let pts = points
                         .iter()
-                        .filter_map(|p| p.stat(stat, metric).map(|y| (p.x, y)))
+                        .filter_map(|p| p.stat(stat, metric, class).map(|y| (p.x, y)))
                         .collect();
                     (format!("{label} {stat}"), pts)
                 })
@@ -228,7 +239,7 @@ where
 }
 
 /// The numbers behind the plot, one row per run.
-pub fn table(series: &Series) -> String {
+pub fn table(series: &Series, class: Option<&str>) -> String {
     let mut s = format!(
         "{:<14}{:>8}{:>6}{:>7}{:>10}{:>12}{:>12}{:>12}{:>12}\n",
         "config", "x", "done", "failed", "req/s", "p50 TTFT", "p99 TTFT", "p50 TPOT", "p99 TPOT"
@@ -236,6 +247,7 @@ pub fn table(series: &Series) -> String {
     for (label, points) in series {
         for p in points {
             let g = |k: &str| p.json[k].as_f64().unwrap_or(f64::NAN);
+            let st = |stat: &str, m: &str| p.stat(stat, m, class).unwrap_or(f64::NAN);
             s.push_str(&format!(
                 "{:<14}{:>8.2}{:>6}{:>7}{:>10.2}{:>12.1}{:>12.1}{:>12.1}{:>12.1}\n",
                 label,
@@ -243,10 +255,10 @@ pub fn table(series: &Series) -> String {
                 g("completed"),
                 g("failed"),
                 g("request_throughput"),
-                g("median_ttft_ms"),
-                g("p99_ttft_ms"),
-                g("median_tpot_ms"),
-                g("p99_tpot_ms"),
+                st("median", "ttft"),
+                st("p99", "ttft"),
+                st("median", "tpot"),
+                st("p99", "tpot"),
             ));
         }
     }
@@ -254,7 +266,7 @@ pub fn table(series: &Series) -> String {
 }
 
 /// `A/B`: p99 TTFT and TPOT of config A divided by B at each shared x.
-pub fn ratio_table(series: &Series, spec: &str) -> anyhow::Result<String> {
+pub fn ratio_table(series: &Series, spec: &str, class: Option<&str>) -> anyhow::Result<String> {
     let (a, b) = spec
         .split_once('/')
         .with_context(|| format!("--ratio `{spec}` must be LABEL_A/LABEL_B"))?;
@@ -276,7 +288,8 @@ pub fn ratio_table(series: &Series, spec: &str) -> anyhow::Result<String> {
     for p in pa {
         if let Some(q) = pb.iter().find(|q| (q.x - p.x).abs() < 1e-9) {
             let r = |m: &str| {
-                p.stat("p99", m).unwrap_or(f64::NAN) / q.stat("p99", m).unwrap_or(f64::NAN)
+                p.stat("p99", m, class).unwrap_or(f64::NAN)
+                    / q.stat("p99", m, class).unwrap_or(f64::NAN)
             };
             s.push_str(&format!(
                 "{:>8.2}{:>20.3}{:>20.3}\n",

@@ -12,7 +12,7 @@ use serde_json::Value;
 use crate::serve::{self, arrivals::RequestRate};
 
 #[derive(clap::Args, Debug)]
-pub struct Args {
+pub struct SweepArgs {
     #[command(flatten)]
     pub serve: serve::Args,
     /// Request rates to sweep, e.g. `1,2,4,8,inf`.
@@ -43,40 +43,41 @@ const PER_REQUEST_FIELDS: [&str; 7] = [
     "errors",
 ];
 
-pub fn run(args: Args) -> anyhow::Result<()> {
+pub fn run(args: SweepArgs) -> anyhow::Result<()> {
     if args.rates.is_empty() == args.concurrencies.is_empty() {
         bail!("give exactly one of --rates R1,R2,… or --concurrencies C1,C2,…");
     }
     let rt = serve::runtime()?;
-    let base = rt.block_on(serve::plan(&args.serve))?;
     let mut file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(&args.out)
         .with_context(|| format!("cannot open {}", args.out.display()))?;
-    let runs: Vec<serve::Plan> = if args.rates.is_empty() {
+    // Each run gets its own seed (and so its own prompts): reusing one
+    // dataset would let a prefix-caching server answer later runs from cache.
+    let runs: Vec<serve::Args> = if args.rates.is_empty() {
         args.concurrencies
             .iter()
-            .map(|&c| {
-                let mut p = base.clone();
-                p.info.max_concurrency = Some(c);
-                p
+            .map(|&c| serve::Args {
+                max_concurrency: Some(c),
+                ..args.serve.clone()
             })
             .collect()
     } else {
         args.rates
             .iter()
-            .map(|&r| {
-                let mut p = base.clone();
-                p.info.request_rate = r;
-                p
+            .map(|&r| serve::Args {
+                request_rate: r,
+                ..args.serve.clone()
             })
             .collect()
     };
-    for (i, plan) in runs.into_iter().enumerate() {
+    for (i, mut run_args) in runs.into_iter().enumerate() {
         if i > 0 {
             std::thread::sleep(Duration::from_secs_f64(args.cooldown));
         }
+        run_args.seed = args.serve.seed.wrapping_add(i as u64);
+        let plan = rt.block_on(serve::plan(&run_args))?;
         let (rate, conc) = (plan.info.request_rate, plan.info.max_concurrency);
         let result = rt.block_on(serve::execute(plan))?;
         let m = &result.metrics;

@@ -8,7 +8,8 @@ fn write_runs(dir: &Path) -> PathBuf {
         for rate in [1.0, 2.0, 4.0] {
             let line = json!({"label": label, "request_rate": rate, "completed": 10, "failed": 0,
                 "request_throughput": rate, "median_ttft_ms": 100.0 * rate, "p99_ttft_ms": 200.0 * rate,
-                "median_tpot_ms": 10.0 * scale, "p99_tpot_ms": 20.0 * scale * rate});
+                "median_tpot_ms": 10.0 * scale, "p99_tpot_ms": 20.0 * scale * rate,
+                "by_class": {"short": {"p99_tpot_ms": 5.0 * scale, "p99_ttft_ms": 50.0}}});
             text.push_str(&format!("{line}\n"));
         }
     }
@@ -29,14 +30,21 @@ fn loads_sweep_lines_grouped_by_label_and_skips_infinite_rate() {
         series["pd"].iter().map(|p| p.x).collect::<Vec<_>>(),
         vec![1.0, 2.0, 4.0]
     );
-    let r = ratio_table(&series, "pd/colocated").unwrap();
+    let r = ratio_table(&series, "pd/colocated", None).unwrap();
     let last = r.lines().last().unwrap();
     assert!(last.contains("1.000") && last.contains("0.500"), "{r}");
-    assert!(ratio_table(&series, "pd/nope")
+    let short = ratio_table(&series, "pd/colocated", Some("short")).unwrap();
+    assert!(
+        short
+            .lines()
+            .all(|l| l.contains("x") || l.contains("0.500")),
+        "{short}"
+    );
+    assert!(ratio_table(&series, "pd/nope", None)
         .unwrap_err()
         .to_string()
         .contains("no runs labelled"));
-    assert!(table(&series).contains("colocated"));
+    assert!(table(&series, None).contains("colocated"));
 }
 
 #[test]
@@ -51,6 +59,7 @@ fn renders_png_and_svg() {
             x: XAxis::Rate,
             stats: vec!["median".into(), "p99".into()],
             ratio: None,
+            class: None,
             font: DEFAULT_FONT.into(),
             title: "test".into(),
         })

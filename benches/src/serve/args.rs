@@ -98,6 +98,9 @@ pub struct Args {
     /// Give up on a request after this many seconds (counted as failed).
     #[arg(long, default_value_t = 600.0)]
     pub request_timeout: f64,
+    /// Unmeasured requests sent one by one before the run (cold start).
+    #[arg(long, default_value_t = 1)]
+    pub num_warmups: usize,
     /// Name of this run in saved results and plots.
     #[arg(long)]
     pub label: Option<String>,

@@ -122,6 +122,7 @@ fn plan(base_url: String, endpoint: Endpoint, requests: Vec<SampleRequest>) -> P
         percentiles: vec![50.0, 90.0, 99.0],
         request_timeout: Duration::from_secs(10),
         show_progress: false,
+        num_warmups: 1,
     }
 }
 

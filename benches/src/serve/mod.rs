@@ -56,6 +56,8 @@ pub struct Plan {
     pub percentiles: Vec<f64>,
     pub request_timeout: Duration,
     pub show_progress: bool,
+    /// Requests sent (one at a time, not measured) before the run.
+    pub num_warmups: usize,
 }
 
 /// The outcome of one run.
@@ -159,6 +161,7 @@ pub async fn plan(args: &Args) -> anyhow::Result<Plan> {
         percentiles: args.percentiles.clone(),
         request_timeout: Duration::from_secs_f64(args.request_timeout),
         show_progress: !args.no_progress,
+        num_warmups: args.num_warmups,
     })
 }
 
@@ -260,6 +263,7 @@ pub async fn execute(plan: Plan) -> anyhow::Result<RunResult> {
         .info
         .max_concurrency
         .map(|c| Arc::new(Semaphore::new(c.max(1))));
+    warm_up(&http, &plan).await;
     let bar = progress::bar(plan.requests.len(), plan.show_progress);
     let client = Arc::new(plan.client.clone());
     let start = Instant::now();
@@ -284,11 +288,32 @@ pub async fn execute(plan: Plan) -> anyhow::Result<RunResult> {
     let duration = start.elapsed().as_secs_f64();
     bar.finish_and_clear();
     let metrics = metrics::compute(&outputs, duration, &plan.slo, &plan.percentiles);
-    let json = report::to_json(&plan.info, &metrics, &outputs, duration);
+    let mut json = report::to_json(&plan.info, &metrics, &outputs, duration);
+    let classes = report::by_class(&outputs, duration, &plan.slo, &plan.percentiles);
+    if !classes.is_empty() {
+        json["by_class"] = Value::Object(classes);
+    }
     Ok(RunResult {
         metrics,
         outputs,
         duration,
         json,
     })
+}
+
+/// Pay cold-start costs (first allocations, page faults, connection setup)
+/// outside the measurement. The prompt gets a marker in front so its KV
+/// blocks never serve the measured copy from the prefix cache.
+async fn warm_up(http: &reqwest::Client, plan: &Plan) {
+    let Some(first) = plan.requests.first() else {
+        return;
+    };
+    let mut req = first.clone();
+    req.prompt = format!("warm-up: {}", req.prompt);
+    for _ in 0..plan.num_warmups {
+        let out = client::send(http, &plan.client, &req, Instant::now()).await;
+        if !out.success {
+            eprintln!("warm-up request failed: {}", out.error);
+        }
+    }
 }

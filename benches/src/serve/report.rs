@@ -77,6 +77,43 @@ pub fn to_json(info: &RunInfo, m: &RunMetrics, outputs: &[RequestOutput], durati
     Value::Object(r)
 }
 
+/// Per-class metrics (e.g. `short` / `long` of the mixed dataset), so the
+/// interference study can read the short requests' TPOT on its own.
+/// Empty when every request has the same class.
+pub fn by_class(
+    outputs: &[RequestOutput],
+    duration: f64,
+    slo: &super::metrics::Slo,
+    percentiles: &[f64],
+) -> Map<String, Value> {
+    let mut classes: Vec<&str> = outputs.iter().map(|o| o.class).collect();
+    classes.sort_unstable();
+    classes.dedup();
+    let mut out = Map::new();
+    if classes.len() < 2 {
+        return out;
+    }
+    for class in classes {
+        let subset: Vec<RequestOutput> = outputs
+            .iter()
+            .filter(|o| o.class == class)
+            .cloned()
+            .collect();
+        let m = super::metrics::compute(&subset, duration, slo, percentiles);
+        let mut c = Map::new();
+        c.insert("completed".into(), json!(m.completed));
+        c.insert("failed".into(), json!(m.failed));
+        c.insert("total_input_tokens".into(), json!(m.total_input));
+        c.insert("total_output_tokens".into(), json!(m.total_output));
+        put_summary(&mut c, "ttft", &m.ttft);
+        put_summary(&mut c, "tpot", &m.tpot);
+        put_summary(&mut c, "itl", &m.itl);
+        put_summary(&mut c, "e2el", &m.e2el);
+        out.insert(class.to_string(), Value::Object(c));
+    }
+    out
+}
+
 /// The human-readable table printed after a run.
 pub fn summary_text(m: &RunMetrics, duration: f64) -> String {
     let mut s = String::new();
@@ -156,6 +193,25 @@ mod tests {
     fn percentile_keys_match_vllm() {
         assert_eq!(percentile_key(99.0), "p99");
         assert_eq!(percentile_key(99.9), "p99.9");
+    }
+
+    #[test]
+    fn by_class_splits_mixed_runs_only() {
+        let req = |class: &'static str, ttft: f64| RequestOutput {
+            success: true,
+            ttft,
+            latency: ttft + 0.9,
+            output_tokens: 10,
+            class,
+            ..Default::default()
+        };
+        let slo = super::super::metrics::Slo::default();
+        let mixed = [req("short", 0.1), req("long", 2.0), req("short", 0.3)];
+        let classes = by_class(&mixed, 1.0, &slo, &[99.0]);
+        assert_eq!(classes["short"]["completed"], 2);
+        assert!((classes["short"]["mean_ttft_ms"].as_f64().unwrap() - 200.0).abs() < 1e-9);
+        assert!((classes["long"]["p99_ttft_ms"].as_f64().unwrap() - 2000.0).abs() < 1e-9);
+        assert!(by_class(&[req("all", 0.1)], 1.0, &slo, &[99.0]).is_empty());
     }
 
     #[test]
