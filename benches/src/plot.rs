@@ -246,7 +246,8 @@ pub fn table(series: &Series, class: Option<&str>) -> String {
     );
     for (label, points) in series {
         for p in points {
-            let g = |k: &str| p.json[k].as_f64().unwrap_or(f64::NAN);
+            let src = class.map_or(&p.json, |c| &p.json["by_class"][c]);
+            let g = |k: &str| src[k].as_f64().unwrap_or(f64::NAN);
             let st = |stat: &str, m: &str| p.stat(stat, m, class).unwrap_or(f64::NAN);
             s.push_str(&format!(
                 "{:<14}{:>8.2}{:>6}{:>7}{:>10.2}{:>12.1}{:>12.1}{:>12.1}{:>12.1}\n",
@@ -254,7 +255,7 @@ pub fn table(series: &Series, class: Option<&str>) -> String {
                 p.x,
                 g("completed"),
                 g("failed"),
-                g("request_throughput"),
+                p.json["request_throughput"].as_f64().unwrap_or(f64::NAN),
                 st("median", "ttft"),
                 st("p99", "ttft"),
                 st("median", "tpot"),
