@@ -160,6 +160,7 @@ fn ttft(core: &mut EngineCore, id: u64, prompt: Vec<u32>) -> anyhow::Result<f64>
             prompt_tokens: prompt,
             params: SamplingParams::greedy(),
             stop,
+            handoff: Default::default(),
         },
     )?;
     while core.has_unfinished() {

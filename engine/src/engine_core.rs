@@ -3,11 +3,14 @@
 //! this; nothing here knows about HTTP, channels or text.
 
 use crate::error::{EngineError, Result};
-use crate::kv_cache::{KvCache, KvEvent, PrefixCacheStats};
+use std::collections::HashMap;
+
+use crate::kv_cache::{BlockHash, KvCache, KvEvent, PrefixCacheStats};
+use crate::kv_handoff::{HeldKv, KvLoad};
 use crate::models::CausalLm;
 use crate::sampler::{sample_batch, SampledToken};
 use crate::scheduler::{Scheduler, SchedulerConfig};
-use crate::sequence::{FinishReason, Request, SeqId, Sequence};
+use crate::sequence::{FinishReason, KvHandoff, Request, SeqId, Sequence};
 
 /// What one sequence got from a step.
 #[derive(Clone, Debug)]
@@ -20,6 +23,9 @@ pub struct StepOutput {
     pub cached_tokens: usize,
     /// When the sequence was first scheduled (its queue time ends there).
     pub first_scheduled: Option<std::time::Instant>,
+    /// Prefill role: the sequence ended after this token and its prompt
+    /// blocks are held for a decode worker.
+    pub handoff: Option<HeldKv>,
 }
 
 /// Load figures for metrics and routing.
@@ -30,6 +36,10 @@ pub struct EngineStats {
     pub kv_usage: f64,
     pub prefix_cache: PrefixCacheStats,
     pub num_preemptions: u64,
+    /// Prefill role: leases still holding blocks for decode workers.
+    pub num_kv_leases: usize,
+    /// Decode role: sequences waiting for their prompt KV to arrive.
+    pub num_loading_kv: usize,
 }
 
 pub struct EngineCore {
@@ -38,6 +48,8 @@ pub struct EngineCore {
     scheduler: Scheduler,
     eos_token_ids: Vec<u32>,
     seed: u64,
+    /// Prefill role: blocks held per lease (the lease id is the sequence id).
+    leases: HashMap<u64, Vec<u32>>,
 }
 
 impl EngineCore {
@@ -64,6 +76,7 @@ impl EngineCore {
             scheduler: Scheduler::new(config, num_blocks),
             eos_token_ids,
             seed,
+            leases: HashMap::new(),
         })
     }
 
@@ -73,6 +86,11 @@ impl EngineCore {
 
     pub fn scheduler(&self) -> &Scheduler {
         &self.scheduler
+    }
+
+    /// The KV arena, for registering it with a transfer agent.
+    pub fn kv_cache(&self) -> &KvCache {
+        &self.kv_cache
     }
 
     /// Queues a request after checking it can ever fit.
@@ -90,6 +108,16 @@ impl EngineCore {
             });
         }
         let bs = self.scheduler.config().block_size;
+        if let KvHandoff::Load { remote, .. } = &req.handoff {
+            let prompt_blocks = req.prompt_tokens.len().div_ceil(bs);
+            if remote.block_ids.len() != prompt_blocks {
+                return Err(EngineError::HandoffMismatch {
+                    blocks: remote.block_ids.len(),
+                    prompt_tokens: req.prompt_tokens.len(),
+                    block_size: bs,
+                });
+            }
+        }
         if total > self.scheduler.token_capacity() {
             return Err(EngineError::KvCacheTooSmall {
                 total: self.scheduler.token_capacity() / bs,
@@ -112,6 +140,33 @@ impl EngineCore {
         self.scheduler.has_unfinished()
     }
 
+    /// Pulls the decode side must start (see [`crate::kv_handoff`]).
+    pub fn take_kv_loads(&mut self) -> Vec<KvLoad> {
+        self.scheduler.take_kv_loads()
+    }
+
+    /// A pull ended; `ok == false` makes the engine compute the prompt.
+    pub fn kv_loaded(&mut self, id: SeqId, ok: bool) {
+        self.scheduler.kv_loaded(id, ok);
+    }
+
+    /// Frees a prefill lease's blocks (they stay in the prefix cache).
+    /// False when the lease is unknown (already released or expired).
+    pub fn release_lease(&mut self, lease: u64) -> bool {
+        match self.leases.remove(&lease) {
+            Some(blocks) => {
+                self.scheduler.release_blocks(&blocks);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Hashes of every block in the prefix cache now (a KV-event snapshot).
+    pub fn cached_block_hashes(&self) -> Vec<BlockHash> {
+        self.scheduler.pool().cached_hashes()
+    }
+
     pub fn stats(&self) -> EngineStats {
         EngineStats {
             num_running: self.scheduler.num_running(),
@@ -119,6 +174,8 @@ impl EngineCore {
             kv_usage: self.scheduler.kv_usage(),
             prefix_cache: self.scheduler.prefix_cache_stats(),
             num_preemptions: self.scheduler.num_preemptions(),
+            num_kv_leases: self.leases.len(),
+            num_loading_kv: self.scheduler.num_loading(),
         }
     }
 
@@ -155,8 +212,18 @@ impl EngineCore {
             let finished = seq.append(&token, &self.eos_token_ids);
             let cached_tokens = seq.num_cached_prompt_tokens;
             let first_scheduled = seq.first_scheduled;
+            let hold = matches!(seq.handoff, KvHandoff::Hold);
+            let mut handoff = None;
             if let Some(reason) = finished {
                 self.scheduler.finish(id, reason);
+            } else if hold {
+                let (block_ids, num_tokens) = self.scheduler.detach(id).expect("scheduled");
+                self.leases.insert(id, block_ids.clone());
+                handoff = Some(HeldKv {
+                    lease: id,
+                    block_ids,
+                    num_tokens,
+                });
             }
             outputs.push(StepOutput {
                 id,
@@ -164,6 +231,7 @@ impl EngineCore {
                 finished,
                 cached_tokens,
                 first_scheduled,
+                handoff,
             });
         }
         Ok(outputs)

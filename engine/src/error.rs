@@ -55,6 +55,12 @@ pub enum EngineError {
         needed: usize,
         block_size: usize,
     },
+    #[error("the prefill worker sent {blocks} KV blocks for a {prompt_tokens}-token prompt, which needs ceil({prompt_tokens} / {block_size}); prefill and decode workers must use the same --block-size")]
+    HandoffMismatch {
+        blocks: usize,
+        prompt_tokens: usize,
+        block_size: usize,
+    },
     #[error(transparent)]
     Sampling(#[from] crate::sampler::SamplingError),
     #[error("tensor computation failed: {0}")]

@@ -9,6 +9,7 @@ pub mod engine_core;
 pub mod error;
 pub mod generation_config;
 pub mod kv_cache;
+pub mod kv_handoff;
 pub mod loader;
 pub mod model_dir;
 pub mod models;
@@ -22,4 +23,4 @@ pub mod tokenizer;
 pub mod weights;
 
 pub use error::{EngineError, Result};
-pub use loader::{parse_dtype, EngineOptions, LoadedModel};
+pub use loader::{parse_dtype, EngineOptions, LoadedModel, ModelMeta};

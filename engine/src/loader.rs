@@ -49,8 +49,18 @@ pub struct LoadedModel {
     pub eos_token_ids: Vec<u32>,
 }
 
-impl LoadedModel {
-    pub fn load(dir: &Path, dtype: DType) -> Result<Self> {
+/// Everything about a model directory but its weights: what a router
+/// needs to tokenize, template and validate requests.
+pub struct ModelMeta {
+    pub files: ModelFiles,
+    pub config: ModelConfig,
+    pub tokenizer: Arc<Tokenizer>,
+    pub generation: GenerationDefaults,
+    pub eos_token_ids: Vec<u32>,
+}
+
+impl ModelMeta {
+    pub fn load(dir: &Path) -> Result<Self> {
         let files = ModelFiles::locate(dir)?;
         let config = ModelConfig::from_file(&files.config)?;
         let tokenizer = Tokenizer::load(&files)?;
@@ -58,6 +68,36 @@ impl LoadedModel {
             Some(p) => GenerationDefaults::from_file(p)?,
             None => GenerationDefaults::default(),
         };
+        let mut eos_token_ids = generation.eos_token_ids.clone();
+        eos_token_ids.extend(&config.eos_token_ids);
+        if let Some(id) = tokenizer
+            .eos_token
+            .as_deref()
+            .and_then(|t| tokenizer.token_to_id(t))
+        {
+            eos_token_ids.push(id);
+        }
+        eos_token_ids.sort_unstable();
+        eos_token_ids.dedup();
+        Ok(ModelMeta {
+            files,
+            config,
+            tokenizer: Arc::new(tokenizer),
+            generation,
+            eos_token_ids,
+        })
+    }
+}
+
+impl LoadedModel {
+    pub fn load(dir: &Path, dtype: DType) -> Result<Self> {
+        let ModelMeta {
+            files,
+            config,
+            tokenizer,
+            generation,
+            eos_token_ids,
+        } = ModelMeta::load(dir)?;
         let device = Device::Cpu;
         let weights = Weights::open(
             &files.weights,
@@ -71,17 +111,6 @@ impl LoadedModel {
             &weights,
             &device,
         )?;
-        let mut eos_token_ids = generation.eos_token_ids.clone();
-        eos_token_ids.extend(&config.eos_token_ids);
-        if let Some(id) = tokenizer
-            .eos_token
-            .as_deref()
-            .and_then(|t| tokenizer.token_to_id(t))
-        {
-            eos_token_ids.push(id);
-        }
-        eos_token_ids.sort_unstable();
-        eos_token_ids.dedup();
         tracing::info!(
             dir = %dir.display(),
             architecture = config.architecture.hf_name(),
@@ -92,14 +121,24 @@ impl LoadedModel {
         Ok(LoadedModel {
             files,
             config,
-            tokenizer: Arc::new(tokenizer),
+            tokenizer,
             generation,
             model,
             eos_token_ids,
         })
     }
 
-    /// Offline generation with this model's own stop tokens.
+    /// Everything but the weights.
+    pub fn meta(&self) -> ModelMeta {
+        ModelMeta {
+            files: self.files.clone(),
+            config: self.config.clone(),
+            tokenizer: self.tokenizer.clone(),
+            generation: self.generation.clone(),
+            eos_token_ids: self.eos_token_ids.clone(),
+        }
+    }
+
     pub fn generate(
         &self,
         requests: &[GenerateRequest],
@@ -110,21 +149,28 @@ impl LoadedModel {
 
     /// Starts the serving engine thread for this model.
     pub fn start_engine(&self, opts: &EngineOptions) -> Result<EngineHandle> {
+        Ok(EngineHandle::spawn(
+            self.build_core(opts)?,
+            self.tokenizer.clone(),
+        ))
+    }
+
+    /// The engine core without its thread: a disaggregated worker registers
+    /// the KV arena with its transfer agent before starting it.
+    pub fn build_core(&self, opts: &EngineOptions) -> Result<EngineCore> {
         let bs = opts.scheduler.block_size;
         let dtype = self.model.dtype();
         let bytes = opts.kv_cache_memory.unwrap_or_else(default_kv_cache_memory);
         let num_blocks = KvCache::blocks_for_memory(&self.config, bs, dtype, bytes);
-        let core = EngineCore::new(
+        EngineCore::new(
             self.model.clone(),
             self.eos_token_ids.clone(),
             opts.scheduler.clone(),
             num_blocks,
             opts.seed,
-        )?;
-        Ok(EngineHandle::spawn(core, self.tokenizer.clone()))
+        )
     }
 
-    /// Longest context the engine accepts (prompt plus output).
     pub fn max_model_len(&self) -> usize {
         self.config.max_position_embeddings
     }

@@ -128,6 +128,7 @@ pub fn generate(
                 prompt_tokens: r.prompt_tokens.clone(),
                 params: r.params.clone(),
                 stop,
+                handoff: Default::default(),
             },
         )?;
         pending_first += 1;

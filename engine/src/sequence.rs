@@ -6,7 +6,7 @@ use crate::sampler::{SampleInput, SampledToken, SamplingParams, SamplingState};
 
 pub type SeqId = u64;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FinishReason {
     /// An end-of-sequence token, a stop token id or a stop string.
@@ -18,7 +18,7 @@ pub enum FinishReason {
 }
 
 /// When a sequence ends, besides stop strings (matched on text, outside the core).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StopConditions {
     pub max_tokens: usize,
     /// EOS and stop ids are ignored until this many tokens were generated.
@@ -28,17 +28,55 @@ pub struct StopConditions {
 }
 
 /// What a caller submits to the engine.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Request {
     pub prompt_tokens: Vec<u32>,
     pub params: SamplingParams,
     pub stop: StopConditions,
+    /// Prefill/decode disaggregation: what this engine does with the
+    /// prompt's KV besides computing it (never sent over the wire: the
+    /// worker API carries it in its own fields).
+    #[serde(skip)]
+    pub handoff: KvHandoff,
+}
+
+/// The disaggregated roles a request can play in one engine.
+#[derive(Clone, Debug, Default)]
+pub enum KvHandoff {
+    /// Colocated: compute the prompt and decode here.
+    #[default]
+    None,
+    /// Prefill worker: compute the prompt, sample the first token, then end
+    /// the sequence but keep its blocks pinned under a lease until the
+    /// decode worker has pulled them (or the lease is released).
+    Hold,
+    /// Decode worker: the prompt's KV lives on another worker and the first
+    /// `output_tokens` were already sampled there; pull the blocks this
+    /// engine does not have cached, then go on decoding.
+    Load {
+        output_tokens: Vec<u32>,
+        remote: RemoteKv,
+    },
+}
+
+/// Where a prompt's KV blocks live on another worker. The engine only uses
+/// `block_ids`; `source` is for the transfer layer (the peer's agent
+/// metadata).
+#[derive(Clone, Debug)]
+pub struct RemoteKv {
+    pub source: std::sync::Arc<Vec<u8>>,
+    pub lease: u64,
+    /// The remote block table covering the prompt, block `i` = tokens
+    /// `i * block_size..`.
+    pub block_ids: Vec<u32>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SeqStatus {
     Waiting,
     Running,
+    /// Blocks allocated, prompt KV being pulled from a remote worker.
+    LoadingKv,
 }
 
 pub struct Sequence {
@@ -62,15 +100,27 @@ pub struct Sequence {
     pub num_preemptions: u32,
     /// When the scheduler first gave it a step (end of its queue time).
     pub first_scheduled: Option<std::time::Instant>,
+    /// Hold (prefill role) or the remote KV still to load (decode role);
+    /// back to `None` once loaded.
+    pub handoff: KvHandoff,
 }
 
 impl Sequence {
     pub fn new(id: SeqId, req: Request, fallback_seed: u64) -> Self {
-        let sampling = SamplingState::new(&req.params, fallback_seed);
+        let prompt_len = req.prompt_tokens.len();
+        let mut tokens = req.prompt_tokens;
+        // Tokens sampled on a prefill worker: the RNG resumes after them.
+        let sampling = match &req.handoff {
+            KvHandoff::Load { output_tokens, .. } => {
+                tokens.extend_from_slice(output_tokens);
+                SamplingState::resume(&req.params, fallback_seed, output_tokens)
+            }
+            _ => SamplingState::new(&req.params, fallback_seed),
+        };
         Sequence {
             id,
-            prompt_len: req.prompt_tokens.len(),
-            tokens: req.prompt_tokens,
+            prompt_len,
+            tokens,
             num_computed: 0,
             block_table: Vec::new(),
             block_hashes: Vec::new(),
@@ -82,6 +132,7 @@ impl Sequence {
             status: SeqStatus::Waiting,
             num_preemptions: 0,
             first_scheduled: None,
+            handoff: req.handoff,
         }
     }
 

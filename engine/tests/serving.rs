@@ -49,6 +49,7 @@ fn greedy(prompt: Vec<u32>, max_tokens: usize) -> ServingRequest {
         prompt_tokens: prompt,
         params: SamplingParams::greedy(),
         stop,
+        handoff: Default::default(),
     })
 }
 

@@ -2,6 +2,8 @@
 
 mod api;
 mod cli;
+mod router;
+mod worker;
 
 use clap::Parser;
 

@@ -107,14 +107,71 @@ fn missing_model_fails_with_a_hint() {
 }
 
 #[test]
-fn prefill_and_decode_roles_are_refused_until_issue_7() {
-    for role in ["prefill", "decode"] {
-        let out = tandem(&["worker", "--role", role, "--model", "/nonexistent"]);
-        assert!(!out.status.success());
-        let err = String::from_utf8_lossy(&out.stderr);
+fn check_config_validates_flags_without_starting() {
+    for args in [
+        &[
+            "worker",
+            "--role",
+            "prefill",
+            "--model",
+            "/models/m",
+            "--host",
+            "0.0.0.0",
+        ][..],
+        &[
+            "worker",
+            "--role",
+            "decode",
+            "--model",
+            "/models/m",
+            "--kv-lease-timeout",
+            "5",
+        ],
+        &[
+            "router",
+            "--model",
+            "/m",
+            "--prefill",
+            "http://p:8000",
+            "--decode",
+            "http://d:8000",
+        ],
+        &["serve", "--prefill-workers", "2", "--decode-workers", "1"],
+        &[
+            "serve",
+            "--colocated",
+            "--workers",
+            "2",
+            "--routing",
+            "round-robin",
+        ],
+    ] {
+        let mut a = args.to_vec();
+        a.push("--check-config");
+        let out = tandem(&a);
         assert!(
-            err.contains("not yet implemented") && err.contains("issue 7"),
-            "{err}"
+            out.status.success(),
+            "{a:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
         );
+        assert!(String::from_utf8_lossy(&out.stdout).contains("configuration OK"));
+    }
+    for (args, complaint) in [
+        (
+            &["router", "--model", "/m", "--prefill", "http://p:1"][..],
+            "--decode",
+        ),
+        (&["router", "--model", "/m", "--decode", "p:1"], "http://"),
+        (
+            &["worker", "--role", "prefill", "--kv-lease-timeout", "0"],
+            "--kv-lease-timeout",
+        ),
+    ] {
+        let mut a = args.to_vec();
+        a.push("--check-config");
+        let out = tandem(&a);
+        assert!(!out.status.success(), "{a:?} must be refused");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(complaint), "{a:?}: {err}");
     }
 }

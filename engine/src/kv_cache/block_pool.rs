@@ -71,6 +71,11 @@ impl BlockPool {
         self.ref_counts.get(block as usize).copied().unwrap_or(0)
     }
 
+    /// Every hash in the prefix cache (for a KV-event snapshot).
+    pub fn cached_hashes(&self) -> Vec<BlockHash> {
+        self.cached.keys().copied().collect()
+    }
+
     pub fn num_cached(&self) -> usize {
         self.cached.len()
     }

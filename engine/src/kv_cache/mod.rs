@@ -12,7 +12,7 @@ pub use block_pool::{BlockPool, BlockPoolError, PrefixCacheStats};
 pub use events::KvEvent;
 pub use tandem_kernels::KvCacheLayout;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{CpuStorage, DType, Device, Storage, Tensor};
 
 use crate::config::ModelConfig;
 use crate::error::Result;
@@ -32,6 +32,29 @@ impl KvCache {
             dtype,
             arena,
         })
+    }
+
+    /// Address of the arena's first byte in host memory, so a transfer
+    /// agent can register it. Stable while the cache lives: the arena is
+    /// written in place and never reallocated. `None` off the CPU.
+    pub fn host_ptr(&self) -> Option<*mut u8> {
+        let (storage, layout) = self.arena.storage_and_layout();
+        let Storage::Cpu(cpu) = &*storage else {
+            return None;
+        };
+        let base = match cpu {
+            CpuStorage::F32(v) => v.as_ptr() as *const u8,
+            CpuStorage::BF16(v) => v.as_ptr() as *const u8,
+            CpuStorage::F16(v) => v.as_ptr() as *const u8,
+            _ => return None,
+        };
+        let offset = layout.start_offset() * self.dtype.size_in_bytes();
+        Some(base.wrapping_add(offset) as *mut u8)
+    }
+
+    /// Bytes of one block.
+    pub fn block_bytes(&self) -> usize {
+        self.layout.block_elems() * self.dtype.size_in_bytes()
     }
 
     /// The layout a model needs for `num_blocks` blocks of `block_size` tokens.

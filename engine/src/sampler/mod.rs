@@ -26,7 +26,7 @@ pub use state::SamplingState;
 
 /// One sampled token with its raw-logit log-probability and, when the request
 /// asked for them, the top logprobs (largest first, lower id first among equals).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SampledToken {
     pub token: u32,
     pub logprob: f32,

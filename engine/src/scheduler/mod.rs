@@ -7,6 +7,7 @@
 //! The result is a plain [`SchedulerOutput`] the model runner executes.
 
 mod blocks;
+mod handoff;
 #[cfg(test)]
 mod tests;
 
@@ -14,8 +15,9 @@ use std::collections::{HashMap, HashSet, VecDeque};
 
 use crate::batch::{ForwardBatch, SeqChunk};
 use crate::kv_cache::{BlockPool, KvEvent, PrefixCacheStats};
+use crate::kv_handoff::KvLoad;
 use crate::sampler::SampleInput;
-use crate::sequence::{FinishReason, SeqId, SeqStatus, Sequence};
+use crate::sequence::{FinishReason, KvHandoff, SeqId, SeqStatus, Sequence};
 
 #[derive(Clone, Debug)]
 pub struct SchedulerConfig {
@@ -69,6 +71,13 @@ pub struct Scheduler {
     seqs: HashMap<SeqId, Sequence>,
     waiting: VecDeque<SeqId>,
     running: Vec<SeqId>,
+    /// Decode-side sequences whose prompt KV is being pulled.
+    loading: Vec<SeqId>,
+    /// Pulls to start, taken by the engine after each `schedule`.
+    kv_loads: Vec<KvLoad>,
+    /// Blocks of sequences aborted mid-pull: freed when the pull ends, as
+    /// the transfer may still be writing into them.
+    orphaned_loads: HashMap<SeqId, Vec<u32>>,
     num_preemptions: u64,
 }
 
@@ -81,6 +90,9 @@ impl Scheduler {
             seqs: HashMap::new(),
             waiting: VecDeque::new(),
             running: Vec::new(),
+            loading: Vec::new(),
+            kv_loads: Vec::new(),
+            orphaned_loads: HashMap::new(),
             num_preemptions: 0,
         }
     }
@@ -162,13 +174,25 @@ impl Scheduler {
         // Newcomers only when nobody had to make room this step.
         while out.preempted.is_empty()
             && budget > 0
-            && self.running.len() < self.config.max_num_seqs
+            && self.running.len() + self.loading.len() < self.config.max_num_seqs
         {
             let Some(&id) = self.waiting.front() else {
                 break;
             };
-            let Some(n) = self.admit(id, budget) else {
-                break;
+            let n = if matches!(self.seqs[&id].handoff, KvHandoff::Load { .. }) {
+                match self.admit_remote(id) {
+                    None => break,
+                    Some(handoff::RemoteAdmit::Loading) => {
+                        self.waiting.pop_front();
+                        continue;
+                    }
+                    Some(handoff::RemoteAdmit::Ready) => 1,
+                }
+            } else {
+                match self.admit(id, budget) {
+                    Some(n) => n,
+                    None => break,
+                }
             };
             self.waiting.pop_front();
             self.running.push(id);
@@ -238,6 +262,11 @@ impl Scheduler {
         let seq = self.seqs.remove(&id)?;
         self.running.retain(|&r| r != id);
         self.waiting.retain(|&w| w != id);
+        if seq.status == SeqStatus::LoadingKv {
+            self.loading.retain(|&l| l != id);
+            self.orphaned_loads.insert(id, seq.block_table.clone());
+            return Some(seq);
+        }
         self.pool
             .release(seq.block_table.iter().rev())
             .expect("a sequence holds each of its blocks once");

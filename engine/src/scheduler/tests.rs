@@ -21,6 +21,7 @@ fn seq(id: SeqId, prompt: Vec<u32>, max_tokens: usize) -> Sequence {
             prompt_tokens: prompt,
             params: SamplingParams::greedy(),
             stop,
+            handoff: Default::default(),
         },
         0,
     )
@@ -273,4 +274,112 @@ proptest! {
         prop_assert!(!s.has_unfinished(), "every request finishes");
         prop_assert_eq!(s.pool().num_free(), s.pool().num_blocks());
     }
+}
+
+fn remote_seq(id: SeqId, prompt: Vec<u32>, first: u32, remote_blocks: Vec<u32>) -> Sequence {
+    let stop = StopConditions {
+        max_tokens: 4,
+        ignore_eos: true,
+        ..Default::default()
+    };
+    Sequence::new(
+        id,
+        Request {
+            prompt_tokens: prompt,
+            params: SamplingParams::greedy(),
+            stop,
+            handoff: KvHandoff::Load {
+                output_tokens: vec![first],
+                remote: crate::sequence::RemoteKv {
+                    source: std::sync::Arc::new(Vec::new()),
+                    lease: 7,
+                    block_ids: remote_blocks,
+                },
+            },
+        },
+        0,
+    )
+}
+
+#[test]
+fn a_remote_prompt_pulls_only_the_blocks_not_cached_here() {
+    let mut s = sched(16, 4, 64);
+    // A local request caches the first two blocks of the prompt (8 tokens).
+    s.add(seq(1, (1..=9).collect(), 1));
+    while s.has_unfinished() {
+        step(&mut s, 99);
+    }
+    // 10 prompt tokens = 3 blocks remotely (100, 101, 102).
+    s.add(remote_seq(2, (1..=10).collect(), 50, vec![100, 101, 102]));
+    let plan = s.schedule();
+    assert!(plan.is_empty(), "nothing runs until the KV landed");
+    let loads = s.take_kv_loads();
+    assert_eq!(loads.len(), 1);
+    assert_eq!(loads[0].reused_blocks, 2);
+    let seq2 = s.get(2).unwrap();
+    assert_eq!(loads[0].pairs, vec![(102, seq2.block_table[2])]);
+    assert_eq!(seq2.status, SeqStatus::LoadingKv);
+    s.kv_loaded(2, true);
+    // Decoding resumes at the first token sampled remotely.
+    let (plan, _) = step(&mut s, 51);
+    assert_eq!(
+        plan.chunks,
+        vec![ScheduledChunk {
+            id: 2,
+            start: 10,
+            len: 1,
+            sample: true
+        }]
+    );
+    check_ref_counts(&s);
+}
+
+#[test]
+fn a_failed_pull_computes_the_prompt_locally() {
+    let mut s = sched(16, 4, 64);
+    s.add(remote_seq(3, (1..=10).collect(), 50, vec![5, 6, 7]));
+    assert!(s.schedule().is_empty());
+    assert_eq!(s.take_kv_loads()[0].pairs.len(), 3);
+    s.kv_loaded(3, false);
+    let (plan, _) = step(&mut s, 51);
+    // Prompt plus the remote first token, then the next token is sampled.
+    assert_eq!(
+        plan.chunks,
+        vec![ScheduledChunk {
+            id: 3,
+            start: 0,
+            len: 11,
+            sample: true
+        }]
+    );
+}
+
+#[test]
+fn aborting_mid_pull_frees_the_blocks_only_when_the_pull_ends() {
+    let mut s = sched(8, 4, 64);
+    s.add(remote_seq(4, (1..=10).collect(), 50, vec![5, 6, 7]));
+    s.schedule();
+    s.take_kv_loads();
+    let free_before = s.pool().num_free();
+    s.finish(4, FinishReason::Abort);
+    assert_eq!(
+        s.pool().num_free(),
+        free_before,
+        "the transfer may still write them"
+    );
+    s.kv_loaded(4, true);
+    assert_eq!(s.pool().num_free(), 8);
+}
+
+#[test]
+fn a_detached_prefill_keeps_its_blocks_until_released() {
+    let mut s = sched(8, 4, 64);
+    s.add(seq(5, (1..=10).collect(), 4));
+    step(&mut s, 9);
+    let (blocks, prompt_len) = s.detach(5).unwrap();
+    assert_eq!((blocks.len(), prompt_len), (3, 10));
+    assert_eq!(s.pool().num_free(), 5);
+    s.release_blocks(&blocks);
+    assert_eq!(s.pool().num_free(), 8);
+    assert!(!s.has_unfinished());
 }

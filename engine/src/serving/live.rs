@@ -1,6 +1,8 @@
-//! Per-request text state on the engine thread: turns sampled tokens into
-//! text deltas (UTF-8 safe), applies stop strings, and keeps the numbers
-//! for `usage` and timings.
+//! Per-request text state: turns sampled tokens into text deltas (UTF-8
+//! safe), applies stop strings, and keeps the numbers for `usage` and
+//! timings. The engine thread runs one per request; the P/D router runs one
+//! over the tokens its prefill and decode workers send, so both modes give
+//! the same text.
 
 use std::time::Instant;
 use tokio::sync::mpsc::UnboundedSender;
@@ -17,6 +19,11 @@ pub(super) type OutputSender = UnboundedSender<Result<RequestOutput, ServingErro
 
 pub(super) struct LiveRequest {
     pub tx: OutputSender,
+    pub out: OutputBuilder,
+}
+
+/// Builds a request's [`RequestOutput`]s from its sampled tokens.
+pub struct OutputBuilder {
     detok: IncrementalDetokenizer,
     stop: StopMatcher,
     arrival: Instant,
@@ -27,9 +34,8 @@ pub(super) struct LiveRequest {
     first_scheduled: Option<Instant>,
 }
 
-impl LiveRequest {
+impl OutputBuilder {
     pub fn new(
-        tx: OutputSender,
         prompt: &[u32],
         stop: StopMatcher,
         min_tokens: usize,
@@ -37,8 +43,7 @@ impl LiveRequest {
         skip_special_tokens: bool,
         arrival: Instant,
     ) -> Self {
-        LiveRequest {
-            tx,
+        OutputBuilder {
             detok: IncrementalDetokenizer::new(prompt, skip_special_tokens),
             stop,
             arrival,
@@ -122,6 +127,7 @@ impl LiveRequest {
             stop_reason,
             usage: self.usage,
             timings,
+            kv_handoff: out.handoff,
         })
     }
 }

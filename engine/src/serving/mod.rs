@@ -7,6 +7,7 @@ mod request;
 mod stream;
 mod thread;
 
+pub use live::OutputBuilder;
 pub use request::{RequestOutput, ServingError, ServingRequest, StopReason, Timings, Usage};
 pub use stream::RequestStream;
 
@@ -16,20 +17,26 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::broadcast;
 
 use crate::engine_core::{EngineCore, EngineStats};
-use crate::kv_cache::KvEvent;
+use crate::kv_cache::{BlockHash, KvEvent};
+use crate::kv_handoff::KvLoader;
 use crate::sequence::SeqId;
 use crate::tokenizer::Tokenizer;
 
 pub(crate) enum Command {
     Add {
         id: SeqId,
-        request: ServingRequest,
+        request: Box<ServingRequest>,
         tx: live::OutputSender,
         arrival: std::time::Instant,
     },
     Abort(SeqId),
+    ReleaseLease(u64),
+    SnapshotKv(tokio::sync::oneshot::Sender<KvSnapshot>),
     Shutdown,
 }
+
+/// Every cached block hash now, and the events that follow it.
+pub type KvSnapshot = (Vec<BlockHash>, broadcast::Receiver<KvEvent>);
 
 /// A cheap, cloneable handle to the engine thread.
 #[derive(Clone)]
@@ -44,11 +51,28 @@ pub struct EngineHandle {
 impl EngineHandle {
     /// Starts the engine thread.
     pub fn spawn(core: EngineCore, tokenizer: Arc<Tokenizer>) -> Self {
+        Self::spawn_with_loader(core, tokenizer, None)
+    }
+
+    /// Starts the engine thread of a decode worker: requests with remote
+    /// prompt KV are pulled through `loader` (without one they are computed
+    /// here).
+    pub fn spawn_with_loader(
+        core: EngineCore,
+        tokenizer: Arc<Tokenizer>,
+        loader: Option<Arc<dyn KvLoader>>,
+    ) -> Self {
         let (commands, rx) = std::sync::mpsc::channel();
         let stats = Arc::new(Mutex::new(core.stats()));
         let (kv_events, _) = broadcast::channel(4096);
-        let worker =
-            thread::EngineThread::new(core, tokenizer, rx, stats.clone(), kv_events.clone());
+        let worker = thread::EngineThread::new(
+            core,
+            tokenizer,
+            rx,
+            stats.clone(),
+            kv_events.clone(),
+            loader,
+        );
         let alive = Arc::new(AtomicBool::new(true));
         let flag = thread::AliveFlag(alive.clone());
         std::thread::Builder::new()
@@ -74,7 +98,7 @@ impl EngineHandle {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let sent = self.commands.send(Command::Add {
             id,
-            request,
+            request: Box::new(request),
             tx: tx.clone(),
             arrival: std::time::Instant::now(),
         });
@@ -102,6 +126,19 @@ impl EngineHandle {
     /// Prefix-cache changes from now on.
     pub fn subscribe_kv_events(&self) -> broadcast::Receiver<KvEvent> {
         self.kv_events.subscribe()
+    }
+
+    /// Frees a prefill lease's blocks (decode pulled them, or gave up).
+    pub fn release_lease(&self, lease: u64) {
+        let _ = self.commands.send(Command::ReleaseLease(lease));
+    }
+
+    /// The prefix cache's hashes now plus a subscription to what changes
+    /// after, with nothing lost in between; `None` once the engine is gone.
+    pub async fn kv_snapshot(&self) -> Option<KvSnapshot> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.commands.send(Command::SnapshotKv(tx)).ok()?;
+        rx.await.ok()
     }
 
     /// Stops the engine thread; requests still running get `Shutdown`.

@@ -2,11 +2,12 @@
 
 use std::time::Duration;
 
+use crate::kv_handoff::HeldKv;
 use crate::sampler::SampledToken;
 use crate::sequence::{FinishReason, Request};
 
 /// A request plus what the text side needs: stop strings and detokenization.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct ServingRequest {
     pub request: Request,
     pub stop_strings: Vec<String>,
@@ -27,7 +28,7 @@ impl ServingRequest {
 
 /// What ended a request with `finish_reason: "stop"` besides EOS. Serialises
 /// as vLLM does: the string itself, or the token id as a number.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(untagged)]
 pub enum StopReason {
     TokenId(u32),
@@ -68,6 +69,9 @@ pub struct RequestOutput {
     pub stop_reason: Option<StopReason>,
     pub usage: Usage,
     pub timings: Option<Timings>,
+    /// Prefill role: the request ended here after its first token and its
+    /// prompt KV is held for a decode worker (`finish_reason` is `None`).
+    pub kv_handoff: Option<HeldKv>,
 }
 
 /// The engine could not run a request to its end.
@@ -79,4 +83,8 @@ pub enum ServingError {
     Engine(String),
     #[error("the engine has shut down")]
     Shutdown,
+    /// Nothing can run the request now (a router without healthy workers);
+    /// retrying later may work.
+    #[error("{0}")]
+    Unavailable(String),
 }

@@ -2,16 +2,18 @@
 //! and fans results out to the requests' channels.
 
 use std::collections::HashMap;
-use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::mpsc::{Receiver, Sender, TryRecvError};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::sync::broadcast;
 
-use super::live::LiveRequest;
+use super::live::{LiveRequest, OutputBuilder};
 use super::request::ServingError;
 use super::Command;
 use crate::engine_core::{EngineCore, EngineStats};
 use crate::kv_cache::KvEvent;
+use crate::kv_handoff::{KvLoadDone, KvLoader};
 use crate::sequence::{FinishReason, SeqId};
 use crate::stop::StopMatcher;
 use crate::tokenizer::Tokenizer;
@@ -33,6 +35,10 @@ pub(super) struct EngineThread {
     stats: Arc<Mutex<EngineStats>>,
     kv_events: broadcast::Sender<KvEvent>,
     live: HashMap<SeqId, LiveRequest>,
+    loader: Option<Arc<dyn KvLoader>>,
+    loads_done_tx: Sender<(SeqId, Result<(), String>)>,
+    loads_done: Receiver<(SeqId, Result<(), String>)>,
+    loads_in_flight: usize,
 }
 
 impl EngineThread {
@@ -42,7 +48,9 @@ impl EngineThread {
         commands: Receiver<Command>,
         stats: Arc<Mutex<EngineStats>>,
         kv_events: broadcast::Sender<KvEvent>,
+        loader: Option<Arc<dyn KvLoader>>,
     ) -> Self {
+        let (loads_done_tx, loads_done) = std::sync::mpsc::channel();
         EngineThread {
             core,
             tokenizer,
@@ -50,13 +58,17 @@ impl EngineThread {
             stats,
             kv_events,
             live: HashMap::new(),
+            loader,
+            loads_done_tx,
+            loads_done,
+            loads_in_flight: 0,
         }
     }
 
     pub fn run(mut self) {
         loop {
             // Sleep on the channel when idle; otherwise take what is queued.
-            if self.live.is_empty() {
+            if self.live.is_empty() && self.loads_in_flight == 0 {
                 match self.commands.recv() {
                     Ok(cmd) => {
                         if !self.handle(cmd) {
@@ -85,10 +97,17 @@ impl EngineThread {
             if !open {
                 break;
             }
+            let landed = self.finish_loads();
+            let mut stepped = false;
             if self.core.has_unfinished() {
-                self.step();
+                stepped = self.step();
             }
+            self.start_loads();
             self.publish();
+            if !stepped && !landed && self.loads_in_flight > 0 {
+                // Only pulls are pending: wait for them without spinning.
+                std::thread::sleep(Duration::from_micros(200));
+            }
         }
         for (_, req) in self.live.drain() {
             let _ = req.tx.send(Err(ServingError::Shutdown));
@@ -104,6 +123,7 @@ impl EngineThread {
                 tx,
                 arrival,
             } => {
+                let request = *request;
                 let stop = match StopMatcher::new(
                     request.stop_strings,
                     request.include_stop_str_in_output,
@@ -119,8 +139,7 @@ impl EngineThread {
                 let stop_token_ids = request.request.stop.stop_token_ids.clone();
                 match self.core.add_request(id, request.request) {
                     Ok(()) => {
-                        let live = LiveRequest::new(
-                            tx,
+                        let out = OutputBuilder::new(
                             &prompt,
                             stop,
                             min_tokens,
@@ -128,7 +147,7 @@ impl EngineThread {
                             request.skip_special_tokens,
                             arrival,
                         );
-                        self.live.insert(id, live);
+                        self.live.insert(id, LiveRequest { tx, out });
                     }
                     Err(e) => {
                         let _ = tx.send(Err(ServingError::Rejected(e.to_string())));
@@ -139,12 +158,52 @@ impl EngineThread {
                 self.core.finish(id, FinishReason::Abort);
                 self.live.remove(&id);
             }
+            Command::ReleaseLease(lease) => {
+                if !self.core.release_lease(lease) {
+                    tracing::debug!(lease, "KV lease already released");
+                }
+            }
+            Command::SnapshotKv(reply) => {
+                // Subscribed before the snapshot, with no step in between,
+                // so the subscriber misses nothing.
+                let rx = self.kv_events.subscribe();
+                let _ = reply.send((self.core.cached_block_hashes(), rx));
+            }
             Command::Shutdown => return false,
         }
         true
     }
 
-    fn step(&mut self) {
+    /// Hands the scheduler's new pulls to the loader (none: compute here).
+    fn start_loads(&mut self) {
+        for load in self.core.take_kv_loads() {
+            let id = load.seq;
+            match &self.loader {
+                Some(loader) => {
+                    self.loads_in_flight += 1;
+                    loader.start(load, KvLoadDone::new(id, self.loads_done_tx.clone()));
+                }
+                None => self.core.kv_loaded(id, false),
+            }
+        }
+    }
+
+    /// Applies finished pulls; true when any landed.
+    fn finish_loads(&mut self) -> bool {
+        let mut any = false;
+        while let Ok((id, outcome)) = self.loads_done.try_recv() {
+            self.loads_in_flight -= 1;
+            any = true;
+            if let Err(e) = &outcome {
+                tracing::warn!(seq = id, error = %e, "KV pull failed; computing the prompt here");
+            }
+            self.core.kv_loaded(id, outcome.is_ok());
+        }
+        any
+    }
+
+    /// One engine step; false when nothing could run.
+    fn step(&mut self) -> bool {
         let outputs = match self.core.step() {
             Ok(o) => o,
             Err(e) => {
@@ -154,19 +213,21 @@ impl EngineThread {
                     self.core.finish(id, FinishReason::Abort);
                     let _ = req.tx.send(Err(ServingError::Engine(e.to_string())));
                 }
-                return;
+                return true;
             }
         };
+        let stepped = !outputs.is_empty();
         for out in outputs {
             let id = out.id;
-            let core_finished = out.finished.is_some();
+            // Finished in the core, or detached into a lease.
+            let core_finished = out.finished.is_some() || out.handoff.is_some();
             let Some(req) = self.live.get_mut(&id) else {
                 continue;
             };
-            let update = req.on_token(&self.tokenizer, out);
+            let update = req.out.on_token(&self.tokenizer, out);
             let (finished, delivered) = match update {
                 Ok(update) => {
-                    let finished = update.finish_reason.is_some();
+                    let finished = update.finish_reason.is_some() || update.kv_handoff.is_some();
                     (finished, req.tx.send(Ok(update)).is_ok())
                 }
                 Err(e) => (
@@ -184,6 +245,7 @@ impl EngineThread {
                 self.live.remove(&id);
             }
         }
+        stepped
     }
 
     fn publish(&mut self) {

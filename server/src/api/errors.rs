@@ -148,6 +148,13 @@ impl ApiError {
         }
     }
 
+    /// 503 with Retry-After: nothing can serve the request right now.
+    pub fn unavailable(message: String) -> Self {
+        let mut e = Self::new(StatusCode::SERVICE_UNAVAILABLE, "server_error", message);
+        e.retry_after = Some(1);
+        e
+    }
+
     /// 503 from `/health` when the engine thread has died.
     pub fn engine_dead() -> Self {
         Self::new(
@@ -192,6 +199,7 @@ impl From<ServingError> for ApiError {
             ServingError::Rejected(msg) => ApiError::bad_request(msg),
             ServingError::Shutdown => ApiError::shutting_down(),
             ServingError::Engine(detail) => ApiError::internal(detail),
+            ServingError::Unavailable(msg) => ApiError::unavailable(msg),
         }
     }
 }

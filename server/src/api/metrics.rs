@@ -36,8 +36,16 @@ const TOKEN_BUCKETS: &[f64] = &[
     50000.0, 100000.0,
 ];
 
+/// Seconds one KV pull takes (a few blocks over shared memory: tens of µs).
+const TRANSFER_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+
 pub struct Metrics {
     handle: PrometheusHandle,
+    /// Kept so worker and router code can add their own series.
+    recorder: PrometheusRecorder,
     running: Gauge,
     waiting: Gauge,
     kv_usage: Gauge,
@@ -73,6 +81,8 @@ impl Metrics {
             ("vllm:request_prefill_time_seconds", E2E_BUCKETS),
             ("vllm:request_prompt_tokens", TOKEN_BUCKETS),
             ("vllm:request_generation_tokens", TOKEN_BUCKETS),
+            ("tandem_kv_pull_seconds", TRANSFER_BUCKETS),
+            ("tandem_router_prefill_seconds", E2E_BUCKETS),
         ] {
             builder = builder
                 .set_buckets_for_metric(Matcher::Full(name.into()), buckets)
@@ -152,7 +162,30 @@ impl Metrics {
                 "Requests refused with 429 because the waiting queue was full.",
             ),
             handle,
+            recorder,
         }
+    }
+
+    /// A counter in this registry (for the worker's and router's series).
+    pub fn counter(
+        &self,
+        name: &'static str,
+        labels: &[(&'static str, &str)],
+        help: &'static str,
+    ) -> Counter {
+        self.recorder
+            .describe_counter(KeyName::from_const_str(name), None, help.into());
+        let labels: Vec<Label> = labels
+            .iter()
+            .map(|&(k, v)| Label::new(k, v.to_string()))
+            .collect();
+        self.recorder
+            .register_counter(&Key::from_parts(name, labels), &META)
+    }
+
+    /// A histogram in this registry.
+    pub fn histogram(&self, name: &'static str, help: &'static str) -> Histogram {
+        Registrar(&self.recorder).histogram(name, help)
     }
 
     /// The Prometheus text, with load gauges as of now.

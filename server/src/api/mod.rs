@@ -88,14 +88,27 @@ pub struct AppState {
 }
 
 impl AppState {
+    #[cfg(test)]
     pub fn new(
         model: ModelInfo,
         backend: Arc<dyn Backend>,
         max_waiting: usize,
         api_key: Option<String>,
     ) -> Self {
+        let metrics = Arc::new(Metrics::new(model.name()));
+        Self::with_metrics(model, metrics, backend, max_waiting, api_key)
+    }
+
+    /// As `new`, with a registry the backend already registered series in.
+    pub fn with_metrics(
+        model: ModelInfo,
+        metrics: Arc<Metrics>,
+        backend: Arc<dyn Backend>,
+        max_waiting: usize,
+        api_key: Option<String>,
+    ) -> Self {
         AppState {
-            metrics: Arc::new(Metrics::new(model.name())),
+            metrics,
             model: Arc::new(model),
             backend,
             admission: Admission::new(max_waiting),

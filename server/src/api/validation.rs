@@ -261,6 +261,7 @@ impl Validated {
                             ignore_eos: self.ignore_eos,
                             stop_token_ids: self.stop_token_ids.clone(),
                         },
+                        handoff: Default::default(),
                     },
                     stop_strings: self.stop.clone(),
                     include_stop_str_in_output: self.include_stop_str_in_output,

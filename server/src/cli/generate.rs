@@ -18,6 +18,10 @@ pub struct Args {
     /// A file with one prompt per line (blank lines skipped).
     #[arg(long)]
     prompts_file: Option<PathBuf>,
+    /// A file with one prompt per line as a JSON array of token ids (for
+    /// exact prompt lengths; the `prompt` field of --json output is empty).
+    #[arg(long)]
+    prompt_ids_file: Option<PathBuf>,
     #[arg(long, default_value_t = 32)]
     max_tokens: usize,
     /// 0 means greedy.
@@ -71,14 +75,35 @@ fn read_prompts(args: &Args) -> anyhow::Result<Vec<String>> {
                 .map(str::to_string),
         );
     }
-    if prompts.is_empty() {
-        bail!("no prompts: pass --prompt TEXT (repeatable) or --prompts-file FILE");
+    if prompts.is_empty() && args.prompt_ids_file.is_none() {
+        bail!("no prompts: pass --prompt TEXT (repeatable), --prompts-file FILE or --prompt-ids-file FILE");
     }
     Ok(prompts)
 }
 
+fn read_prompt_ids(args: &Args) -> anyhow::Result<Vec<Vec<u32>>> {
+    let Some(f) = &args.prompt_ids_file else {
+        return Ok(Vec::new());
+    };
+    let text = std::fs::read_to_string(f)
+        .with_context(|| format!("reading --prompt-ids-file {}", f.display()))?;
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .enumerate()
+        .map(|(i, l)| {
+            serde_json::from_str(l).with_context(|| {
+                format!(
+                    "line {} of --prompt-ids-file is not a JSON array of token ids",
+                    i + 1
+                )
+            })
+        })
+        .collect()
+}
+
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let prompts = read_prompts(&args)?;
+    let mut prompts = read_prompts(&args)?;
+    let ids = read_prompt_ids(&args)?;
     let model = LoadedModel::load(&args.model, parse_dtype(&args.dtype)?)?;
     let params = SamplingParams {
         temperature: args.temperature,
@@ -87,17 +112,21 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         seed: args.seed,
         ..SamplingParams::default()
     };
-    let requests = prompts
+    let mut prompt_tokens = prompts
         .iter()
-        .map(|p| {
-            Ok(GenerateRequest {
-                prompt_tokens: model.tokenizer.encode(p, args.add_special_tokens)?,
-                params: params.clone(),
-                max_tokens: args.max_tokens,
-                ignore_eos: args.ignore_eos,
-            })
-        })
+        .map(|p| Ok(model.tokenizer.encode(p, args.add_special_tokens)?))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    prompts.extend(ids.iter().map(|_| String::new()));
+    prompt_tokens.extend(ids);
+    let requests: Vec<GenerateRequest> = prompt_tokens
+        .into_iter()
+        .map(|tokens| GenerateRequest {
+            prompt_tokens: tokens,
+            params: params.clone(),
+            max_tokens: args.max_tokens,
+            ignore_eos: args.ignore_eos,
+        })
+        .collect();
     let opts = OfflineOptions {
         block_size: args.block_size,
         max_batched_tokens: args.max_num_batched_tokens,

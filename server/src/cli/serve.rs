@@ -1,277 +1,271 @@
-//! `tandem serve` and `tandem worker --role both`: load a model, start the
-//! engine, and serve the OpenAI API until SIGTERM/SIGINT, then drain.
+//! `tandem serve`: everything on one machine. By default a router (this
+//! process) in front of prefill and decode workers started as child
+//! processes, joined by UCX over loopback; `--colocated` serves from one
+//! engine in this process (or, with `--workers N`, from N `both` workers
+//! behind the router). It prints the URL once every worker is healthy, and
+//! stops the children on Ctrl-C/SIGTERM or as soon as one of them dies.
 
-use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
-use std::sync::Arc;
+use std::net::{IpAddr, Ipv4Addr};
+use std::process::Stdio;
 use std::time::Duration;
 
-use std::future::IntoFuture;
-
 use anyhow::{bail, Context};
-use tandem_engine::demo::{write_demo_model, DemoSize, DEFAULT_SEED};
-use tandem_engine::scheduler::SchedulerConfig;
-use tandem_engine::{parse_dtype, EngineOptions, LoadedModel};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
 
-use crate::api::chat_template::ChatTemplate;
-use crate::api::{self, AppState, ModelInfo};
+use super::app;
+use super::args::{EngineArgs, HttpArgs};
+use super::router::{RouterArgs, RoutingArgs};
+use super::worker::WorkerArgs;
+use crate::worker::Role;
 
-/// Where `tandem serve` without `--model` writes and finds the demo model.
-const DEMO_DIR: &str = "demo-models/small";
-
-/// Options every API server shares, named as in vLLM where vLLM has them.
 #[derive(clap::Args, Debug, Clone)]
-pub struct ServerArgs {
-    /// Hugging Face model directory. Without it, the random-weight demo model
-    /// `small` is written to ./demo-models/small (once) and served.
-    #[arg(long)]
-    model: Option<PathBuf>,
-    /// Names clients use in `model`; the first is reported (default: --model as given).
-    #[arg(long, num_args = 1..)]
-    served_model_name: Vec<String>,
-    #[arg(long, default_value = "0.0.0.0")]
-    host: IpAddr,
-    /// 0 picks a free port (printed once listening).
-    #[arg(long, default_value_t = 8000)]
-    port: u16,
-    /// Require `Authorization: Bearer <key>` on /v1 routes.
-    #[arg(long, env = "TANDEM_API_KEY", hide_env_values = true)]
-    api_key: Option<String>,
-    /// Most sequences waiting for their first token; more are refused with 429.
-    #[arg(long, default_value_t = 1024)]
-    max_waiting: usize,
-    /// Seconds to let in-flight requests finish after SIGTERM/SIGINT.
-    #[arg(long, default_value_t = 30.0)]
-    shutdown_timeout: f64,
-    /// Compute dtype: f32 or bf16.
-    #[arg(long, default_value = "f32")]
-    dtype: String,
-    /// Cap the context (prompt plus output) below the model's own.
-    #[arg(long)]
-    max_model_len: Option<usize>,
-    #[arg(long, default_value_t = 256)]
-    max_num_seqs: usize,
-    #[arg(long, default_value_t = 2048)]
-    max_num_batched_tokens: usize,
-    /// Tokens per KV block.
-    #[arg(long, default_value_t = 16)]
-    block_size: usize,
-    #[arg(long)]
-    no_enable_prefix_caching: bool,
-    /// KV-cache size, e.g. 512MiB or 2GiB (default: a quarter of free memory, at most 4 GiB).
-    #[arg(long, value_parser = parse_bytes)]
-    kv_cache_memory: Option<usize>,
-    /// Seed for requests that carry none.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    /// A Jinja chat template file to use instead of the model's own.
-    #[arg(long)]
-    chat_template: Option<PathBuf>,
-}
-
-#[derive(clap::Args, Debug)]
 pub struct ServeArgs {
-    /// Run prefill and decode in one engine. This is the only mode until P/D
-    /// serving lands (issue 7), so it is also the default.
+    /// Prefill and decode in the same engine (no transfer).
     #[arg(long)]
-    colocated: bool,
+    pub colocated: bool,
+    /// With --colocated: how many `both` workers (more than 1 puts the router in front).
+    #[arg(long, default_value_t = 1)]
+    pub workers: usize,
+    #[arg(long, default_value_t = 1)]
+    pub prefill_workers: usize,
+    #[arg(long, default_value_t = 1)]
+    pub decode_workers: usize,
     #[command(flatten)]
-    server: ServerArgs,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Role {
-    Both,
-    Prefill,
-    Decode,
-}
-
-#[derive(clap::Args, Debug)]
-pub struct WorkerArgs {
-    #[arg(long, value_enum)]
-    role: Role,
+    pub http: HttpArgs,
     #[command(flatten)]
-    server: ServerArgs,
+    pub engine: EngineArgs,
+    #[command(flatten)]
+    pub routing: RoutingArgs,
+    /// Seconds a prefill worker holds KV nobody pulled.
+    #[arg(long, default_value_t = 10.0)]
+    pub kv_lease_timeout: f64,
+    /// Seconds to wait for the workers to load and become healthy.
+    #[arg(long, default_value_t = 300.0)]
+    pub ready_timeout: f64,
 }
 
-pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let _ = args.colocated;
-    run(args.server)
-}
-
-pub fn worker(args: WorkerArgs) -> anyhow::Result<()> {
-    match args.role {
-        Role::Both => run(args.server),
-        Role::Prefill | Role::Decode => bail!(
-            "--role {:?} is not yet implemented: prefill and decode workers come with issue 7; \
-             use --role both",
-            args.role
-        ),
-    }
-}
-
-/// `512MiB`, `2GiB`, `1G`, or plain bytes.
-fn parse_bytes(s: &str) -> Result<usize, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: usize = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size like 512MiB"))?;
-    let mult: usize = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        other => return Err(format!("unknown size unit {other:?}; use KiB, MiB or GiB")),
-    };
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("{s:?} is too large"))
-}
-
-fn run(args: ServerArgs) -> anyhow::Result<()> {
-    let model_dir = match &args.model {
-        Some(dir) => dir.clone(),
-        None => {
-            let info = write_demo_model(
-                std::path::Path::new(DEMO_DIR),
-                DemoSize::Small,
-                DEFAULT_SEED,
-            )
-            .context("writing the demo model")?;
-            eprintln!(
-                "no --model given: serving the demo model in {} (RANDOM weights: its text is gibberish)",
-                info.dir.display()
-            );
-            info.dir
+impl ServeArgs {
+    fn check(&self) -> anyhow::Result<()> {
+        if self.colocated && self.workers == 0 {
+            bail!("--workers must be at least 1");
         }
-    };
-    let model = LoadedModel::load(&model_dir, parse_dtype(&args.dtype)?).with_context(|| {
-        format!(
-            "loading {} (for a local test model run `tandem demo-model --out DIR`)",
-            model_dir.display()
-        )
-    })?;
-    let own_len = model.max_model_len();
-    let max_model_len = match args.max_model_len {
-        Some(m) if m > own_len => {
-            bail!("--max-model-len {m} exceeds the model's context length of {own_len}")
+        if !self.colocated && (self.prefill_workers == 0 || self.decode_workers == 0) {
+            bail!("P/D serving needs at least one --prefill-workers and one --decode-workers (or use --colocated)");
         }
-        Some(m) => m,
-        None => own_len,
-    };
-    let template = match &args.chat_template {
-        Some(path) => Some(
-            std::fs::read_to_string(path)
-                .with_context(|| format!("reading --chat-template {}", path.display()))?,
-        ),
-        None => model.tokenizer.chat_template.clone(),
-    };
-    let chat_template = template
-        .map(ChatTemplate::new)
-        .transpose()
-        .context("the chat template does not compile")?;
-    let engine = model.start_engine(&EngineOptions {
-        scheduler: SchedulerConfig {
-            max_num_seqs: args.max_num_seqs,
-            max_num_batched_tokens: args.max_num_batched_tokens,
-            block_size: args.block_size,
-            enable_prefix_caching: !args.no_enable_prefix_caching,
-        },
-        kv_cache_memory: args.kv_cache_memory,
-        seed: args.seed,
-    })?;
-    let names = if args.served_model_name.is_empty() {
-        vec![model_dir.display().to_string()]
-    } else {
-        args.served_model_name.clone()
-    };
-    let info = ModelInfo {
-        names,
-        root: model_dir.display().to_string(),
-        created: api::unix_now(),
-        max_model_len,
-        vocab_size: model.config.vocab_size,
-        tokenizer: model.tokenizer.clone(),
-        chat_template,
-        defaults: model.generation.clone(),
-    };
-    drop(model);
-    let api_key = args.api_key.clone().filter(|k| !k.is_empty());
-    let state = AppState::new(info, Arc::new(engine), args.max_waiting, api_key);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    let timeout = Duration::from_secs_f64(args.shutdown_timeout.max(0.0));
-    runtime.block_on(listen(
-        state,
-        SocketAddr::new(args.host, args.port),
-        timeout,
-    ))
+        self.worker_args(Role::Both).check()?;
+        self.router_args(Vec::new()).check_routing()
+    }
+
+    fn worker_args(&self, role: Role) -> WorkerArgs {
+        WorkerArgs {
+            role,
+            http: self.http.clone(),
+            engine: self.engine.clone(),
+            internal_token: None,
+            kv_lease_timeout: self.kv_lease_timeout,
+        }
+    }
+
+    fn router_args(&self, workers: Vec<(Role, String)>) -> RouterArgs {
+        let pick = |r: Role| -> Vec<String> {
+            workers
+                .iter()
+                .filter(|(role, _)| *role == r)
+                .map(|(_, u)| u.clone())
+                .collect()
+        };
+        RouterArgs {
+            http: self.http.clone(),
+            routing: self.routing.clone(),
+            prefill: pick(Role::Prefill),
+            decode: pick(Role::Decode),
+            worker: pick(Role::Both),
+            block_size: self.engine.block_size,
+        }
+    }
 }
 
-async fn listen(state: AppState, addr: SocketAddr, timeout: Duration) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("binding {addr}"))?;
-    let local = listener.local_addr()?;
-    let shown = if local.ip().is_unspecified() {
-        SocketAddr::new([127, 0, 0, 1].into(), local.port())
-    } else {
-        local
-    };
-    println!(
-        "tandem: serving {:?} on http://{shown} (OpenAI API under /v1; listening on {local})",
-        state.model.name()
-    );
-    let (tx, rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        shutdown_signal().await;
-        tracing::info!("shutting down: refusing new connections, finishing in-flight requests");
-        let _ = tx.send(true);
-    });
-    let mut stop = rx.clone();
-    let server =
-        axum::serve(listener, api::router(state.clone())).with_graceful_shutdown(async move {
-            let _ = stop.wait_for(|&s| s).await;
-        });
-    let mut stop = rx;
-    let deadline = async move {
-        let _ = stop.wait_for(|&s| s).await;
-        tokio::time::sleep(timeout).await;
-    };
-    tokio::select! {
-        served = server.into_future() => served.context("serving HTTP")?,
-        _ = deadline => tracing::warn!(
-            "requests still running after --shutdown-timeout; aborting them"
-        ),
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    args.check()?;
+    if args.http.check_config {
+        println!("tandem serve: configuration OK");
+        return Ok(());
     }
-    state.backend.shutdown();
-    tracing::info!("stopped");
-    Ok(())
+    if args.colocated && args.workers == 1 {
+        return super::worker::run_on(
+            args.worker_args(Role::Both),
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        );
+    }
+    let dir = app::model_dir(&args.http)?;
+    let names = app::served_names(&dir, &args.http);
+    let roles: Vec<Role> = if args.colocated {
+        vec![Role::Both; args.workers]
+    } else {
+        let mut r = vec![Role::Prefill; args.prefill_workers];
+        r.extend(vec![Role::Decode; args.decode_workers]);
+        r
+    };
+    let token = format!("{:032x}", rand::random::<u128>());
+    app::runtime()?.block_on(async move {
+        let mut children = Children::default();
+        for (i, role) in roles.iter().enumerate() {
+            let name = format!("{}-{i}", role.name());
+            let url = children
+                .spawn(&name, *role, &dir, &names, &args, &token)
+                .await
+                .with_context(|| format!("starting worker {name}"))?;
+            children.urls.push((*role, url));
+        }
+        let mut router = args.router_args(children.urls.clone());
+        router.routing.internal_token = Some(token);
+        let ready = Duration::from_secs_f64(args.ready_timeout);
+        let outcome = tokio::select! {
+            r = super::router::serve(&router, &dir, Some(ready)) => r,
+            died = children.first_exit() => Err(died),
+        };
+        children
+            .stop(Duration::from_secs_f64(args.http.shutdown_timeout.max(0.0)))
+            .await;
+        outcome
+    })
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("installing the SIGTERM handler");
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term.recv() => {}
+/// The worker processes of one `tandem serve`.
+#[derive(Default)]
+struct Children {
+    procs: Vec<(String, Child)>,
+    urls: Vec<(Role, String)>,
+}
+
+impl Children {
+    /// Starts one worker on a free loopback port; returns its URL once it
+    /// printed it.
+    async fn spawn(
+        &mut self,
+        name: &str,
+        role: Role,
+        dir: &std::path::Path,
+        names: &[String],
+        args: &ServeArgs,
+        token: &str,
+    ) -> anyhow::Result<String> {
+        let exe = std::env::current_exe().context("finding the tandem binary")?;
+        let mut cmd = Command::new(exe);
+        cmd.args([
+            "worker",
+            "--role",
+            role.name(),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+        ])
+        .arg("--model")
+        .arg(dir)
+        .arg("--served-model-name")
+        .args(names)
+        .args(args.engine.to_args())
+        .args(["--kv-lease-timeout", &args.kv_lease_timeout.to_string()])
+        .args([
+            "--shutdown-timeout",
+            &args.http.shutdown_timeout.to_string(),
+        ])
+        .env("TANDEM_INTERNAL_TOKEN", token)
+        .env_remove("TANDEM_API_KEY")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        // Ctrl-C reaches this process only; it stops the children in order.
+        .process_group(0)
+        .kill_on_drop(true);
+        // SAFETY: prctl is async-signal-safe; it only sets this child's
+        // parent-death signal, so workers never outlive a killed `serve`.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                Ok(())
+            });
+        }
+        if let Some(m) = args.http.max_model_len {
+            cmd.args(["--max-model-len", &m.to_string()]);
+        }
+        let mut child = cmd.spawn().context("spawning a worker process")?;
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let mut lines = BufReader::new(stdout).lines();
+        let url = loop {
+            match lines.next_line().await? {
+                Some(line) => {
+                    if let Some(url) = find_url(&line) {
+                        break url;
+                    }
+                }
+                None => {
+                    let status = child.wait().await?;
+                    bail!("worker {name} exited ({status}) before listening; its log is above");
+                }
+            }
+        };
+        // Keep draining its stdout so it never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        tracing::info!(worker = name, url, "worker listening");
+        self.procs.push((name.to_string(), child));
+        Ok(url)
     }
+
+    /// Resolves when any worker exits, with what to tell the user.
+    async fn first_exit(&mut self) -> anyhow::Error {
+        if self.procs.is_empty() {
+            return futures::future::pending().await;
+        }
+        let waits = self
+            .procs
+            .iter_mut()
+            .map(|(name, child)| Box::pin(async move { (name.clone(), child.wait().await) }));
+        let ((name, status), _, _) = futures::future::select_all(waits).await;
+        let status = status
+            .map(|s| s.to_string())
+            .unwrap_or_else(|e| e.to_string());
+        anyhow::anyhow!("worker {name} exited unexpectedly ({status}); stopping every worker (its error is in the log above)")
+    }
+
+    /// SIGTERM to every worker, then SIGKILL after `grace`.
+    async fn stop(&mut self, grace: Duration) {
+        for (_, child) in &self.procs {
+            if let Some(pid) = child.id() {
+                // SAFETY: plain kill(2) on our own child's pid.
+                unsafe {
+                    libc::kill(pid as i32, libc::SIGTERM);
+                }
+            }
+        }
+        for (name, child) in &mut self.procs {
+            if tokio::time::timeout(grace, child.wait()).await.is_err() {
+                tracing::warn!(worker = name, "worker did not stop in time; killing it");
+                let _ = child.kill().await;
+            }
+        }
+    }
+}
+
+/// The `http://127.0.0.1:PORT` a worker prints when it listens.
+fn find_url(line: &str) -> Option<String> {
+    let start = line.find("http://")?;
+    let url: String = line[start..]
+        .chars()
+        .take_while(|c| !c.is_whitespace() && *c != ')')
+        .collect();
+    Some(url)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::parse_bytes;
+    use super::find_url;
 
     #[test]
-    fn sizes_parse_with_units() {
-        assert_eq!(parse_bytes("1024"), Ok(1024));
-        assert_eq!(parse_bytes("64MiB"), Ok(64 << 20));
-        assert_eq!(parse_bytes("2G"), Ok(2 << 30));
-        assert!(parse_bytes("lots").is_err());
-        assert!(parse_bytes("3 parsecs").is_err());
+    fn finds_the_url_a_worker_prints() {
+        let line = "tandem: prefill worker serving \"m\" on http://127.0.0.1:4321 (listening on 127.0.0.1:4321)";
+        assert_eq!(find_url(line).as_deref(), Some("http://127.0.0.1:4321"));
+        assert_eq!(find_url("nothing here"), None);
     }
 }

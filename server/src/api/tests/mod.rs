@@ -68,6 +68,7 @@ fn output(i: usize, prompt: usize, last: bool) -> RequestOutput {
             cached_tokens: 0,
         },
         timings: last.then(Timings::default),
+        kv_handoff: None,
     }
 }
 

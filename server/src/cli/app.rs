@@ -1,0 +1,158 @@
+//! What every serving command does the same way: find the model, describe
+//! it to the API layer, listen until SIGTERM/SIGINT and drain.
+
+use std::future::IntoFuture;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use tandem_engine::demo::{write_demo_model, DemoSize, DEFAULT_SEED};
+use tandem_engine::ModelMeta;
+
+use super::args::HttpArgs;
+use crate::api::chat_template::ChatTemplate;
+use crate::api::{self, AppState, ModelInfo};
+
+/// Where `tandem serve` without `--model` writes and finds the demo model.
+const DEMO_DIR: &str = "demo-models/small";
+
+/// `--model`, or the demo model (written on first use).
+pub fn model_dir(args: &HttpArgs) -> anyhow::Result<PathBuf> {
+    if let Some(dir) = &args.model {
+        return Ok(dir.clone());
+    }
+    let info = write_demo_model(Path::new(DEMO_DIR), DemoSize::Small, DEFAULT_SEED)
+        .context("writing the demo model")?;
+    eprintln!(
+        "no --model given: serving the demo model in {} (RANDOM weights: its text is gibberish)",
+        info.dir.display()
+    );
+    Ok(info.dir)
+}
+
+pub fn load_meta(dir: &Path) -> anyhow::Result<ModelMeta> {
+    ModelMeta::load(dir).with_context(|| {
+        format!(
+            "loading {} (for a local test model run `tandem demo-model --out DIR`)",
+            dir.display()
+        )
+    })
+}
+
+/// What the API layer knows about the served model.
+pub fn model_info(dir: &Path, meta: &ModelMeta, args: &HttpArgs) -> anyhow::Result<ModelInfo> {
+    let own_len = meta.config.max_position_embeddings;
+    let max_model_len = match args.max_model_len {
+        Some(m) if m > own_len => {
+            bail!("--max-model-len {m} exceeds the model's context length of {own_len}")
+        }
+        Some(m) => m,
+        None => own_len,
+    };
+    let template = match &args.chat_template {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("reading --chat-template {}", path.display()))?,
+        ),
+        None => meta.tokenizer.chat_template.clone(),
+    };
+    let chat_template = template
+        .map(ChatTemplate::new)
+        .transpose()
+        .context("the chat template does not compile")?;
+    Ok(ModelInfo {
+        names: served_names(dir, args),
+        root: dir.display().to_string(),
+        created: api::unix_now(),
+        max_model_len,
+        vocab_size: meta.config.vocab_size,
+        tokenizer: meta.tokenizer.clone(),
+        chat_template,
+        defaults: meta.generation.clone(),
+    })
+}
+
+pub fn served_names(dir: &Path, args: &HttpArgs) -> Vec<String> {
+    if args.served_model_name.is_empty() {
+        vec![dir.display().to_string()]
+    } else {
+        args.served_model_name.clone()
+    }
+}
+
+pub fn api_key(args: &HttpArgs) -> Option<String> {
+    args.api_key.clone().filter(|k| !k.is_empty())
+}
+
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+/// Flips to true on SIGTERM/SIGINT. Needs a Tokio runtime.
+pub fn stop_signal() -> tokio::sync::watch::Receiver<bool> {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down: refusing new connections, finishing in-flight requests");
+        let _ = tx.send(true);
+    });
+    rx
+}
+
+/// Serves `app` on `addr` until `stop` flips, then lets in-flight requests
+/// finish for up to `timeout` and shuts the backend down.
+pub async fn listen(
+    app: axum::Router,
+    state: AppState,
+    addr: SocketAddr,
+    timeout: Duration,
+    what: &str,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
+    let local = listener.local_addr()?;
+    let shown = if local.ip().is_unspecified() {
+        SocketAddr::new([127, 0, 0, 1].into(), local.port())
+    } else {
+        local
+    };
+    println!(
+        "tandem: {what} serving {:?} on http://{shown} (listening on {local})",
+        state.model.name()
+    );
+    let rx = stop;
+    let mut stop = rx.clone();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        let _ = stop.wait_for(|&s| s).await;
+    });
+    let mut stop = rx;
+    let deadline = async move {
+        let _ = stop.wait_for(|&s| s).await;
+        tokio::time::sleep(timeout).await;
+    };
+    tokio::select! {
+        served = server.into_future() => served.context("serving HTTP")?,
+        _ = deadline => tracing::warn!(
+            "requests still running after --shutdown-timeout; aborting them"
+        ),
+    }
+    state.backend.shutdown();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term.recv() => {}
+    }
+}

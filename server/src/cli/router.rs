@@ -1,0 +1,192 @@
+//! `tandem router`: the OpenAI API in front of prefill, decode and
+//! colocated workers. Loads only the model's tokenizer, config and chat
+//! template; the workers hold the weights.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::bail;
+
+use super::app;
+use super::args::HttpArgs;
+use crate::api::metrics::Metrics;
+use crate::api::{self, AppState};
+use crate::router::scoring::{Routing, Weights};
+use crate::router::{RouterBackend, RouterConfig, Seed, WorkerClient, WorkerPool};
+use crate::worker::Role;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct RouterArgs {
+    #[command(flatten)]
+    pub http: HttpArgs,
+    #[command(flatten)]
+    pub routing: RoutingArgs,
+    /// Prefill worker URLs (http://host:port); a host name resolving to
+    /// several addresses (a headless Service) means all of them.
+    #[arg(long, num_args = 1..)]
+    pub prefill: Vec<String>,
+    /// Decode worker URLs, as --prefill.
+    #[arg(long, num_args = 1..)]
+    pub decode: Vec<String>,
+    /// Colocated (`--role both`) worker URLs, as --prefill.
+    #[arg(long, num_args = 1..)]
+    pub worker: Vec<String>,
+    /// Tokens per KV block of the workers (for prefix hashing).
+    #[arg(long, default_value_t = 16)]
+    pub block_size: usize,
+}
+
+/// How the router picks workers.
+#[derive(clap::Args, Debug, Clone)]
+pub struct RoutingArgs {
+    #[arg(long, value_enum, default_value = "kv-aware")]
+    pub routing: Routing,
+    /// Weight of prefix overlap (fraction of prompt blocks cached).
+    #[arg(long, default_value_t = 2.0)]
+    pub prefix_weight: f64,
+    /// Weight of queue depth (running + waiting).
+    #[arg(long, default_value_t = 1.0)]
+    pub queue_weight: f64,
+    /// Weight of free KV cache.
+    #[arg(long, default_value_t = 1.0)]
+    pub kv_usage_weight: f64,
+    /// Prefill on a prefill worker only when at least this many prompt
+    /// tokens are not cached on the decode worker; shorter prompts are
+    /// computed by the decode worker itself (0: always disaggregate).
+    #[arg(long, default_value_t = 256)]
+    pub pd_threshold: usize,
+    /// Shared secret sent to workers on internal calls.
+    #[arg(long, env = "TANDEM_INTERNAL_TOKEN", hide_env_values = true)]
+    pub internal_token: Option<String>,
+    /// Seconds between DNS re-resolutions of worker addresses.
+    #[arg(long, default_value_t = 5.0)]
+    pub resolve_interval: f64,
+}
+
+impl RoutingArgs {
+    pub fn config(&self) -> RouterConfig {
+        RouterConfig {
+            routing: self.routing,
+            weights: Weights {
+                prefix: self.prefix_weight,
+                queue: self.queue_weight,
+                kv_usage: self.kv_usage_weight,
+            },
+            pd_threshold: self.pd_threshold,
+        }
+    }
+}
+
+impl RouterArgs {
+    pub fn check(&self) -> anyhow::Result<()> {
+        if self.decode.is_empty() && self.worker.is_empty() {
+            bail!("the router needs workers that decode: give --decode URL… or --worker URL…");
+        }
+        if !self.prefill.is_empty() && self.decode.is_empty() {
+            bail!("--prefill workers need --decode workers to hand their KV to");
+        }
+        for url in self.prefill.iter().chain(&self.decode).chain(&self.worker) {
+            if !url.starts_with("http://") {
+                bail!("worker URL {url:?} must look like http://host:port");
+            }
+        }
+        for (name, w) in [
+            ("--prefix-weight", self.routing.prefix_weight),
+            ("--queue-weight", self.routing.queue_weight),
+            ("--kv-usage-weight", self.routing.kv_usage_weight),
+        ] {
+            if !w.is_finite() || w < 0.0 {
+                bail!("{name} must be a finite number ≥ 0");
+            }
+        }
+        if self.block_size == 0
+            || self.routing.resolve_interval.is_nan()
+            || self.routing.resolve_interval <= 0.0
+        {
+            bail!("--block-size and --resolve-interval must be positive");
+        }
+        Ok(())
+    }
+
+    /// The routing flags' own checks, before any worker is known.
+    pub fn check_routing(&self) -> anyhow::Result<()> {
+        let mut probe = self.clone();
+        probe.decode = vec!["http://127.0.0.1:1".into()];
+        probe.prefill.clear();
+        probe.check()
+    }
+
+    fn seeds(&self) -> Vec<Seed> {
+        let mut seeds = Vec::new();
+        for (urls, role) in [
+            (&self.prefill, Role::Prefill),
+            (&self.decode, Role::Decode),
+            (&self.worker, Role::Both),
+        ] {
+            seeds.extend(urls.iter().map(|u| Seed {
+                url: u.trim_end_matches('/').to_string(),
+                role,
+            }));
+        }
+        seeds
+    }
+}
+
+pub fn run(args: RouterArgs) -> anyhow::Result<()> {
+    args.check()?;
+    if args.http.check_config {
+        println!("tandem router: configuration OK");
+        return Ok(());
+    }
+    let dir = app::model_dir(&args.http)?;
+    app::runtime()?.block_on(serve(&args, &dir, None))
+}
+
+/// Runs the router until SIGTERM/SIGINT. With `ready_timeout` (as `tandem
+/// serve` uses it) it first waits for a healthy worker of every role.
+pub async fn serve(
+    args: &RouterArgs,
+    dir: &std::path::Path,
+    ready_timeout: Option<Duration>,
+) -> anyhow::Result<()> {
+    let meta = app::load_meta(dir)?;
+    let info = app::model_info(dir, &meta, &args.http)?;
+    let metrics = Arc::new(Metrics::new(info.name()));
+    let token = args
+        .routing
+        .internal_token
+        .clone()
+        .filter(|t| !t.is_empty());
+    let pool = WorkerPool::new(args.seeds(), WorkerClient::new(token));
+    pool.start(Duration::from_secs_f64(args.routing.resolve_interval));
+    if let Some(timeout) = ready_timeout {
+        if !pool.wait_ready(timeout).await {
+            bail!("the workers did not become healthy within {timeout:?}");
+        }
+    }
+    let backend = RouterBackend::new(
+        pool,
+        args.routing.config(),
+        args.block_size,
+        meta.tokenizer.clone(),
+        &metrics,
+    );
+    let state = AppState::with_metrics(
+        info,
+        metrics,
+        Arc::new(backend),
+        args.http.max_waiting,
+        app::api_key(&args.http),
+    );
+    let host = args.http.host.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    app::listen(
+        api::router(state.clone()),
+        state,
+        SocketAddr::new(host, args.http.port),
+        Duration::from_secs_f64(args.http.shutdown_timeout.max(0.0)),
+        "router",
+        app::stop_signal(),
+    )
+    .await
+}

@@ -1,0 +1,145 @@
+//! `tandem worker --role prefill|decode|both`: one engine process. Every
+//! role serves the OpenAI API, `/health`, `/metrics` and the internal API
+//! the router drives; prefill and decode workers also run a UCX transfer
+//! agent over their KV arena.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use tandem_engine::kv_handoff::KvLoader;
+use tandem_engine::serving::EngineHandle;
+use tandem_engine::{parse_dtype, LoadedModel};
+
+use super::app;
+use super::args::{EngineArgs, HttpArgs};
+use crate::api::{self, AppState};
+use crate::worker::{
+    self, KvMetrics, Leases, NotificationListener, Role, TransportLoader, WorkerState,
+};
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct WorkerArgs {
+    #[arg(long, value_enum)]
+    pub role: Role,
+    #[command(flatten)]
+    pub http: HttpArgs,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+    /// Shared secret the router sends on internal calls.
+    #[arg(long, env = "TANDEM_INTERNAL_TOKEN", hide_env_values = true)]
+    pub internal_token: Option<String>,
+    /// Seconds a prefill worker holds a prompt's KV for a decode worker
+    /// that has not pulled it.
+    #[arg(long, default_value_t = 10.0)]
+    pub kv_lease_timeout: f64,
+}
+
+impl WorkerArgs {
+    pub fn check(&self) -> anyhow::Result<()> {
+        parse_dtype(&self.engine.dtype)?;
+        if self.kv_lease_timeout.is_nan() || self.kv_lease_timeout <= 0.0 {
+            bail!("--kv-lease-timeout must be a positive number of seconds");
+        }
+        if self.engine.block_size == 0 || self.engine.max_num_seqs == 0 {
+            bail!("--block-size and --max-num-seqs must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+pub fn run(args: WorkerArgs) -> anyhow::Result<()> {
+    run_on(args, IpAddr::V4(Ipv4Addr::LOCALHOST))
+}
+
+/// As `run`, binding `default_host` when `--host` is not given.
+pub fn run_on(args: WorkerArgs, default_host: IpAddr) -> anyhow::Result<()> {
+    args.check()?;
+    if args.http.check_config {
+        println!("tandem worker: configuration OK");
+        return Ok(());
+    }
+    let dir = app::model_dir(&args.http)?;
+    let model = LoadedModel::load(&dir, parse_dtype(&args.engine.dtype)?)
+        .with_context(|| format!("loading {}", dir.display()))?;
+    let meta = model.meta();
+    let info = app::model_info(&dir, &meta, &args.http)?;
+    let model_id = info.name().to_string();
+    let core = model.build_core(&args.engine.options())?;
+    let block_bytes = core.kv_cache().block_bytes();
+    // The transfer agent reads and writes the arena outside Rust's view:
+    // keep it alive until the agent is gone, whenever the engine thread
+    // drops its core.
+    let arena = core.kv_cache().arena.clone();
+    let metrics = Arc::new(crate::api::metrics::Metrics::new(&model_id));
+    let kv_metrics = Arc::new(KvMetrics::new(&metrics));
+    let agent = match args.role {
+        Role::Both => None,
+        role => {
+            let name = format!("{}-{}", role.name(), std::process::id());
+            Some(worker::start_agent(&name, &core, &model_id)?)
+        }
+    };
+    let loader: Option<Arc<dyn KvLoader>> = match (&agent, args.role) {
+        (Some(a), Role::Decode) => Some(Arc::new(TransportLoader::new(
+            a.clone(),
+            kv_metrics.clone(),
+            block_bytes,
+        ))),
+        _ => None,
+    };
+    let engine = EngineHandle::spawn_with_loader(core, model.tokenizer.clone(), loader);
+    drop(model);
+    let leases = Leases::new(
+        engine.clone(),
+        Duration::from_secs_f64(args.kv_lease_timeout),
+        kv_metrics,
+    );
+    let _listener = match (&agent, args.role) {
+        (Some(a), Role::Prefill) => Some(NotificationListener::start(a, leases.clone())),
+        _ => None,
+    };
+    let rt = app::runtime()?;
+    let stop = rt.block_on(async { app::stop_signal() });
+    let ws = WorkerState {
+        stopping: stop.clone(),
+        role: args.role,
+        engine: engine.clone(),
+        block_size: args.engine.block_size,
+        agent_metadata: agent
+            .as_ref()
+            .map(|a| Arc::from(worker::wire::KvHandle::encode_agent(&a.metadata()))),
+        leases,
+        token: args
+            .internal_token
+            .clone()
+            .filter(|t| !t.is_empty())
+            .map(Arc::from),
+    };
+    let state = AppState::with_metrics(
+        info,
+        metrics,
+        Arc::new(engine.clone()),
+        args.http.max_waiting,
+        app::api_key(&args.http),
+    );
+    let router = api::router(state.clone()).merge(worker::routes(ws));
+    let host = args.http.host.unwrap_or(default_host);
+    let what = format!("{} worker", args.role.name());
+    let result = rt.block_on(app::listen(
+        router,
+        state,
+        SocketAddr::new(host, args.http.port),
+        Duration::from_secs_f64(args.http.shutdown_timeout.max(0.0)),
+        &what,
+        stop,
+    ));
+    // The agent reads and writes the engine's arena: stop the engine
+    // thread's users first, then drop the agent (after the listener).
+    drop(rt);
+    drop(_listener);
+    drop(agent);
+    drop(arena);
+    result
+}

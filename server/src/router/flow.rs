@@ -1,0 +1,182 @@
+//! One request through the workers, as DESIGN.md's request path draws it:
+//! pick a decode worker; when the uncached part of the prompt is long
+//! enough, have a prefill worker compute it first (its first token goes to
+//! the client at once), then let the decode worker pull the KV and go on.
+//! Failures fall back as the failure rules say: another prefill worker, or
+//! the decode worker computes the prompt itself; another decode worker if
+//! one fails before it started; an error, never a hang, when none is left.
+
+use std::sync::Arc;
+
+use async_stream::stream;
+use futures::stream::{BoxStream, StreamExt};
+use tandem_engine::kv_cache::block_hashes;
+use tandem_engine::serving::{ServingError, ServingRequest};
+
+use super::client::CallError;
+use super::pool::{Assignment, Worker};
+use super::RouterInner;
+use crate::worker::wire::{DecodeRequest, KvHandle, StreamLine, TokenOutput};
+use crate::worker::Role;
+
+/// Token updates from the workers, in order; the caller turns them into
+/// text. `cached_tokens` of every update is the prefill worker's hit.
+pub type TokenStream = BoxStream<'static, Result<TokenOutput, ServingError>>;
+
+pub fn run(router: Arc<RouterInner>, req: ServingRequest) -> TokenStream {
+    stream! {
+        let prompt = req.request.prompt_tokens.clone();
+        let hashes = block_hashes(&prompt, router.block_size);
+        let mut tried_decode: Vec<String> = Vec::new();
+        let Some((decode, _)) = router.choose(Role::Decode, &hashes, &tried_decode) else {
+            yield Err(no_workers("decode"));
+            return;
+        };
+        let decode_overlap = super::scoring::overlap(&hashes, &decode.cached()) * router.block_size;
+        let uncached = prompt.len().saturating_sub(decode_overlap);
+        let remote = decode.role == Role::Decode
+            && router.pool.has_role(Role::Prefill)
+            && uncached >= router.config.pd_threshold;
+
+        let mut handoff: Option<(Arc<Worker>, KvHandle, Vec<u32>, usize)> = None;
+        if remote {
+            match prefill(&router, &req, &hashes).await {
+                PrefillOutcome::Done(first, worker, kv) => {
+                    let cached = first.cached_tokens;
+                    let finished = first.finish_reason.is_some();
+                    let tokens: Vec<u32> = first.samples.iter().map(|s| s.token).collect();
+                    yield Ok(first);
+                    if finished {
+                        return;
+                    }
+                    match kv {
+                        Some(kv) => handoff = Some((worker, kv, tokens, cached)),
+                        None => {
+                            yield Err(ServingError::Engine("the prefill worker neither finished the request nor held its KV".into()));
+                            return;
+                        }
+                    }
+                }
+                PrefillOutcome::Refused(e) => {
+                    yield Err(e);
+                    return;
+                }
+                PrefillOutcome::NoneLeft => {
+                    router.metrics.fallback_local_prefill.increment(1);
+                    tracing::warn!("no prefill worker could take the request; the decode worker computes the prompt");
+                }
+            }
+        }
+
+        // Decode (or the whole request, when it was not disaggregated).
+        let mut current = Some(decode);
+        let mut lines = loop {
+            let worker = match current.take() {
+                Some(w) => w,
+                None => match router.choose(Role::Decode, &hashes, &tried_decode) {
+                    Some((w, _)) => w,
+                    None => {
+                        if let Some((p, kv, _, _)) = &handoff {
+                            router.release_later(p.clone(), kv.lease);
+                        }
+                        yield Err(no_workers("decode"));
+                        return;
+                    }
+                },
+            };
+            tried_decode.push(worker.url.clone());
+            let assignment = worker.assign();
+            let call = match &handoff {
+                Some((_, kv, tokens, _)) => {
+                    let body = DecodeRequest { request: req.clone(), output_tokens: tokens.clone(), kv: kv.clone() };
+                    router.pool.client().decode(&worker.url, &body).await
+                }
+                None => router.pool.client().generate(&worker.url, &req).await,
+            };
+            match call {
+                Ok(lines) => break WithAssignment { lines, _assignment: assignment },
+                Err(CallError::Refused(e)) => {
+                    if let Some((p, kv, _, _)) = &handoff {
+                        router.release_later(p.clone(), kv.lease);
+                    }
+                    yield Err(e.into());
+                    return;
+                }
+                Err(e @ CallError::Unavailable { .. }) => {
+                    tracing::warn!(error = %e, "decode worker failed before starting; trying another");
+                    worker.mark_failed();
+                    router.metrics.decode_retries.increment(1);
+                }
+            }
+        };
+        let prefill_cached = handoff.as_ref().map(|h| h.3);
+        while let Some(line) = lines.lines.next().await {
+            match line {
+                Ok(StreamLine::Output(mut out)) => {
+                    if let Some(c) = prefill_cached {
+                        out.cached_tokens = c;
+                    }
+                    let done = out.finish_reason.is_some();
+                    yield Ok(out);
+                    if done {
+                        return;
+                    }
+                }
+                Ok(StreamLine::Error(e)) => {
+                    yield Err(e.into());
+                    return;
+                }
+                Err(e) => {
+                    yield Err(ServingError::Engine(format!("the decode worker failed mid-stream: {e}")));
+                    return;
+                }
+            }
+        }
+        yield Err(ServingError::Engine("the decode worker ended the stream without finishing the request".into()));
+    }
+    .boxed()
+}
+
+/// Keeps the worker's in-flight count up while its stream is read.
+struct WithAssignment {
+    lines: BoxStream<'static, Result<StreamLine, CallError>>,
+    _assignment: Assignment,
+}
+
+enum PrefillOutcome {
+    Done(TokenOutput, Arc<Worker>, Option<KvHandle>),
+    Refused(ServingError),
+    NoneLeft,
+}
+
+/// Tries prefill workers, best first, until one answers.
+async fn prefill(router: &RouterInner, req: &ServingRequest, hashes: &[u64]) -> PrefillOutcome {
+    let mut tried: Vec<String> = Vec::new();
+    while let Some((worker, _)) = router.choose(Role::Prefill, hashes, &tried) {
+        tried.push(worker.url.clone());
+        let _assignment = worker.assign();
+        let started = std::time::Instant::now();
+        match router.pool.client().prefill(&worker.url, req).await {
+            Ok(resp) => {
+                router
+                    .metrics
+                    .prefill_seconds
+                    .record(started.elapsed().as_secs_f64());
+                return PrefillOutcome::Done(resp.output, worker.clone(), resp.kv);
+            }
+            Err(CallError::Refused(e)) => return PrefillOutcome::Refused(e.into()),
+            Err(e) => {
+                tracing::warn!(error = %e, "prefill worker failed; trying another");
+                worker.mark_failed();
+                router.metrics.prefill_retries.increment(1);
+            }
+        }
+    }
+    PrefillOutcome::NoneLeft
+}
+
+fn no_workers(role: &str) -> ServingError {
+    ServingError::Unavailable(format!(
+        "no healthy {role} worker is available; retry shortly, and check the workers' /health and the router's log"
+    ))
+}

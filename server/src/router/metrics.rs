@@ -1,0 +1,52 @@
+//! The router's own series: where requests went and how often it fell back.
+
+use metrics::{Counter, Histogram};
+
+use crate::api::metrics::Metrics;
+use crate::worker::Role;
+
+pub struct RouterMetrics {
+    registry: std::sync::Arc<Metrics>,
+    pub prefill_retries: Counter,
+    pub decode_retries: Counter,
+    pub fallback_local_prefill: Counter,
+    pub prefill_seconds: Histogram,
+}
+
+impl RouterMetrics {
+    pub fn new(m: &std::sync::Arc<Metrics>) -> Self {
+        RouterMetrics {
+            registry: m.clone(),
+            prefill_retries: m.counter(
+                "tandem_router_prefill_retries_total",
+                &[],
+                "Prefill calls that failed and were retried on another prefill worker.",
+            ),
+            decode_retries: m.counter(
+                "tandem_router_decode_retries_total",
+                &[],
+                "Decode calls that failed before starting and went to another decode worker.",
+            ),
+            fallback_local_prefill: m.counter(
+                "tandem_router_local_prefill_fallbacks_total",
+                &[],
+                "Requests whose prompt the decode worker computed because no prefill worker could.",
+            ),
+            prefill_seconds: m.histogram(
+                "tandem_router_prefill_seconds",
+                "Router-observed time of a remote prefill call (prompt compute plus first token).",
+            ),
+        }
+    }
+
+    /// Counts one routing decision.
+    pub fn decision(&self, role: Role, worker: &str) {
+        self.registry
+            .counter(
+                "tandem_router_decisions_total",
+                &[("role", role.name()), ("worker", worker)],
+                "Requests routed, by role and worker.",
+            )
+            .increment(1);
+    }
+}

@@ -1,0 +1,56 @@
+//! A worker's internal API, next to the OpenAI API on the same port: the
+//! router asks a prefill worker to compute a prompt and hold its KV, asks a
+//! decode worker to pull that KV and go on, and follows every worker's
+//! load and prefix cache. Only the router should reach these routes
+//! (`--internal-token`, and workers bind 127.0.0.1 unless told otherwise).
+
+mod leases;
+mod metrics;
+mod routes;
+mod transfer;
+pub mod wire;
+
+use std::sync::Arc;
+
+use tandem_engine::serving::EngineHandle;
+
+pub use leases::Leases;
+pub use metrics::KvMetrics;
+pub use routes::routes;
+pub use transfer::{start_agent, NotificationListener, TransportLoader};
+
+/// What a worker process does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    /// Prefill and decode in one engine (serves the OpenAI API itself too).
+    Both,
+    /// Computes prompts and holds their KV for decode workers.
+    Prefill,
+    /// Pulls prompt KV from prefill workers and generates.
+    Decode,
+}
+
+impl Role {
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Both => "both",
+            Role::Prefill => "prefill",
+            Role::Decode => "decode",
+        }
+    }
+}
+
+/// Shared by the internal handlers.
+#[derive(Clone)]
+pub struct WorkerState {
+    pub role: Role,
+    pub engine: EngineHandle,
+    pub block_size: usize,
+    /// This worker's transfer-agent metadata, base64 (prefill role).
+    pub agent_metadata: Option<Arc<str>>,
+    pub leases: Arc<Leases>,
+    pub token: Option<Arc<str>>,
+    /// True once the worker is shutting down: endless streams (KV events)
+    /// end so the graceful drain does not wait on them.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
+}

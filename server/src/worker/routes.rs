@@ -1,0 +1,211 @@
+//! `/internal/*`: the routes the router drives. Streams are NDJSON; an
+//! error after the stream started arrives as an `error` line.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures::{Stream, StreamExt};
+use tandem_engine::sequence::{KvHandoff, RemoteKv};
+use tandem_engine::serving::{RequestOutput, ServingError, ServingRequest};
+
+use super::wire::{
+    DecodeRequest, KvEventLine, KvHandle, PrefillResponse, ReleaseRequest, StreamLine, TokenOutput,
+    WireError, WorkerStatus, TOKEN_HEADER,
+};
+use super::{Role, WorkerState};
+use crate::api::Backend;
+
+pub fn routes(state: WorkerState) -> Router {
+    Router::new()
+        .route("/internal/generate", post(generate))
+        .route("/internal/prefill", post(prefill))
+        .route("/internal/decode", post(decode))
+        .route("/internal/release", post(release))
+        .route("/internal/kv-events", get(kv_events))
+        .route("/internal/status", get(status))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            require_token,
+        ))
+        .with_state(state)
+}
+
+async fn require_token(
+    State(state): State<WorkerState>,
+    headers: HeaderMap,
+    req: Request,
+    next: Next,
+) -> Response {
+    if let Some(token) = &state.token {
+        let given = headers.get(TOKEN_HEADER).and_then(|v| v.to_str().ok());
+        if given != Some(token.as_ref()) {
+            return error(
+                StatusCode::UNAUTHORIZED,
+                &ServingError::Rejected(format!(
+                    "missing or wrong {TOKEN_HEADER}: the router and its workers must share --internal-token"
+                )),
+            );
+        }
+    }
+    next.run(req).await
+}
+
+fn error(status: StatusCode, e: &ServingError) -> Response {
+    (status, Json(WireError::from(e))).into_response()
+}
+
+fn status_of(e: &ServingError) -> StatusCode {
+    match e {
+        ServingError::Rejected(_) => StatusCode::BAD_REQUEST,
+        ServingError::Engine(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        ServingError::Shutdown | ServingError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+    }
+}
+
+fn ndjson<S, T>(lines: S) -> Response
+where
+    S: Stream<Item = T> + Send + 'static,
+    T: serde::Serialize,
+{
+    let body = lines.map(|line| {
+        let mut bytes = serde_json::to_vec(&line).expect("wire types serialize");
+        bytes.push(b'\n');
+        Ok::<_, Infallible>(Bytes::from(bytes))
+    });
+    (
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(body),
+    )
+        .into_response()
+}
+
+/// Token updates of one engine request, ending after its last.
+fn token_lines(
+    stream: impl Stream<Item = Result<RequestOutput, ServingError>> + Send + 'static,
+) -> impl Stream<Item = StreamLine> + Send + 'static {
+    stream.map(|item| match item {
+        Ok(out) => StreamLine::Output(TokenOutput::from(&out)),
+        Err(e) => StreamLine::Error(WireError::from(&e)),
+    })
+}
+
+/// A whole request here (colocated workers, and decode workers computing
+/// a prompt themselves when no prefill worker could).
+async fn generate(State(state): State<WorkerState>, Json(req): Json<ServingRequest>) -> Response {
+    ndjson(token_lines(Backend::generate(&state.engine, req)))
+}
+
+/// Computes the prompt, samples the first token, holds the KV.
+async fn prefill(
+    State(state): State<WorkerState>,
+    Json(mut req): Json<ServingRequest>,
+) -> Response {
+    let Some(agent) = state.agent_metadata.clone() else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            &ServingError::Rejected(format!(
+                "this is a {} worker; prefill needs `--role prefill`",
+                state.role.name()
+            )),
+        );
+    };
+    req.request.handoff = KvHandoff::Hold;
+    let mut stream = state.engine.add_request(req);
+    let first = match stream.next().await {
+        Some(Ok(out)) => out,
+        Some(Err(e)) => return error(status_of(&e), &e),
+        None => return error(StatusCode::SERVICE_UNAVAILABLE, &ServingError::Shutdown),
+    };
+    let kv = first.kv_handoff.as_ref().map(|held| {
+        state.leases.hold(held.lease);
+        KvHandle {
+            agent: agent.to_string(),
+            lease: held.lease,
+            block_ids: held.block_ids.clone(),
+            num_tokens: held.num_tokens,
+        }
+    });
+    Json(PrefillResponse {
+        output: TokenOutput::from(&first),
+        kv,
+    })
+    .into_response()
+}
+
+/// Pulls the prompt KV a prefill worker holds, then decodes.
+async fn decode(State(state): State<WorkerState>, Json(req): Json<DecodeRequest>) -> Response {
+    if state.role == Role::Prefill {
+        return error(
+            StatusCode::BAD_REQUEST,
+            &ServingError::Rejected(
+                "this is a prefill worker; decode needs `--role decode`".into(),
+            ),
+        );
+    }
+    let source = match req.kv.agent_bytes() {
+        Ok(b) => Arc::new(b),
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &ServingError::Rejected(format!("kv.agent is not base64: {e}")),
+            )
+        }
+    };
+    let mut request = req.request;
+    request.request.handoff = KvHandoff::Load {
+        output_tokens: req.output_tokens,
+        remote: RemoteKv {
+            source,
+            lease: req.kv.lease,
+            block_ids: req.kv.block_ids,
+        },
+    };
+    ndjson(token_lines(Backend::generate(&state.engine, request)))
+}
+
+async fn release(State(state): State<WorkerState>, Json(req): Json<ReleaseRequest>) -> StatusCode {
+    state.leases.release(req.lease);
+    StatusCode::NO_CONTENT
+}
+
+/// A snapshot of the prefix cache, then every change, until the engine
+/// stops or this reader falls too far behind (it then reconnects and gets
+/// a fresh snapshot).
+async fn kv_events(State(state): State<WorkerState>) -> Response {
+    let Some((hashes, rx)) = state.engine.kv_snapshot().await else {
+        return error(StatusCode::SERVICE_UNAVAILABLE, &ServingError::Shutdown);
+    };
+    let first = futures::stream::once(async move { KvEventLine::Snapshot { hashes } });
+    let rest = futures::stream::unfold(rx, |mut rx| async move {
+        match rx.recv().await {
+            Ok(event) => Some((KvEventLine::Event(event), rx)),
+            Err(_) => None,
+        }
+    });
+    let mut stopping = state.stopping.clone();
+    let stopped = async move {
+        let _ = stopping.wait_for(|&s| s).await;
+    };
+    ndjson(first.chain(rest).take_until(stopped))
+}
+
+async fn status(State(state): State<WorkerState>) -> Json<WorkerStatus> {
+    let s = state.engine.stats();
+    Json(WorkerStatus {
+        role: state.role.name().to_string(),
+        healthy: state.engine.is_alive(),
+        block_size: state.block_size,
+        num_running: s.num_running,
+        num_waiting: s.num_waiting,
+        kv_usage: s.kv_usage,
+        num_kv_leases: s.num_kv_leases,
+        num_loading_kv: s.num_loading_kv,
+    })
+}

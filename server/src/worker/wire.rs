@@ -1,0 +1,146 @@
+//! The internal worker API's messages, shared by the worker (server side)
+//! and the router (client side) so the two cannot drift. Streams are
+//! newline-delimited JSON, one [`StreamLine`] per line.
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use tandem_engine::kv_cache::{BlockHash, KvEvent};
+use tandem_engine::sampler::SampledToken;
+use tandem_engine::sequence::FinishReason;
+use tandem_engine::serving::{RequestOutput, ServingError, ServingRequest};
+
+/// Header carrying `--internal-token`.
+pub const TOKEN_HEADER: &str = "x-tandem-internal-token";
+
+/// Where a prefill worker keeps a prompt's KV for a decode worker.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct KvHandle {
+    /// The prefill worker's transfer-agent metadata, base64.
+    pub agent: String,
+    pub lease: u64,
+    /// The prompt's blocks on the prefill worker, in token order.
+    pub block_ids: Vec<u32>,
+    pub num_tokens: usize,
+}
+
+impl KvHandle {
+    pub fn encode_agent(bytes: &[u8]) -> String {
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    }
+
+    pub fn agent_bytes(&self) -> Result<Vec<u8>, base64::DecodeError> {
+        base64::engine::general_purpose::STANDARD.decode(&self.agent)
+    }
+}
+
+/// Tokens one step produced for one request, without text: the router
+/// detokenizes the whole sequence itself, so text never depends on which
+/// worker produced which token.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct TokenOutput {
+    pub samples: Vec<SampledToken>,
+    pub finish_reason: Option<FinishReason>,
+    /// Prompt tokens this worker found in its prefix cache.
+    pub cached_tokens: usize,
+}
+
+impl From<&RequestOutput> for TokenOutput {
+    fn from(o: &RequestOutput) -> Self {
+        TokenOutput {
+            samples: o.samples.clone(),
+            finish_reason: o.finish_reason,
+            cached_tokens: o.usage.cached_tokens,
+        }
+    }
+}
+
+/// Why a worker could not run a request.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The request itself is unacceptable (retrying elsewhere will not help).
+    Rejected,
+    /// The engine failed.
+    Engine,
+    /// The worker is shutting down.
+    Shutdown,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct WireError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl From<&ServingError> for WireError {
+    fn from(e: &ServingError) -> Self {
+        let kind = match e {
+            ServingError::Rejected(_) => ErrorKind::Rejected,
+            ServingError::Engine(_) => ErrorKind::Engine,
+            ServingError::Shutdown | ServingError::Unavailable(_) => ErrorKind::Shutdown,
+        };
+        WireError {
+            kind,
+            message: e.to_string(),
+        }
+    }
+}
+
+impl From<WireError> for ServingError {
+    fn from(e: WireError) -> Self {
+        match e.kind {
+            ErrorKind::Rejected => ServingError::Rejected(e.message),
+            ErrorKind::Engine => ServingError::Engine(e.message),
+            ErrorKind::Shutdown => ServingError::Shutdown,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "snake_case")]
+pub enum StreamLine {
+    Output(TokenOutput),
+    Error(WireError),
+}
+
+/// `POST /internal/prefill`'s answer: the first token, and where its KV
+/// waits (absent when the request already finished).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct PrefillResponse {
+    pub output: TokenOutput,
+    pub kv: Option<KvHandle>,
+}
+
+/// `POST /internal/decode`: go on from tokens sampled on a prefill worker.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DecodeRequest {
+    pub request: ServingRequest,
+    pub output_tokens: Vec<u32>,
+    pub kv: KvHandle,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+pub struct ReleaseRequest {
+    pub lease: u64,
+}
+
+/// `GET /internal/kv-events` lines: first a snapshot, then changes.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum KvEventLine {
+    Snapshot { hashes: Vec<BlockHash> },
+    Event(KvEvent),
+}
+
+/// `GET /internal/status`: what the router scores and checks.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct WorkerStatus {
+    pub role: String,
+    pub healthy: bool,
+    pub block_size: usize,
+    pub num_running: usize,
+    pub num_waiting: usize,
+    pub kv_usage: f64,
+    pub num_kv_leases: usize,
+    pub num_loading_kv: usize,
+}

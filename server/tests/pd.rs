@@ -1,0 +1,428 @@
+//! Prefill/decode disaggregation end to end, with real processes on
+//! 127.0.0.1: `tandem worker --role prefill|decode` behind `tandem router`,
+//! compared token for token with a colocated server and `tandem generate`;
+//! prefix reuse on the decode side, KV-aware choice between two prefill
+//! workers, and a prefill worker killed mid-request.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+const MODEL: &str = "tiny";
+
+/// A tandem process that printed its URL; killed when dropped.
+struct Proc {
+    child: Child,
+    url: String,
+}
+
+impl Proc {
+    fn start(args: &[&str]) -> Proc {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tandem"))
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start tandem");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(i) = line.find("http://127.0.0.1:") {
+                    let url: String = line[i..]
+                        .chars()
+                        .take_while(|c| !c.is_whitespace())
+                        .collect();
+                    let _ = tx.send(url);
+                }
+            }
+        });
+        let url = rx
+            .recv_timeout(Duration::from_secs(120))
+            .unwrap_or_else(|_| panic!("tandem {args:?} did not print its URL"));
+        Proc { child, url }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn demo_model(dir: &Path) -> String {
+    let out = dir.join(MODEL);
+    let status = Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .args([
+            "demo-model",
+            "--size",
+            "tiny",
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    out.to_str().unwrap().to_string()
+}
+
+fn worker(model: &str, role: &str) -> Proc {
+    Proc::start(&[
+        "worker",
+        "--role",
+        role,
+        "--model",
+        model,
+        "--port",
+        "0",
+        "--served-model-name",
+        MODEL,
+        "--kv-cache-memory",
+        "128MiB",
+        "--internal-token",
+        "t0k",
+    ])
+}
+
+fn router(model: &str, workers: &[(&str, &Proc)], extra: &[&str]) -> Proc {
+    let mut args = vec![
+        "router",
+        "--model",
+        model,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--served-model-name",
+        MODEL,
+        "--pd-threshold",
+        "0",
+        "--internal-token",
+        "t0k",
+    ];
+    for (flag, p) in workers {
+        args.push(flag);
+        args.push(&p.url);
+    }
+    args.extend_from_slice(extra);
+    Proc::start(&args)
+}
+
+/// Deterministic pseudo-random token ids, away from the special tokens.
+fn tokens(seed: u64, n: usize) -> Vec<u32> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            10 + (x % 2000) as u32
+        })
+        .collect()
+}
+
+async fn complete(http: &reqwest::Client, base: &str, prompt: &[u32], max_tokens: usize) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let resp = http
+            .post(format!("{base}/v1/completions"))
+            .json(&json!({
+                "model": MODEL, "prompt": prompt, "max_tokens": max_tokens,
+                "temperature": 0, "ignore_eos": true,
+            }))
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status();
+        let body: Value = resp.json().await.unwrap();
+        // The router answers 503 until it has seen healthy workers.
+        if status == 503 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        }
+        assert_eq!(status, 200, "{body}");
+        return body;
+    }
+}
+
+fn text(v: &Value) -> String {
+    v["choices"][0]["text"].as_str().unwrap().to_string()
+}
+
+async fn metric(http: &reqwest::Client, base: &str, name: &str) -> f64 {
+    let body = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    body.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+        .sum()
+}
+
+/// The 64 prompts: every length class the KV handoff can get wrong.
+fn prompts() -> Vec<Vec<u32>> {
+    let mut lens = vec![
+        1, 2, 15, 16, 17, 31, 32, 33, 47, 48, 49, 63, 64, 65, 100, 128, 129, 2050, 2100,
+    ];
+    let mut i = 0;
+    while lens.len() < 64 {
+        lens.push(3 + (i * 37) % 300);
+        i += 1;
+    }
+    let shared = tokens(999, 40);
+    lens.iter()
+        .enumerate()
+        .map(|(i, &n)| {
+            if i % 5 == 4 && n > 40 {
+                // Some share a prefix, so the prefix caches take part.
+                let mut p = shared.clone();
+                p.extend(tokens(i as u64, n - 40));
+                p
+            } else {
+                tokens(i as u64, n)
+            }
+        })
+        .collect()
+}
+
+fn generate_offline(model: &str, prompts: &[Vec<u32>], dir: &Path) -> Vec<String> {
+    let file = dir.join("ids.jsonl");
+    let lines: Vec<String> = prompts
+        .iter()
+        .map(|p| serde_json::to_string(p).unwrap())
+        .collect();
+    std::fs::write(&file, lines.join("\n")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .args([
+            "generate",
+            "--model",
+            model,
+            "--json",
+            "--max-tokens",
+            "6",
+            "--ignore-eos",
+        ])
+        .arg("--prompt-ids-file")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["text"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect()
+}
+
+async fn all_texts(http: &reqwest::Client, base: &str, prompts: &[Vec<u32>]) -> Vec<String> {
+    let mut out = Vec::new();
+    for chunk in prompts.chunks(8) {
+        let futs = chunk.iter().map(|p| complete(http, base, p, 6));
+        out.extend(futures::future::join_all(futs).await.iter().map(text));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pd_gives_the_same_tokens_as_colocated_and_generate() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = demo_model(dir.path());
+    let prompts = prompts();
+    let offline = generate_offline(&model, &prompts, dir.path());
+
+    let prefill = worker(&model, "prefill");
+    let decode = worker(&model, "decode");
+    let pd = router(
+        &model,
+        &[("--prefill", &prefill), ("--decode", &decode)],
+        &[],
+    );
+    let colocated = worker(&model, "both");
+    let http = reqwest::Client::new();
+
+    let through_pd = all_texts(&http, &pd.url, &prompts).await;
+    let through_colocated = all_texts(&http, &colocated.url, &prompts).await;
+    for (i, p) in prompts.iter().enumerate() {
+        assert_eq!(
+            through_pd[i],
+            offline[i],
+            "prompt {i} ({} tokens): P/D vs generate",
+            p.len()
+        );
+        assert_eq!(
+            through_colocated[i],
+            offline[i],
+            "prompt {i} ({} tokens): colocated vs generate",
+            p.len()
+        );
+    }
+    let pulled = metric(&http, &decode.url, "tandem_kv_blocks_pulled_total").await;
+    assert!(pulled > 0.0, "P/D requests must pull KV blocks");
+    assert_eq!(
+        metric(&http, &decode.url, "tandem_kv_pull_failures_total").await,
+        0.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_prefix_pulls_fewer_blocks_and_lands_where_it_is_cached() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = demo_model(dir.path());
+    let p1 = worker(&model, "prefill");
+    let p2 = worker(&model, "prefill");
+    let decode = worker(&model, "decode");
+    let r = router(
+        &model,
+        &[
+            ("--prefill", &p1),
+            ("--prefill", &p2),
+            ("--decode", &decode),
+        ],
+        &[],
+    );
+    let http = reqwest::Client::new();
+    let prefix = tokens(7, 160); // 10 full blocks
+    let ask = |suffix_seed: u64| {
+        let mut p = prefix.clone();
+        p.extend(tokens(suffix_seed, 20));
+        p
+    };
+    let pulled = || metric(&http, &decode.url, "tandem_kv_blocks_pulled_total");
+    let before = pulled().await;
+    complete(&http, &r.url, &ask(1), 4).await;
+    let first = pulled().await - before;
+    assert_eq!(first, 12.0, "180 tokens = 12 blocks, none cached yet");
+    // Let the KV events reach the router.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let chosen = |url: &str| {
+        let url = url.to_string();
+        let http = http.clone();
+        let base = r.url.clone();
+        async move {
+            let body = http
+                .get(format!("{base}/metrics"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            body.lines()
+                .filter(|l| {
+                    l.starts_with("tandem_router_decisions_total")
+                        && l.contains("role=\"prefill\"")
+                        && l.contains(&format!("worker=\"{url}\""))
+                })
+                .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+                .sum::<f64>()
+        }
+    };
+    let (a0, b0) = (chosen(&p1.url).await, chosen(&p2.url).await);
+    let holder_is_a = a0 > b0;
+    let mut cached = Vec::new();
+    for s in 2..7 {
+        let before = pulled().await;
+        let v = complete(&http, &r.url, &ask(s), 4).await;
+        let got = pulled().await - before;
+        assert!(
+            got < first,
+            "request {s} pulled {got} blocks, the first {first}"
+        );
+        assert_eq!(
+            got, 2.0,
+            "only the 20-token suffix's blocks are new to the decode worker"
+        );
+        cached.push(
+            v["usage"]["prompt_tokens_details"]["cached_tokens"]
+                .as_u64()
+                .unwrap_or(0),
+        );
+    }
+    let (a1, b1) = (chosen(&p1.url).await, chosen(&p2.url).await);
+    if holder_is_a {
+        assert_eq!(
+            (a1 - a0, b1 - b0),
+            (5.0, 0.0),
+            "repeats go to the prefill worker holding the prefix"
+        );
+    } else {
+        assert_eq!(
+            (a1 - a0, b1 - b0),
+            (0.0, 5.0),
+            "repeats go to the prefill worker holding the prefix"
+        );
+    }
+    // The overlap the router routed on is what the worker reports cached.
+    assert!(cached.iter().all(|&c| c == 160), "cached_tokens {cached:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_survives_its_prefill_worker_dying() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = demo_model(dir.path());
+    let long = tokens(42, 2000);
+    let expected = generate_offline(&model, std::slice::from_ref(&long), dir.path());
+    let mut prefill = worker(&model, "prefill");
+    let decode = worker(&model, "decode");
+    let r = router(
+        &model,
+        &[("--prefill", &prefill), ("--decode", &decode)],
+        &[],
+    );
+    let http = reqwest::Client::new();
+    // Warm up: the router has seen both workers.
+    complete(&http, &r.url, &tokens(1, 20), 2).await;
+    // Freeze the prefill worker so the request is certainly in its hands
+    // when it dies.
+    let pid = prefill.child.id() as i32;
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let request = {
+        let http = http.clone();
+        let base = r.url.clone();
+        let long = long.clone();
+        tokio::spawn(async move { complete(&http, &base, &long, 6).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    prefill.kill();
+    let v = tokio::time::timeout(Duration::from_secs(60), request)
+        .await
+        .expect("the request must not hang")
+        .unwrap();
+    assert_eq!(text(&v), expected[0]);
+    assert_eq!(
+        metric(&http, &r.url, "tandem_router_local_prefill_fallbacks_total").await,
+        1.0,
+        "the decode worker computed the prompt itself"
+    );
+    // With the prefill worker gone, new requests are served by the decode worker.
+    let started = Instant::now();
+    let v = complete(&http, &r.url, &long, 6).await;
+    assert_eq!(text(&v), expected[0]);
+    assert!(started.elapsed() < Duration::from_secs(30));
+}
