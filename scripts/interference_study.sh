@@ -13,8 +13,8 @@
 #
 # Knobs (environment): MODEL (default: demo-models/small, written if
 # missing), RATES (req/s, comma list), NUM_PROMPTS (per rate), SHORT_LEN,
-# LONG_LEN, LONG_FRACTION, OUTPUT_LEN, OUT, TANDEM, BENCH (binaries; default
-# target/release if built there, else target/debug).
+# LONG_LEN, LONG_FRACTION, OUTPUT_LEN, OUT, SERVE_ARGS, TANDEM, BENCH
+# (binaries; default target/release if built there, else target/debug).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,6 +30,8 @@ LONG_LEN="${LONG_LEN:-1024}"
 LONG_FRACTION="${LONG_FRACTION:-0.25}"
 OUTPUT_LEN="${OUTPUT_LEN:-32}"
 OUT="${OUT:-bench-results/interference}"
+# Passed to every `tandem serve` (each of the two engines gets this KV cache).
+SERVE_ARGS="${SERVE_ARGS:---kv-cache-memory 1GiB}"
 
 for bin in "$TANDEM" "$BENCH"; do
   [ -x "$bin" ] || { echo "missing $bin: run 'cargo build --release --bin tandem --bin tandem-bench' (or set TANDEM/BENCH)" >&2; exit 1; }
@@ -53,7 +55,8 @@ trap stop_server EXIT
 # /health answers, and set $base_url.
 start_server() {
   local log="$1"; shift
-  "$TANDEM" serve --model "$MODEL" --host 127.0.0.1 --port 0 "$@" > "$log" 2>&1 &
+  # shellcheck disable=SC2086 # SERVE_ARGS is a list of flags
+  "$TANDEM" serve --model "$MODEL" --host 127.0.0.1 --port 0 $SERVE_ARGS "$@" > "$log" 2>&1 &
   server_pid=$!
   base_url=""
   for _ in $(seq 600); do
@@ -83,7 +86,7 @@ run_setup() {
 }
 
 help="$("$TANDEM" serve --help)"
-if grep -q -- '--workers' <<< "$help" && grep -q -- '--routing' <<< "$help"; then
+if grep -qE -- '(^|[[:space:]])--workers' <<< "$help" && grep -q -- '--routing' <<< "$help"; then
   run_setup colocated --colocated --workers 2 --routing round-robin
 else
   echo "note: this tandem has no --workers/--routing; baseline is ONE colocated worker" >&2
