@@ -280,12 +280,9 @@ pub fn ratio_table(series: &Series, spec: &str, class: Option<&str>) -> anyhow::
         })
     };
     let (pa, pb) = (find(a)?, find(b)?);
-    let mut s = format!(
-        "{:>8}{:>20}{:>20}\n",
-        "x",
-        format!("p99 TTFT {a}/{b}"),
-        format!("p99 TPOT {a}/{b}")
-    );
+    let (h1, h2) = (format!("p99 TTFT {a}/{b}"), format!("p99 TPOT {a}/{b}"));
+    let w = h1.len() + 2;
+    let mut s = format!("{:>8}{h1:>w$}{h2:>w$}\n", "x");
     for p in pa {
         if let Some(q) = pb.iter().find(|q| (q.x - p.x).abs() < 1e-9) {
             let r = |m: &str| {
@@ -293,7 +290,7 @@ pub fn ratio_table(series: &Series, spec: &str, class: Option<&str>) -> anyhow::
                     / q.stat("p99", m, class).unwrap_or(f64::NAN)
             };
             s.push_str(&format!(
-                "{:>8.2}{:>20.3}{:>20.3}\n",
+                "{:>8.2}{:>w$.3}{:>w$.3}\n",
                 p.x,
                 r("ttft"),
                 r("tpot")
