@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The main job: build tandem and serve the OpenAI-compatible API on
+# The main job: build tandem and serve the OpenAI-compatible API (a router in
+# front of a prefill and a decode worker process, KV over UCX) on
 # http://127.0.0.1:8000 (HOST / PORT override). Without a model argument it
 # writes and serves the local demo model demo-models/small (random weights,
 # gibberish text, no network). Extra arguments go to `tandem serve`, e.g.
@@ -11,4 +12,4 @@ source scripts/bootstrap.sh
 cargo build --bin tandem
 tandem=target/debug/tandem
 [ -n "${CARGO_TARGET_DIR:-}" ] && tandem="$CARGO_TARGET_DIR/debug/tandem"
-exec "$tandem" serve --colocated --host "${HOST:-127.0.0.1}" --port "${PORT:-8000}" "$@"
+exec "$tandem" serve --host "${HOST:-127.0.0.1}" --port "${PORT:-8000}" "$@"

@@ -426,3 +426,174 @@ async fn a_request_survives_its_prefill_worker_dying() {
     assert_eq!(text(&v), expected[0]);
     assert!(started.elapsed() < Duration::from_secs(30));
 }
+
+async fn health(http: &reqwest::Client, base: &str) -> u16 {
+    match http
+        .get(format!("{base}/health"))
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await
+    {
+        Ok(r) => r.status().as_u16(),
+        Err(_) => 0,
+    }
+}
+
+/// Polls until `/health` answers `want`; returns how long that took.
+async fn wait_health(http: &reqwest::Client, base: &str, want: u16, limit: Duration) -> Duration {
+    let started = Instant::now();
+    while health(http, base).await != want {
+        assert!(
+            started.elapsed() < limit,
+            "{base}/health did not turn {want} within {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    started.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_worker_leaves_routing_within_two_seconds_and_comes_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = demo_model(dir.path());
+    let decode = worker(&model, "decode");
+    let r = router(&model, &[("--decode", &decode)], &[]);
+    let http = reqwest::Client::new();
+    wait_health(&http, &r.url, 200, Duration::from_secs(30)).await;
+    let pid = decode.child.id() as i32;
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let gone = wait_health(&http, &r.url, 503, Duration::from_secs(5)).await;
+    assert!(gone < Duration::from_secs(2), "noticed after {gone:?}");
+    // With no decode worker, a request gets an OpenAI error at once, not a hang.
+    let resp = http
+        .post(format!("{}/v1/completions", r.url))
+        .json(&json!({"model": MODEL, "prompt": "hi", "max_tokens": 2}))
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 503);
+    let body: Value = resp.json().await.unwrap();
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("no healthy decode worker"));
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    wait_health(&http, &r.url, 200, Duration::from_secs(5)).await;
+    complete(&http, &r.url, &tokens(3, 30), 3).await;
+}
+
+#[test]
+fn serve_stops_every_worker_when_one_dies() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = demo_model(dir.path());
+    let mut serve = Proc::start(&[
+        "serve",
+        "--model",
+        &model,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--kv-cache-memory",
+        "64MiB",
+    ]);
+    let children = std::fs::read_to_string(format!(
+        "/proc/{pid}/task/{pid}/children",
+        pid = serve.child.id()
+    ))
+    .unwrap();
+    let pids: Vec<i32> = children
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect();
+    assert_eq!(pids.len(), 2, "one prefill and one decode worker");
+    // SAFETY: killing a child of our child, found through /proc.
+    unsafe { libc::kill(pids[0], libc::SIGKILL) };
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let status = loop {
+        if let Some(s) = serve.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "serve must stop when a worker dies"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(!status.success());
+    // The other worker was stopped too.
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        !Path::new(&format!("/proc/{}", pids[1])).exists() || {
+            let stat =
+                std::fs::read_to_string(format!("/proc/{}/stat", pids[1])).unwrap_or_default();
+            stat.contains(") Z ")
+        }
+    );
+    serve.kill();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unpulled_kv_is_freed_when_its_lease_expires() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = demo_model(dir.path());
+    let prefill = Proc::start(&[
+        "worker",
+        "--role",
+        "prefill",
+        "--model",
+        &model,
+        "--port",
+        "0",
+        "--served-model-name",
+        MODEL,
+        "--kv-cache-memory",
+        "64MiB",
+        "--internal-token",
+        "t0k",
+        "--kv-lease-timeout",
+        "0.5",
+    ]);
+    let http = reqwest::Client::new();
+    let request = json!({
+        "request": {
+            "prompt_tokens": tokens(5, 40),
+            "params": {"temperature": 0.0},
+            "stop": {"max_tokens": 8, "min_tokens": 0, "ignore_eos": true, "stop_token_ids": []},
+        },
+        "stop_strings": [], "include_stop_str_in_output": false, "skip_special_tokens": true,
+    });
+    // Without the token the internal API refuses.
+    let denied = http
+        .post(format!("{}/internal/prefill", prefill.url))
+        .json(&request)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(denied.status(), 401);
+    let resp: Value = http
+        .post(format!("{}/internal/prefill", prefill.url))
+        .header("x-tandem-internal-token", "t0k")
+        .json(&request)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp["kv"]["block_ids"].as_array().unwrap().len(),
+        3,
+        "{resp}"
+    );
+    let usage = || metric(&http, &prefill.url, "vllm:kv_cache_usage_perc");
+    assert!(usage().await > 0.0, "the prompt's blocks are held");
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(
+        metric(&http, &prefill.url, "tandem_kv_leases_expired_total").await,
+        1.0
+    );
+    assert_eq!(usage().await, 0.0, "expired blocks are free again");
+}

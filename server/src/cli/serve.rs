@@ -19,6 +19,10 @@ use super::router::{RouterArgs, RoutingArgs};
 use super::worker::WorkerArgs;
 use crate::worker::Role;
 
+/// UCX transports between workers of one machine (docs/benchmarks.md, "KV
+/// transfer": 5–12 GB/s for registered arenas, against ~1 GB/s over tcp).
+const SAME_HOST_TRANSPORTS: &str = "posix,sysv,cma";
+
 #[derive(clap::Args, Debug, Clone)]
 pub struct ServeArgs {
     /// Prefill and decode in the same engine (no transfer).
@@ -64,6 +68,7 @@ impl ServeArgs {
             engine: self.engine.clone(),
             internal_token: None,
             kv_lease_timeout: self.kv_lease_timeout,
+            ucx_transports: None,
         }
     }
 
@@ -189,6 +194,11 @@ impl Children {
         }
         if let Some(m) = args.http.max_model_len {
             cmd.args(["--max-model-len", &m.to_string()]);
+        }
+        // Every worker is on this host: shared memory (posix/sysv) and
+        // cross-memory attach, unless the user chose transports via UCX_TLS.
+        if std::env::var_os("UCX_TLS").is_none() {
+            cmd.args(["--ucx-transports", SAME_HOST_TRANSPORTS]);
         }
         let mut child = cmd.spawn().context("spawning a worker process")?;
         let stdout = child.stdout.take().expect("stdout is piped");

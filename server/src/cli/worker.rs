@@ -34,6 +34,10 @@ pub struct WorkerArgs {
     /// that has not pulled it.
     #[arg(long, default_value_t = 10.0)]
     pub kv_lease_timeout: f64,
+    /// UCX transports for KV pulls (UCX_TLS), e.g. `posix,sysv,cma` on one
+    /// host or `rc,tcp` across nodes; default: UCX's own choice.
+    #[arg(long)]
+    pub ucx_transports: Option<String>,
 }
 
 impl WorkerArgs {
@@ -78,7 +82,12 @@ pub fn run_on(args: WorkerArgs, default_host: IpAddr) -> anyhow::Result<()> {
         Role::Both => None,
         role => {
             let name = format!("{}-{}", role.name(), std::process::id());
-            Some(worker::start_agent(&name, &core, &model_id)?)
+            Some(worker::start_agent(
+                &name,
+                &core,
+                &model_id,
+                args.ucx_transports.clone(),
+            )?)
         }
     };
     let loader: Option<Arc<dyn KvLoader>> = match (&agent, args.role) {

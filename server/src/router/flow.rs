@@ -42,6 +42,7 @@ pub fn run(router: Arc<RouterInner>, req: ServingRequest) -> TokenStream {
         if remote {
             match prefill(&router, &req, &hashes).await {
                 PrefillOutcome::Done(first, worker, kv) => {
+                    router.metrics.disaggregated.increment(1);
                     let cached = first.cached_tokens;
                     let finished = first.finish_reason.is_some();
                     let tokens: Vec<u32> = first.samples.iter().map(|s| s.token).collect();
@@ -62,12 +63,16 @@ pub fn run(router: Arc<RouterInner>, req: ServingRequest) -> TokenStream {
                     return;
                 }
                 PrefillOutcome::NoneLeft => {
+                    router.metrics.decode_only.increment(1);
                     router.metrics.fallback_local_prefill.increment(1);
                     tracing::warn!("no prefill worker could take the request; the decode worker computes the prompt");
                 }
             }
         }
 
+        if !remote {
+            router.metrics.decode_only.increment(1);
+        }
         // Decode (or the whole request, when it was not disaggregated).
         let mut current = Some(decode);
         let mut lines = loop {

@@ -11,6 +11,10 @@ pub struct RouterMetrics {
     pub decode_retries: Counter,
     pub fallback_local_prefill: Counter,
     pub prefill_seconds: Histogram,
+    /// Requests prefilled on a prefill worker, and those computed whole on
+    /// the decode worker (short uncached part, or a colocated worker).
+    pub disaggregated: Counter,
+    pub decode_only: Counter,
 }
 
 impl RouterMetrics {
@@ -31,6 +35,16 @@ impl RouterMetrics {
                 "tandem_router_local_prefill_fallbacks_total",
                 &[],
                 "Requests whose prompt the decode worker computed because no prefill worker could.",
+            ),
+            disaggregated: m.counter(
+                "tandem_router_requests_total",
+                &[("path", "prefill_then_decode")],
+                "Requests by path: prefilled remotely then decoded, or computed whole on one worker.",
+            ),
+            decode_only: m.counter(
+                "tandem_router_requests_total",
+                &[("path", "decode_only")],
+                "Requests by path: prefilled remotely then decoded, or computed whole on one worker.",
             ),
             prefill_seconds: m.histogram(
                 "tandem_router_prefill_seconds",

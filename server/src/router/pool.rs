@@ -280,3 +280,25 @@ async fn follow_kv_events(w: Arc<Worker>, client: WorkerClient) {
         tokio::time::sleep(POLL_EVERY).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::resolve;
+
+    #[tokio::test]
+    async fn names_resolve_to_every_address_and_literals_to_themselves() {
+        assert_eq!(
+            resolve("http://10.1.2.3:8000").await.unwrap(),
+            ["http://10.1.2.3:8000"]
+        );
+        let local = resolve("http://localhost:8001").await.unwrap();
+        assert!(
+            local.contains(&"http://127.0.0.1:8001".to_string()),
+            "{local:?}"
+        );
+        assert!(
+            resolve("10.0.0.1:80").await.is_err(),
+            "the scheme is required"
+        );
+    }
+}

@@ -20,7 +20,12 @@ use super::metrics::KvMetrics;
 /// Starts a UCX agent named `name` and registers `core`'s KV arena with it.
 /// `model_id` goes into the layout handshake: peers serving another model
 /// are refused.
-pub fn start_agent(name: &str, core: &EngineCore, model_id: &str) -> anyhow::Result<Arc<Agent>> {
+pub fn start_agent(
+    name: &str,
+    core: &EngineCore,
+    model_id: &str,
+    transports: Option<String>,
+) -> anyhow::Result<Arc<Agent>> {
     let kv = core.kv_cache();
     let layout = LayoutDescriptor {
         model_id: model_id.to_string(),
@@ -33,7 +38,11 @@ pub fn start_agent(name: &str, core: &EngineCore, model_id: &str) -> anyhow::Res
     let base = kv.host_ptr().context(
         "the KV arena is not in host memory; P/D over device memory needs the cuda feature",
     )?;
-    let agent = Agent::new(name, BackendConfig::Ucx(UcxConfig::default()))
+    let config = UcxConfig {
+        transports,
+        ..UcxConfig::default()
+    };
+    let agent = Agent::new(name, BackendConfig::Ucx(config))
         .context("starting the UCX transfer agent (is libucx installed?)")?;
     // SAFETY: the arena lives in the engine core, which outlives the
     // agent: the worker drops the agent only after the engine thread ended
