@@ -3,7 +3,10 @@
 
 mod decode;
 mod membw;
+mod plot;
 mod random_model;
+mod serve;
+mod sweep;
 mod throughput;
 mod transfer;
 
@@ -28,6 +31,12 @@ enum Command {
     Throughput(throughput::Args),
     /// KV block reads between processes (tandem-transport over UCX) vs memcpy and ucx_perftest.
     Transfer(transfer::Args),
+    /// Load-test an OpenAI-compatible server: TTFT/TPOT/ITL/E2E, throughput, goodput.
+    Serve(Box<serve::Args>),
+    /// `serve` at several request rates or concurrencies, one JSON line per run.
+    Sweep(Box<sweep::SweepArgs>),
+    /// Plot TTFT/TPOT percentiles vs rate from sweep results (PNG or SVG).
+    Plot(plot::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -35,5 +44,19 @@ fn main() -> anyhow::Result<()> {
         Command::Decode(a) => decode::run(a),
         Command::Throughput(a) => throughput::run(a),
         Command::Transfer(a) => transfer::run(a),
+        Command::Serve(a) => serve::run(*a),
+        Command::Sweep(a) => sweep::run(*a),
+        Command::Plot(a) => plot::run(a),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// clap checks the whole CLI (unique ids, conflicts) only when asked.
+    #[test]
+    fn cli_definition_is_valid() {
+        super::Cli::command().debug_assert();
     }
 }
