@@ -322,7 +322,12 @@ async fn a_shared_prefix_pulls_fewer_blocks_and_lands_where_it_is_cached() {
     let before = pulled().await;
     complete(&http, &r.url, &ask(1), 4).await;
     let first = pulled().await - before;
-    assert_eq!(first, 12.0, "180 tokens = 12 blocks, none cached yet");
+    let failures = metric(&http, &decode.url, "tandem_kv_pull_failures_total").await;
+    assert_eq!(
+        (first, failures),
+        (12.0, 0.0),
+        "180 tokens = 12 blocks pulled, none cached yet (pulled, failed pulls)"
+    );
     // Let the KV events reach the router.
     tokio::time::sleep(Duration::from_millis(700)).await;
     let chosen = |url: &str| {
