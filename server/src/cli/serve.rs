@@ -15,6 +15,7 @@ use tandem_engine::{parse_dtype, EngineOptions, LoadedModel};
 
 use crate::api::chat_template::ChatTemplate;
 use crate::api::{self, AppState, ModelInfo};
+use crate::rag::embedder::{self, EmbedderArgs};
 
 /// Where `tandem serve` without `--model` writes and finds the demo model.
 const DEMO_DIR: &str = "demo-models/small";
@@ -67,6 +68,8 @@ pub struct ServerArgs {
     /// A Jinja chat template file to use instead of the model's own.
     #[arg(long)]
     chat_template: Option<PathBuf>,
+    #[command(flatten)]
+    embedder: EmbedderArgs,
 }
 
 #[derive(clap::Args, Debug)]
@@ -199,6 +202,7 @@ fn run(args: ServerArgs) -> anyhow::Result<()> {
     drop(model);
     let api_key = args.api_key.clone().filter(|k| !k.is_empty());
     let state = AppState::new(info, Arc::new(engine), args.max_waiting, api_key);
+    let state = with_embedder(state, &args.embedder)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -209,6 +213,22 @@ fn run(args: ServerArgs) -> anyhow::Result<()> {
         SocketAddr::new(args.host, args.port),
         timeout,
     ))
+}
+
+/// Adds the RAG embedder: a model or URL the user named must load; the
+/// default one may be absent (then only RAG and /v1/embeddings are off).
+fn with_embedder(state: AppState, args: &EmbedderArgs) -> anyhow::Result<AppState> {
+    if args.no_embedder {
+        return Ok(state);
+    }
+    match embedder::from_args(args) {
+        Ok(e) => Ok(state.with_embedder(e)),
+        Err(e) if !args.is_explicit() => {
+            tracing::warn!("RAG and /v1/embeddings are off: {e}");
+            Ok(state)
+        }
+        Err(e) => Err(e).context("loading the embedding model"),
+    }
 }
 
 async fn listen(state: AppState, addr: SocketAddr, timeout: Duration) -> anyhow::Result<()> {
