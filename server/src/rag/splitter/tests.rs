@@ -137,7 +137,9 @@ fn python_code_splits_at_definitions() {
         assert!(words(&c.text) <= 30);
         // Cuts fall between top-level definitions, never inside one.
         assert!(
-            ["import ", "def ", "class "].iter().any(|p| c.text.starts_with(p)),
+            ["import ", "def ", "class "]
+                .iter()
+                .any(|p| c.text.starts_with(p)),
             "chunk starts mid-definition: {:?}",
             c.text
         );
