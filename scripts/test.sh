@@ -5,6 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/bootstrap.sh
+# Before the Rust tests: they load the default embedding model from .venv.
+source scripts/python_env.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo nextest run --workspace --no-fail-fast
@@ -17,7 +19,6 @@ if [ ! -x "$TANDEM_BIN" ]; then
     echo "error: $TANDEM_BIN was not built by the test run" >&2
     exit 1
 fi
-source scripts/python_env.sh
 set +e
 timeout 300 .venv/bin/python -m pytest tests/python -q -p no:cacheprovider --durations=5
 rc=$?

@@ -2,6 +2,7 @@
 
 mod api;
 mod cli;
+mod rag;
 mod router;
 mod worker;
 

@@ -8,6 +8,7 @@ pub mod backend;
 pub mod chat;
 pub mod chat_template;
 pub mod completions;
+pub mod embeddings;
 pub mod errors;
 pub mod generate;
 pub mod health;
@@ -40,6 +41,8 @@ use errors::ApiError;
 use generate::Admission;
 use metrics::Metrics;
 use validation::Limits;
+
+use crate::rag::embedder::Embedder;
 
 /// What the API knows about the one model it serves.
 pub struct ModelInfo {
@@ -85,6 +88,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub admission: Arc<Admission>,
     pub api_key: Option<Arc<str>>,
+    /// The RAG embedder; None serves no embeddings (see `with_embedder`).
+    pub embedder: Option<Arc<dyn Embedder>>,
 }
 
 impl AppState {
@@ -113,7 +118,14 @@ impl AppState {
             backend,
             admission: Admission::new(max_waiting),
             api_key: api_key.map(Arc::from),
+            embedder: None,
         }
+    }
+
+    /// Serves `/v1/embeddings` (and RAG) with `embedder`.
+    pub fn with_embedder(mut self, embedder: Arc<dyn Embedder>) -> Self {
+        self.embedder = Some(embedder);
+        self
     }
 }
 
@@ -180,6 +192,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/models/{*model}", get(models::retrieve))
         .route("/v1/completions", post(completions::create))
         .route("/v1/chat/completions", post(chat::create))
+        .route("/v1/embeddings", post(embeddings::create))
         .route("/tokenize", post(tokenize::tokenize))
         .route("/detokenize", post(tokenize::detokenize))
         .route("/health", get(health::health))

@@ -13,6 +13,7 @@ use tandem_engine::ModelMeta;
 use super::args::HttpArgs;
 use crate::api::chat_template::ChatTemplate;
 use crate::api::{self, AppState, ModelInfo};
+use crate::rag::embedder::{self, EmbedderArgs};
 
 /// Where `tandem serve` without `--model` writes and finds the demo model.
 const DEMO_DIR: &str = "demo-models/small";
@@ -83,6 +84,22 @@ pub fn served_names(dir: &Path, args: &HttpArgs) -> Vec<String> {
 
 pub fn api_key(args: &HttpArgs) -> Option<String> {
     args.api_key.clone().filter(|k| !k.is_empty())
+}
+
+/// Adds the RAG embedder: a model or URL the user named must load; the
+/// default one may be absent (then only RAG and /v1/embeddings are off).
+pub fn with_embedder(state: AppState, args: &EmbedderArgs) -> anyhow::Result<AppState> {
+    if args.no_embedder {
+        return Ok(state);
+    }
+    match embedder::from_args(args) {
+        Ok(e) => Ok(state.with_embedder(e)),
+        Err(e) if !args.is_explicit() => {
+            tracing::warn!("RAG and /v1/embeddings are off: {e}");
+            Ok(state)
+        }
+        Err(e) => Err(e).context("loading the embedding model"),
+    }
 }
 
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

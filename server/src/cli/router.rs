@@ -12,6 +12,7 @@ use super::app;
 use super::args::HttpArgs;
 use crate::api::metrics::Metrics;
 use crate::api::{self, AppState};
+use crate::rag::embedder::EmbedderArgs;
 use crate::router::scoring::{Routing, Weights};
 use crate::router::{RouterBackend, RouterConfig, Seed, WorkerClient, WorkerPool};
 use crate::worker::Role;
@@ -35,6 +36,8 @@ pub struct RouterArgs {
     /// Tokens per KV block of the workers (for prefix hashing).
     #[arg(long, default_value_t = 16)]
     pub block_size: usize,
+    #[command(flatten)]
+    pub embedder: EmbedderArgs,
 }
 
 /// How the router picks workers.
@@ -179,6 +182,7 @@ pub async fn serve(
         args.http.max_waiting,
         app::api_key(&args.http),
     );
+    let state = app::with_embedder(state, &args.embedder)?;
     let host = args.http.host.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
     app::listen(
         api::router(state.clone()),

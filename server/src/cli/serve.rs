@@ -17,6 +17,7 @@ use super::app;
 use super::args::{EngineArgs, HttpArgs};
 use super::router::{RouterArgs, RoutingArgs};
 use super::worker::WorkerArgs;
+use crate::rag::embedder::EmbedderArgs;
 use crate::worker::Role;
 
 /// UCX transports between workers of one machine (docs/benchmarks.md, "KV
@@ -47,6 +48,8 @@ pub struct ServeArgs {
     /// Seconds to wait for the workers to load and become healthy.
     #[arg(long, default_value_t = 300.0)]
     pub ready_timeout: f64,
+    #[command(flatten)]
+    pub embedder: EmbedderArgs,
 }
 
 impl ServeArgs {
@@ -69,6 +72,7 @@ impl ServeArgs {
             internal_token: None,
             kv_lease_timeout: self.kv_lease_timeout,
             ucx_transports: None,
+            embedder: self.embedder.clone(),
         }
     }
 
@@ -87,6 +91,7 @@ impl ServeArgs {
             decode: pick(Role::Decode),
             worker: pick(Role::Both),
             block_size: self.engine.block_size,
+            embedder: self.embedder.clone(),
         }
     }
 }

@@ -15,6 +15,7 @@ use tandem_engine::{parse_dtype, LoadedModel};
 use super::app;
 use super::args::{EngineArgs, HttpArgs};
 use crate::api::{self, AppState};
+use crate::rag::embedder::EmbedderArgs;
 use crate::worker::{
     self, KvMetrics, Leases, NotificationListener, Role, TransportLoader, WorkerState,
 };
@@ -38,6 +39,10 @@ pub struct WorkerArgs {
     /// host or `rc,tcp` across nodes; default: UCX's own choice.
     #[arg(long)]
     pub ucx_transports: Option<String>,
+    /// The embedder of a `both` worker that serves clients directly
+    /// (prefill and decode workers never load one).
+    #[command(flatten)]
+    pub embedder: EmbedderArgs,
 }
 
 impl WorkerArgs {
@@ -133,6 +138,10 @@ pub fn run_on(args: WorkerArgs, default_host: IpAddr) -> anyhow::Result<()> {
         args.http.max_waiting,
         app::api_key(&args.http),
     );
+    let state = match args.role {
+        Role::Both => app::with_embedder(state, &args.embedder)?,
+        Role::Prefill | Role::Decode => state,
+    };
     let router = api::router(state.clone()).merge(worker::routes(ws));
     let host = args.http.host.unwrap_or(default_host);
     let what = format!("{} worker", args.role.name());

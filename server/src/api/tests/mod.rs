@@ -24,6 +24,7 @@ use super::backend::{Backend, OutputStream};
 use super::chat_template::ChatTemplate;
 use super::{router, AppState, ModelInfo};
 
+mod embeddings;
 mod errors;
 mod streaming;
 
