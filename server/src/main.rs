@@ -2,6 +2,7 @@
 
 mod api;
 mod cli;
+mod rag;
 
 use clap::Parser;
 

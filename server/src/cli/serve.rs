@@ -67,6 +67,8 @@ pub struct ServerArgs {
     /// A Jinja chat template file to use instead of the model's own.
     #[arg(long)]
     chat_template: Option<PathBuf>,
+    #[command(flatten)]
+    rag: crate::rag::RagArgs,
 }
 
 #[derive(clap::Args, Debug)]
@@ -199,6 +201,7 @@ fn run(args: ServerArgs) -> anyhow::Result<()> {
     drop(model);
     let api_key = args.api_key.clone().filter(|k| !k.is_empty());
     let state = AppState::new(info, Arc::new(engine), args.max_waiting, api_key);
+    let (state, _rag) = crate::rag::attach(state, &args.rag)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -248,6 +251,7 @@ async fn listen(state: AppState, addr: SocketAddr, timeout: Duration) -> anyhow:
         ),
     }
     state.backend.shutdown();
+    crate::rag::persist_on_shutdown(state.rag.as_ref());
     tracing::info!("stopped");
     Ok(())
 }
