@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Sourced by scripts/test.sh: the repo's .venv with the Python test
 # dependencies, pinned, installed idempotently (quick when already there).
-PY_DEPS=(openai==3.57.0 pytest==9.2.0 pytest-asyncio==1.5.0)
+# kaito-rag-engine-client: the official KAITO RAGEngine client (0.13.0 is generated
+# from the v0.12 API: hybrid scores in NodeWithScore) for tests/python/test_rag_*.
+PY_DEPS=(openai==3.57.0 pytest==9.2.0 pytest-asyncio==1.5.0 kaito-rag-engine-client==0.13.0)
 if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi

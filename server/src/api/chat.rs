@@ -310,7 +310,11 @@ impl ChunkWriter for Writer {
                     finish_reason: None,
                     stop_reason: None,
                 };
-                let sources = if index == 0 { self.source_nodes.take() } else { None };
+                let sources = if index == 0 {
+                    self.source_nodes.take()
+                } else {
+                    None
+                };
                 self.chunk_with_sources(vec![choice], None, sources)
             })
             .collect()

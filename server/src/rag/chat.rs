@@ -126,7 +126,12 @@ pub fn split_query(messages: &[ChatMessage]) -> (Vec<ChatMessage>, String) {
 
 /// Tokens of context allowed: ratio × min(max_tokens or context,
 /// context − query − 150), never negative.
-pub fn context_budget(context: usize, query_tokens: usize, max_tokens: Option<i64>, ratio: f64) -> usize {
+pub fn context_budget(
+    context: usize,
+    query_tokens: usize,
+    max_tokens: Option<i64>,
+    ratio: f64,
+) -> usize {
     let context = context as i64;
     let room = context - query_tokens as i64 - TEMPLATE_TOKENS;
     let avail = max_tokens.unwrap_or(context).min(room);
@@ -134,7 +139,12 @@ pub fn context_budget(context: usize, query_tokens: usize, max_tokens: Option<i6
 }
 
 /// Best-first hits within the similarity cutoff that fit the budget.
-pub fn select(hits: Vec<Hit>, budget: usize, min_similarity: f32, count: impl Fn(&str) -> usize) -> Vec<Hit> {
+pub fn select(
+    hits: Vec<Hit>,
+    budget: usize,
+    min_similarity: f32,
+    count: impl Fn(&str) -> usize,
+) -> Vec<Hit> {
     let mut left = budget;
     let mut chosen = Vec::new();
     for h in hits {
@@ -152,7 +162,12 @@ pub fn select(hits: Vec<Hit>, budget: usize, min_similarity: f32, count: impl Fn
 }
 
 /// The messages to generate from, with the chunks placed per `order`.
-pub fn assemble(history: Vec<ChatMessage>, query: String, chosen: &[Hit], order: PromptOrder) -> Vec<ChatMessage> {
+pub fn assemble(
+    history: Vec<ChatMessage>,
+    query: String,
+    chosen: &[Hit],
+    order: PromptOrder,
+) -> Vec<ChatMessage> {
     let mut chunks: Vec<&Hit> = chosen.iter().collect();
     if order == PromptOrder::Stable {
         chunks.sort_by(|a, b| {
@@ -185,7 +200,10 @@ pub fn assemble(history: Vec<ChatMessage>, query: String, chosen: &[Hit], order:
 /// Retrieves and assembles; errors carry KAITO's statuses in OpenAI shape.
 pub async fn prepare(state: &AppState, req: RagRequest<'_>) -> Result<Prepared, ApiError> {
     let rag = state.rag.clone().ok_or_else(|| {
-        ApiError::invalid("index_name", "RAG is off on this server (started with --no-rag)")
+        ApiError::invalid(
+            "index_name",
+            "RAG is off on this server (started with --no-rag)",
+        )
     })?;
     let timer = ChatTimer {
         rag: rag.clone(),
@@ -193,12 +211,17 @@ pub async fn prepare(state: &AppState, req: RagRequest<'_>) -> Result<Prepared, 
         ok: false,
     };
     if req.has_functions {
-        return Err(ApiError::invalid("functions", "tools and functions are not supported."));
+        return Err(ApiError::invalid(
+            "functions",
+            "tools and functions are not supported.",
+        ));
     }
     if req.n.is_some_and(|n| n > 1) {
         return Err(ApiError::invalid("n", "n > 1 is not supported."));
     }
-    let ratio = req.context_token_ratio.unwrap_or(DEFAULT_CONTEXT_TOKEN_RATIO);
+    let ratio = req
+        .context_token_ratio
+        .unwrap_or(DEFAULT_CONTEXT_TOKEN_RATIO);
     if !(0.2..=0.8).contains(&ratio) {
         return Err(ApiError::invalid(
             "context_token_ratio",
@@ -213,8 +236,18 @@ pub async fn prepare(state: &AppState, req: RagRequest<'_>) -> Result<Prepared, 
         ));
     }
     let tokenizer = state.model.tokenizer.clone();
-    let count = |s: &str| tokenizer.encode(s, false).map(|t| t.len()).unwrap_or(usize::MAX);
-    let budget = context_budget(state.model.max_model_len, count(&query), req.max_tokens, ratio);
+    let count = |s: &str| {
+        tokenizer
+            .encode(s, false)
+            .map(|t| t.len())
+            .unwrap_or(usize::MAX)
+    };
+    let budget = context_budget(
+        state.model.max_model_len,
+        count(&query),
+        req.max_tokens,
+        ratio,
+    );
     let hits = rag
         .retrieve(req.index_name, &query, CANDIDATES, None)
         .await

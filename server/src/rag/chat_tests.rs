@@ -70,12 +70,23 @@ fn selection_keeps_similar_chunks_that_fit_best_first() {
 
 #[test]
 fn stable_order_puts_the_system_prompt_first_and_sorts_chunks() {
-    let chosen = vec![hit("b", 0, "B0", 0.9), hit("a", 1, "A1", 0.8), hit("a", 0, "A0", 0.7)];
-    let history = vec![msg(Role::System, "You are kind."), msg(Role::User, "earlier")];
+    let chosen = vec![
+        hit("b", 0, "B0", 0.9),
+        hit("a", 1, "A1", 0.8),
+        hit("a", 0, "A0", 0.7),
+    ];
+    let history = vec![
+        msg(Role::System, "You are kind."),
+        msg(Role::User, "earlier"),
+    ];
     let out = assemble(history.clone(), "q".into(), &chosen, PromptOrder::Stable);
     let sys = text_of(&out[0]);
     assert!(sys.starts_with("You are kind.\n\n"), "{sys}");
-    let (a0, a1, b0) = (sys.find("A0").unwrap(), sys.find("A1").unwrap(), sys.find("B0").unwrap());
+    let (a0, a1, b0) = (
+        sys.find("A0").unwrap(),
+        sys.find("A1").unwrap(),
+        sys.find("B0").unwrap(),
+    );
     assert!(a0 < a1 && a1 < b0, "{sys}");
     assert_eq!(out.len(), 3);
     assert_eq!(out[1].role, Role::User);
@@ -88,13 +99,21 @@ fn stable_order_puts_the_system_prompt_first_and_sorts_chunks() {
     // KAITO's order: context (by relevance) before the system prompt.
     let kaito = assemble(history, "q".into(), &chosen, PromptOrder::Kaito);
     let ksys = text_of(&kaito[0]);
-    assert!(ksys.starts_with(CONTEXT_HEADER) && ksys.ends_with("You are kind."), "{ksys}");
+    assert!(
+        ksys.starts_with(CONTEXT_HEADER) && ksys.ends_with("You are kind."),
+        "{ksys}"
+    );
     assert!(ksys.find("B0").unwrap() < ksys.find("A0").unwrap());
 }
 
 #[test]
 fn without_a_system_prompt_the_context_is_the_system_message() {
-    let out = assemble(vec![], "q".into(), &[hit("a", 0, "A0", 0.9)], PromptOrder::Stable);
+    let out = assemble(
+        vec![],
+        "q".into(),
+        &[hit("a", 0, "A0", 0.9)],
+        PromptOrder::Stable,
+    );
     assert_eq!(out[0].role, Role::System);
     assert!(text_of(&out[0]).starts_with(CONTEXT_HEADER));
 }

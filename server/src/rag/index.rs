@@ -36,7 +36,11 @@ pub struct ChunkRec {
 
 impl ChunkRec {
     pub fn node_id(&self) -> String {
-        format!("{}-{}", &self.doc_id[..self.doc_id.len().min(16)], self.position)
+        format!(
+            "{}-{}",
+            &self.doc_id[..self.doc_id.len().min(16)],
+            self.position
+        )
     }
 }
 
@@ -102,7 +106,10 @@ impl Index {
     }
 
     /// Built in one go (loading from disk): one HNSW build, one BM25 fit.
-    pub fn from_documents(dim: usize, docs: Vec<(String, String, Metadata, Vec<NewChunk>)>) -> Self {
+    pub fn from_documents(
+        dim: usize,
+        docs: Vec<(String, String, Metadata, Vec<NewChunk>)>,
+    ) -> Self {
         let mut ix = Index::new(dim);
         let vectors: Vec<Vec<f32>> = docs
             .iter()
@@ -222,6 +229,25 @@ impl Index {
         }
     }
 
+    /// Dense top 10 as searched and by exact scan (recall measurement).
+    #[allow(dead_code)] // used by examples/rag_retrieve_bench.rs
+    pub fn dense_top10_pair(&self, q: &[f32]) -> (Vec<usize>, Vec<usize>) {
+        let approx = self
+            .dense
+            .search(q, 10, None)
+            .into_iter()
+            .map(|h| h.0)
+            .collect();
+        let live = |s: usize| self.dense.is_live(s);
+        let exact = self
+            .dense
+            .exact(q, 10, live)
+            .into_iter()
+            .map(|h| h.0)
+            .collect();
+        (approx, exact)
+    }
+
     /// A page of documents matching `filter`, and how many match in all.
     pub fn list(
         &self,
@@ -271,7 +297,9 @@ impl Index {
         });
         let admits = |s: usize| allowed.as_ref().is_none_or(|a| a.contains(&s));
         let dense = match &allowed {
-            Some(a) => self.dense.search(query_vector, pool, Some((&admits, a.len()))),
+            Some(a) => self
+                .dense
+                .search(query_vector, pool, Some((&admits, a.len()))),
             None => self.dense.search(query_vector, pool, None),
         };
         let sparse: Vec<usize> = self
@@ -313,7 +341,11 @@ pub(crate) mod tests {
     /// A deterministic bag-of-letters "embedding" for tests.
     pub fn toy_vector(text: &str) -> Vec<f32> {
         let mut v = vec![0f32; 26];
-        for b in text.to_ascii_lowercase().bytes().filter(u8::is_ascii_lowercase) {
+        for b in text
+            .to_ascii_lowercase()
+            .bytes()
+            .filter(u8::is_ascii_lowercase)
+        {
             v[(b - b'a') as usize] += 1.0;
         }
         let n = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-6);
@@ -334,7 +366,12 @@ pub(crate) mod tests {
                 })
             })
             .collect();
-        index.put(&id, text.to_string(), metadata.as_object().unwrap().clone(), chunks);
+        index.put(
+            &id,
+            text.to_string(),
+            metadata.as_object().unwrap().clone(),
+            chunks,
+        );
         id
     }
 
@@ -372,11 +409,16 @@ pub(crate) mod tests {
         assert_eq!(hits[0].chunk.doc_id, a);
         assert_eq!(ix.num_chunks(), 3);
         // Update b in place: same id, new text.
-        ix.put(&b, "zebra zebra zoo zone".into(), Default::default(), vec![NewChunk {
-            start_byte: 0,
-            text: "zebra zebra zoo zone".into(),
-            vector: toy_vector("zebra zebra zoo zone"),
-        }]);
+        ix.put(
+            &b,
+            "zebra zebra zoo zone".into(),
+            Default::default(),
+            vec![NewChunk {
+                start_byte: 0,
+                text: "zebra zebra zoo zone".into(),
+                vector: toy_vector("zebra zebra zoo zone"),
+            }],
+        );
         assert_eq!(ix.num_chunks(), 2);
         assert_eq!(ix.list(0, 10, None, None).0[1].doc_id, b, "keeps its place");
         assert!(ix.remove(&a));
@@ -396,6 +438,10 @@ pub(crate) mod tests {
         assert_eq!(hits[0].chunk.doc_id, green);
         let node = hits[0].to_node();
         assert_eq!(node.metadata.unwrap()["color"], "green");
-        assert!((node.score - (0.7 * node.dense_score.unwrap() + 0.3 * node.sparse_score.unwrap())).abs() < 1e-6);
+        assert!(
+            (node.score - (0.7 * node.dense_score.unwrap() + 0.3 * node.sparse_score.unwrap()))
+                .abs()
+                < 1e-6
+        );
     }
 }

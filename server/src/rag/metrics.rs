@@ -4,7 +4,9 @@
 //! no `model_name` label, as in KAITO.
 
 use metrics::{Key, KeyName, Label, Level, Metadata, Recorder, SharedString, Unit};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
+use metrics_exporter_prometheus::{
+    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
+};
 
 const META: Metadata<'static> = Metadata::new("tandem_server::rag", Level::INFO, None);
 
@@ -12,8 +14,12 @@ const META: Metadata<'static> = Metadata::new("tandem_server::rag", Level::INFO,
 const DEFAULT_BUCKETS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
 ];
-const OPERATION_BUCKETS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
-const COUNT_BUCKETS: &[f64] = &[0.0, 1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 300.0];
+const OPERATION_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+const COUNT_BUCKETS: &[f64] = &[
+    0.0, 1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 300.0,
+];
 const SCORE_BUCKETS: &[f64] = &[0.1, 0.2, 0.3, 0.35, 0.4, 0.45, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0];
 const HYBRID_LATENCY_BUCKETS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
 
@@ -36,8 +42,16 @@ impl Route {
     fn names(self) -> (&'static str, &'static str, &'static str) {
         use Route::*;
         match self {
-            Index => ("rag_index_latency_seconds", "rag_index_requests_total", "'/index'"),
-            ListIndexes => ("rag_indexes_latency_seconds", "rag_indexes_requests_total", "'/indexes'"),
+            Index => (
+                "rag_index_latency_seconds",
+                "rag_index_requests_total",
+                "'/index'",
+            ),
+            ListIndexes => (
+                "rag_indexes_latency_seconds",
+                "rag_indexes_requests_total",
+                "'/indexes'",
+            ),
             ListDocuments => (
                 "rag_indexes_document_latency_seconds",
                 "rag_indexes_document_requests_total",
@@ -58,14 +72,26 @@ impl Route {
                 "rag_indexes_retrieve_requests_total",
                 "post '/retrieve'",
             ),
-            Persist => ("rag_persist_latency_seconds", "rag_persist_requests_total", "'/persist/{index_name}'"),
-            Load => ("rag_load_latency_seconds", "rag_load_requests_total", "'/load/{index_name}'"),
+            Persist => (
+                "rag_persist_latency_seconds",
+                "rag_persist_requests_total",
+                "'/persist/{index_name}'",
+            ),
+            Load => (
+                "rag_load_latency_seconds",
+                "rag_load_requests_total",
+                "'/load/{index_name}'",
+            ),
             DeleteIndex => (
                 "rag_delete_index_latency_seconds",
                 "rag_delete_index_requests_total",
                 "delete '/indexes/{index_name}'",
             ),
-            Chat => ("rag_chat_latency_seconds", "rag_chat_requests_total", "'/v1/chat/completions'"),
+            Chat => (
+                "rag_chat_latency_seconds",
+                "rag_chat_requests_total",
+                "'/v1/chat/completions'",
+            ),
         }
     }
 
@@ -104,13 +130,21 @@ fn status(ok: bool) -> &'static str {
 
 impl RagMetrics {
     pub fn new() -> Self {
-        let mut b = PrometheusBuilder::new().set_buckets(DEFAULT_BUCKETS).expect("non-empty");
+        let mut b = PrometheusBuilder::new()
+            .set_buckets(DEFAULT_BUCKETS)
+            .expect("non-empty");
         for (name, buckets) in [
-            ("rag_vector_store_operation_latency_seconds", OPERATION_BUCKETS),
+            (
+                "rag_vector_store_operation_latency_seconds",
+                OPERATION_BUCKETS,
+            ),
             ("rag_retrieve_result_count", COUNT_BUCKETS),
             ("rag_lowest_source_score", SCORE_BUCKETS),
             ("rag_avg_source_score", SCORE_BUCKETS),
-            ("rag_hybrid_retrieve_latency_seconds", HYBRID_LATENCY_BUCKETS),
+            (
+                "rag_hybrid_retrieve_latency_seconds",
+                HYBRID_LATENCY_BUCKETS,
+            ),
         ] {
             b = b
                 .set_buckets_for_metric(Matcher::Full(name.into()), buckets)
@@ -122,18 +156,39 @@ impl RagMetrics {
         for r in Route::ALL {
             let (lat, total, path) = r.names();
             m.describe_h(lat, format!("Time to call {path} API in seconds"));
-            m.describe_c(total, format!("Count of successful/failed calling {path} requests"));
+            m.describe_c(
+                total,
+                format!("Count of successful/failed calling {path} requests"),
+            );
         }
-        m.describe_h("rag_embedding_latency_seconds", "Time to embed in seconds".into());
-        m.describe_c("rag_embedding_requests_total", "Count of successful/failed embed requests".into());
+        m.describe_h(
+            "rag_embedding_latency_seconds",
+            "Time to embed in seconds".into(),
+        );
+        m.describe_c(
+            "rag_embedding_requests_total",
+            "Count of successful/failed embed requests".into(),
+        );
         m.describe_h(
             "rag_vector_store_operation_latency_seconds",
             "Latency of vector store backend operations (insert, query, delete)".into(),
         );
-        m.describe_h("rag_retrieve_result_count", "Number of document chunks returned per retrieve call".into());
-        m.describe_h("rag_lowest_source_score", "Score of the lowest scoring source node".into());
-        m.describe_h("rag_avg_source_score", "Average score of all retrieved source documents in RAG queries".into());
-        m.describe_c("rag_hybrid_search_mode_total", "Number of retrieve calls by search mode".into());
+        m.describe_h(
+            "rag_retrieve_result_count",
+            "Number of document chunks returned per retrieve call".into(),
+        );
+        m.describe_h(
+            "rag_lowest_source_score",
+            "Score of the lowest scoring source node".into(),
+        );
+        m.describe_h(
+            "rag_avg_source_score",
+            "Average score of all retrieved source documents in RAG queries".into(),
+        );
+        m.describe_c(
+            "rag_hybrid_search_mode_total",
+            "Number of retrieve calls by search mode".into(),
+        );
         m.describe_h(
             "rag_hybrid_retrieve_latency_seconds",
             "End-to-end latency of hybrid retrieve (dense+sparse encode, query, fusion)".into(),
@@ -142,13 +197,19 @@ impl RagMetrics {
     }
 
     fn describe_h(&self, name: &'static str, help: String) {
-        self.recorder
-            .describe_histogram(KeyName::from_const_str(name), Some(Unit::Seconds), SharedString::from(help));
+        self.recorder.describe_histogram(
+            KeyName::from_const_str(name),
+            Some(Unit::Seconds),
+            SharedString::from(help),
+        );
     }
 
     fn describe_c(&self, name: &'static str, help: String) {
-        self.recorder
-            .describe_counter(KeyName::from_const_str(name), None, SharedString::from(help));
+        self.recorder.describe_counter(
+            KeyName::from_const_str(name),
+            None,
+            SharedString::from(help),
+        );
     }
 
     fn histogram(&self, name: &'static str, labels: &[(&'static str, &'static str)], value: f64) {
@@ -180,8 +241,15 @@ impl RagMetrics {
 
     /// `operation`: insert, query or delete.
     pub fn on_store_op(&self, operation: &'static str, ok: bool, seconds: f64) {
-        let labels = [("operation", operation), ("status", if ok { "success" } else { "error" })];
-        self.histogram("rag_vector_store_operation_latency_seconds", &labels, seconds);
+        let labels = [
+            ("operation", operation),
+            ("status", if ok { "success" } else { "error" }),
+        ];
+        self.histogram(
+            "rag_vector_store_operation_latency_seconds",
+            &labels,
+            seconds,
+        );
     }
 
     pub fn on_retrieve(&self, scores: &[f32], seconds: f64) {

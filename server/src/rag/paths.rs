@@ -136,7 +136,10 @@ mod tests {
             root.join("b")
         );
         let abs = root.join("x").display().to_string();
-        assert_eq!(resolve_index_dir(&root, "i", Some(&abs)).unwrap(), root.join("x"));
+        assert_eq!(
+            resolve_index_dir(&root, "i", Some(&abs)).unwrap(),
+            root.join("x")
+        );
     }
 
     #[test]
@@ -147,7 +150,16 @@ mod tests {
         let outside = dir.path().join("elsewhere");
         std::fs::create_dir_all(&outside).unwrap();
         std::os::unix::fs::symlink(&outside, root.join("link")).unwrap();
-        for bad in ["..", "../x", "a/../../x", "/etc", "/tmp/x", ".", "link", "link/sub"] {
+        for bad in [
+            "..",
+            "../x",
+            "a/../../x",
+            "/etc",
+            "/tmp/x",
+            ".",
+            "link",
+            "link/sub",
+        ] {
             let e = resolve_index_dir(&root, "i", Some(bad)).unwrap_err();
             assert_eq!(e.status(), 400, "{bad}");
         }

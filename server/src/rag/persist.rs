@@ -141,7 +141,10 @@ pub fn load(dir: &Path, model: &str, dim: usize) -> Result<Loaded, RagError> {
             serde_json::from_slice(&b).map_err(|e| corrupt(format!("bad {MANIFEST}: {e}")))
         })?;
     if manifest.format != FORMAT {
-        return Err(corrupt(format!("format is {:?}, not {FORMAT:?}", manifest.format)));
+        return Err(corrupt(format!(
+            "format is {:?}, not {FORMAT:?}",
+            manifest.format
+        )));
     }
     if manifest.version != VERSION {
         return Err(corrupt(format!(
@@ -211,7 +214,11 @@ pub fn write_atomically(
         .into_owned();
     fs::create_dir_all(parent)?;
     remove_stale_siblings(parent, &name);
-    let tmp = parent.join(format!(".{name}.tmp-{}-{:x}", std::process::id(), rand::random::<u32>()));
+    let tmp = parent.join(format!(
+        ".{name}.tmp-{}-{:x}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
     fs::create_dir(&tmp)?;
     let result = write(&tmp)
         .and_then(|_| sync_dir(&tmp))
@@ -230,7 +237,9 @@ fn swap_into_place(tmp: &Path, target: &Path, parent: &Path, name: &str) -> std:
     }
     match exchange(tmp, target) {
         Ok(()) => {}
-        Err(e) if e.raw_os_error() == Some(libc::EINVAL) || e.raw_os_error() == Some(libc::ENOSYS) => {
+        Err(e)
+            if e.raw_os_error() == Some(libc::EINVAL) || e.raw_os_error() == Some(libc::ENOSYS) =>
+        {
             // No RENAME_EXCHANGE here: a kill between these two renames
             // leaves the old copy under `.<name>.old-*`, which load finds.
             let old = parent.join(format!(".{name}.old-{:x}", rand::random::<u32>()));

@@ -31,10 +31,22 @@ fn persist_then_load_gives_the_same_index() {
     assert_eq!(loaded.manifest.version, VERSION);
     assert_eq!(loaded.manifest.num_documents, 20);
     assert_eq!(loaded.manifest.num_chunks, 40);
-    assert_eq!(loaded.index.list(0, 100, None, None), ix.list(0, 100, None, None));
+    assert_eq!(
+        loaded.index.list(0, 100, None, None),
+        ix.list(0, 100, None, None)
+    );
     let q = "alpha document number 7";
-    let before: Vec<_> = ix.retrieve(q, &toy_vector(q), 5, None).iter().map(|h| h.to_node()).collect();
-    let after: Vec<_> = loaded.index.retrieve(q, &toy_vector(q), 5, None).iter().map(|h| h.to_node()).collect();
+    let before: Vec<_> = ix
+        .retrieve(q, &toy_vector(q), 5, None)
+        .iter()
+        .map(|h| h.to_node())
+        .collect();
+    let after: Vec<_> = loaded
+        .index
+        .retrieve(q, &toy_vector(q), 5, None)
+        .iter()
+        .map(|h| h.to_node())
+        .collect();
     assert_eq!(before, after);
     // A second persist replaces the first in place, leaving no temporaries.
     persist(&small_index(3, "beta"), "idx", MODEL, &target).unwrap();
@@ -59,13 +71,28 @@ fn wrong_model_version_or_bytes_are_refused() {
     let mut bytes = fs::read(&vpath).unwrap();
     bytes[5] ^= 0xff;
     fs::write(&vpath, bytes).unwrap();
-    assert!(load(&target, MODEL, DIM).err().unwrap().to_string().contains("checksum"));
+    assert!(load(&target, MODEL, DIM)
+        .err()
+        .unwrap()
+        .to_string()
+        .contains("checksum"));
     // A newer format version is named, not misread.
-    let mut m: serde_json::Value = serde_json::from_slice(&fs::read(target.join(MANIFEST)).unwrap()).unwrap();
+    let mut m: serde_json::Value =
+        serde_json::from_slice(&fs::read(target.join(MANIFEST)).unwrap()).unwrap();
     m["version"] = json!(VERSION + 1);
     fs::write(target.join(MANIFEST), m.to_string()).unwrap();
-    assert!(load(&target, MODEL, DIM).err().unwrap().to_string().contains("version"));
-    assert_eq!(load(&dir.path().join("none"), MODEL, DIM).err().unwrap().status(), 404);
+    assert!(load(&target, MODEL, DIM)
+        .err()
+        .unwrap()
+        .to_string()
+        .contains("version"));
+    assert_eq!(
+        load(&dir.path().join("none"), MODEL, DIM)
+            .err()
+            .unwrap()
+            .status(),
+        404
+    );
 }
 
 #[test]
@@ -74,7 +101,9 @@ fn a_directory_that_is_not_an_index_is_never_replaced() {
     let target = dir.path().join("photos");
     fs::create_dir(&target).unwrap();
     fs::write(target.join("cat.jpg"), b"meow").unwrap();
-    let e = persist(&small_index(1, "a"), "i", MODEL, &target).err().unwrap();
+    let e = persist(&small_index(1, "a"), "i", MODEL, &target)
+        .err()
+        .unwrap();
     assert_eq!(e.status(), 400);
     assert!(target.join("cat.jpg").exists());
 }
@@ -114,7 +143,12 @@ fn kill_9_mid_persist_leaves_the_previous_copy_whole() {
     persist(&small_index(5, "previous"), "idx", MODEL, &target).unwrap();
     for round in 0..3 {
         let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "rag::persist::tests::persist_child", "--ignored", "--nocapture"])
+            .args([
+                "--exact",
+                "rag::persist::tests::persist_child",
+                "--ignored",
+                "--nocapture",
+            ])
             .env(CHILD_ENV, &target)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())

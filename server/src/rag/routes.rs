@@ -36,7 +36,10 @@ pub fn routes(state: &AppState) -> Router<AppState> {
         .route("/index", post(index))
         .route("/indexes", get(list_indexes))
         .route("/indexes/{name}", axum::routing::delete(delete_index))
-        .route("/indexes/{name}/documents", get(list_documents).post(update_documents))
+        .route(
+            "/indexes/{name}/documents",
+            get(list_documents).post(update_documents),
+        )
         .route("/indexes/{name}/documents/delete", post(delete_documents))
         .route("/persist/{name}", post(persist))
         .route("/load/{name}", post(load))
@@ -92,17 +95,28 @@ async fn index(State(state): State<AppState>, body: Bytes) -> Response {
     timed(&state, Route::Index, async {
         let req: IndexRequest = parse(&body)?;
         let svc = service(&state)?;
-        Ok(Json(svc.index_documents(&req.index_name, req.documents).await?))
+        Ok(Json(
+            svc.index_documents(&req.index_name, req.documents).await?,
+        ))
     })
     .await
 }
 
 async fn list_indexes(State(state): State<AppState>) -> Response {
-    timed(&state, Route::ListIndexes, async { Ok(Json(service(&state)?.list_indexes()?)) }).await
+    timed(&state, Route::ListIndexes, async {
+        Ok(Json(service(&state)?.list_indexes()?))
+    })
+    .await
 }
 
 /// An integer query parameter within `[min, max]`, else 422.
-fn int_param(q: &HashMap<String, String>, name: &str, default: i64, min: i64, max: Option<i64>) -> Result<i64, RagError> {
+fn int_param(
+    q: &HashMap<String, String>,
+    name: &str,
+    default: i64,
+    min: i64,
+    max: Option<i64>,
+) -> Result<i64, RagError> {
     let Some(raw) = q.get(name) else {
         return Ok(default);
     };
@@ -111,10 +125,18 @@ fn int_param(q: &HashMap<String, String>, name: &str, default: i64, min: i64, ma
         .parse()
         .map_err(|_| RagError::invalid(&loc, "Input should be a valid integer", json!(raw)))?;
     if v < min {
-        return Err(RagError::invalid(&loc, format!("Input should be greater than or equal to {min}"), json!(raw)));
+        return Err(RagError::invalid(
+            &loc,
+            format!("Input should be greater than or equal to {min}"),
+            json!(raw),
+        ));
     }
     if let Some(max) = max.filter(|&m| v > m) {
-        return Err(RagError::invalid(&loc, format!("Input should be less than or equal to {max}"), json!(raw)));
+        return Err(RagError::invalid(
+            &loc,
+            format!("Input should be less than or equal to {max}"),
+            json!(raw),
+        ));
     }
     Ok(v)
 }
@@ -131,11 +153,18 @@ async fn list_documents(
         let filter: Option<Metadata> = match q.get("metadata_filter").filter(|s| !s.is_empty()) {
             None => None,
             Some(s) => Some(serde_json::from_str(s).map_err(|_| {
-                RagError::BadRequest("Invalid metadata filter format. Must be a valid JSON string.".into())
+                RagError::BadRequest(
+                    "Invalid metadata filter format. Must be a valid JSON string.".into(),
+                )
             })?),
         };
-        let (documents, total_items) =
-            service(&state)?.list_documents(&name, offset, limit, Some(max_text_length), filter.as_ref())?;
+        let (documents, total_items) = service(&state)?.list_documents(
+            &name,
+            offset,
+            limit,
+            Some(max_text_length),
+            filter.as_ref(),
+        )?;
         Ok(Json(ListDocumentsResponse {
             count: documents.len(),
             documents,
@@ -145,15 +174,27 @@ async fn list_documents(
     .await
 }
 
-async fn update_documents(State(state): State<AppState>, Path(name): Path<String>, body: Bytes) -> Response {
+async fn update_documents(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Response {
     timed(&state, Route::UpdateDocuments, async {
         let req: UpdateDocumentRequest = parse(&body)?;
-        Ok(Json(service(&state)?.update_documents(&name, req.documents).await?))
+        Ok(Json(
+            service(&state)?
+                .update_documents(&name, req.documents)
+                .await?,
+        ))
     })
     .await
 }
 
-async fn delete_documents(State(state): State<AppState>, Path(name): Path<String>, body: Bytes) -> Response {
+async fn delete_documents(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Response {
     timed(&state, Route::DeleteDocuments, async {
         let req: DeleteDocumentRequest = parse(&body)?;
         Ok(Json(service(&state)?.delete_documents(&name, req.doc_ids)?))
@@ -177,7 +218,9 @@ async fn persist(
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
     timed(&state, Route::Persist, async {
-        let dir = service(&state)?.persist(&name, q.get("path").map(String::as_str)).await?;
+        let dir = service(&state)?
+            .persist(&name, q.get("path").map(String::as_str))
+            .await?;
         Ok(Json(Message {
             message: format!("Successfully persisted index {name} to {}.", dir.display()),
         }))
@@ -185,7 +228,11 @@ async fn persist(
     .await
 }
 
-async fn load(State(state): State<AppState>, Path(name): Path<String>, Query(q): Query<HashMap<String, String>>) -> Response {
+async fn load(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
     timed(&state, Route::Load, async {
         let overwrite = match q.get("overwrite").map(|s| s.to_ascii_lowercase()) {
             None => false,

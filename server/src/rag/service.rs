@@ -76,7 +76,13 @@ impl RagService {
     }
 
     pub fn list_indexes(&self) -> Result<Vec<String>, RagError> {
-        Ok(self.indexes.read().map_err(poisoned)?.keys().cloned().collect())
+        Ok(self
+            .indexes
+            .read()
+            .map_err(poisoned)?
+            .keys()
+            .cloned()
+            .collect())
     }
 
     /// Embeds texts, timing it for `rag_embedding_*`.
@@ -89,7 +95,11 @@ impl RagService {
     }
 
     /// Splits a document into chunks and embeds them.
-    async fn chunk_and_embed(&self, text: &str, metadata: &Metadata) -> Result<Vec<NewChunk>, RagError> {
+    async fn chunk_and_embed(
+        &self,
+        text: &str,
+        metadata: &Metadata,
+    ) -> Result<Vec<NewChunk>, RagError> {
         let max = self.embedder.max_seq_length();
         let cfg = SplitConfig {
             chunk_tokens: max.saturating_sub(2).max(16),
@@ -99,7 +109,9 @@ impl RagService {
         let count = move |s: &str| embedder.count_tokens(s);
         let chunks = splitter::split(text, metadata, &cfg, &count)
             .map_err(|e| RagError::BadRequest(format!("cannot split the document: {e}")))?;
-        let vectors = self.embed(chunks.iter().map(|c| c.text.clone()).collect()).await?;
+        let vectors = self
+            .embed(chunks.iter().map(|c| c.text.clone()).collect())
+            .await?;
         Ok(chunks
             .into_iter()
             .zip(vectors)
@@ -113,7 +125,11 @@ impl RagService {
 
     /// `POST /index`: adds the documents not yet in the index (by text
     /// hash), creating the index on first use. An empty list creates nothing.
-    pub async fn index_documents(&self, name: &str, docs: Vec<Document>) -> Result<Vec<Document>, RagError> {
+    pub async fn index_documents(
+        &self,
+        name: &str,
+        docs: Vec<Document>,
+    ) -> Result<Vec<Document>, RagError> {
         validate_index_name(name)?;
         if docs.is_empty() {
             return Ok(Vec::new());
@@ -157,7 +173,8 @@ impl RagService {
                 ix.put(&id, d.text, d.metadata, chunks);
             }
         }
-        self.metrics.on_store_op("insert", true, start.elapsed().as_secs_f64());
+        self.metrics
+            .on_store_op("insert", true, start.elapsed().as_secs_f64());
         Ok(out)
     }
 
@@ -175,7 +192,11 @@ impl RagService {
     }
 
     /// `POST /indexes/{name}/documents`: new text or metadata for known ids.
-    pub async fn update_documents(&self, name: &str, docs: Vec<Document>) -> Result<UpdateDocumentResponse, RagError> {
+    pub async fn update_documents(
+        &self,
+        name: &str,
+        docs: Vec<Document>,
+    ) -> Result<UpdateDocumentResponse, RagError> {
         let shared = self.get(name)?;
         let mut resp = UpdateDocumentResponse::default();
         let mut changed = Vec::new();
@@ -204,7 +225,11 @@ impl RagService {
         Ok(resp)
     }
 
-    pub fn delete_documents(&self, name: &str, ids: Vec<String>) -> Result<DeleteDocumentResponse, RagError> {
+    pub fn delete_documents(
+        &self,
+        name: &str,
+        ids: Vec<String>,
+    ) -> Result<DeleteDocumentResponse, RagError> {
         let shared = self.get(name)?;
         let start = Instant::now();
         let mut ix = shared.write().map_err(poisoned)?;
@@ -216,7 +241,8 @@ impl RagService {
                 resp.not_found_doc_ids.push(id);
             }
         }
-        self.metrics.on_store_op("delete", true, start.elapsed().as_secs_f64());
+        self.metrics
+            .on_store_op("delete", true, start.elapsed().as_secs_f64());
         Ok(resp)
     }
 
@@ -231,23 +257,42 @@ impl RagService {
     }
 
     /// Hybrid retrieval of the `k` best chunks.
-    pub async fn retrieve(&self, name: &str, query: &str, k: usize, filter: Option<&Metadata>) -> Result<Vec<Hit>, RagError> {
+    pub async fn retrieve(
+        &self,
+        name: &str,
+        query: &str,
+        k: usize,
+        filter: Option<&Metadata>,
+    ) -> Result<Vec<Hit>, RagError> {
         let shared = self.get(name)?;
         if query.trim().is_empty() {
             return Err(RagError::BadRequest("Query string cannot be empty.".into()));
         }
         let start = Instant::now();
-        let vector = self.embed(vec![query.to_string()]).await?.pop().unwrap_or_default();
+        let vector = self
+            .embed(vec![query.to_string()])
+            .await?
+            .pop()
+            .unwrap_or_default();
         let search_start = Instant::now();
-        let hits = shared.read().map_err(poisoned)?.retrieve(query, &vector, k, filter);
-        self.metrics.on_store_op("query", true, search_start.elapsed().as_secs_f64());
+        let hits = shared
+            .read()
+            .map_err(poisoned)?
+            .retrieve(query, &vector, k, filter);
+        self.metrics
+            .on_store_op("query", true, search_start.elapsed().as_secs_f64());
         let scores: Vec<f32> = hits.iter().map(|h| h.fused.score).collect();
-        self.metrics.on_retrieve(&scores, start.elapsed().as_secs_f64());
+        self.metrics
+            .on_retrieve(&scores, start.elapsed().as_secs_f64());
         Ok(hits)
     }
 
     /// `POST /persist/{name}`: returns the directory written.
-    pub async fn persist(self: &Arc<Self>, name: &str, path: Option<&str>) -> Result<PathBuf, RagError> {
+    pub async fn persist(
+        self: &Arc<Self>,
+        name: &str,
+        path: Option<&str>,
+    ) -> Result<PathBuf, RagError> {
         let shared = self.get(name)?;
         let target = resolve_index_dir(&self.storage_root, name, path)?;
         let this = self.clone();
@@ -261,7 +306,12 @@ impl RagService {
     }
 
     /// `POST /load/{name}`: 409 if the index exists and `overwrite` is off.
-    pub async fn load(self: &Arc<Self>, name: &str, path: Option<&str>, overwrite: bool) -> Result<PathBuf, RagError> {
+    pub async fn load(
+        self: &Arc<Self>,
+        name: &str,
+        path: Option<&str>,
+        overwrite: bool,
+    ) -> Result<PathBuf, RagError> {
         validate_index_name(name)?;
         let mut dir = resolve_index_dir(&self.storage_root, name, path)?;
         if !dir.exists() {
@@ -273,7 +323,10 @@ impl RagService {
         if !overwrite && self.indexes.read().map_err(poisoned)?.contains_key(name) {
             return Err(RagError::IndexExists(name.to_string()));
         }
-        let (model, dim) = (self.embedder.model_name().to_string(), self.embedder.dimension());
+        let (model, dim) = (
+            self.embedder.model_name().to_string(),
+            self.embedder.dimension(),
+        );
         let src = dir.clone();
         let loaded = run_blocking(move || persist::load(&src, &model, dim)).await?;
         let mut map = self.indexes.write().map_err(poisoned)?;
@@ -298,7 +351,9 @@ impl RagService {
             });
             match result {
                 Ok(()) => written += 1,
-                Err(e) => tracing::error!(index = %name, error = %e, "could not persist the index at shutdown"),
+                Err(e) => {
+                    tracing::error!(index = %name, error = %e, "could not persist the index at shutdown")
+                }
             }
         }
         written
@@ -313,7 +368,11 @@ impl RagService {
             if validate_index_name(&name).is_err() || !persist::is_index_dir(&entry.path()) {
                 continue;
             }
-            match persist::load(&entry.path(), self.embedder.model_name(), self.embedder.dimension()) {
+            match persist::load(
+                &entry.path(),
+                self.embedder.model_name(),
+                self.embedder.dimension(),
+            ) {
                 Ok(l) => {
                     self.indexes
                         .write()
@@ -321,14 +380,18 @@ impl RagService {
                         .insert(name, Arc::new(RwLock::new(l.index)));
                     loaded += 1;
                 }
-                Err(e) => tracing::error!(index = %name, error = %e, "could not load the index at start"),
+                Err(e) => {
+                    tracing::error!(index = %name, error = %e, "could not load the index at start")
+                }
             }
         }
         Ok(loaded)
     }
 }
 
-async fn run_blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, RagError> + Send + 'static) -> Result<T, RagError> {
+async fn run_blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, RagError> + Send + 'static,
+) -> Result<T, RagError> {
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| RagError::Internal(format!("a storage task failed: {e}")))?

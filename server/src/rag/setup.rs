@@ -38,7 +38,10 @@ pub struct RagArgs {
 
 /// Builds the RAG service (embedder, optionally the stored indexes) and
 /// puts it on the state; `None` with `--no-rag`.
-pub fn attach(state: AppState, args: &RagArgs) -> anyhow::Result<(AppState, Option<Arc<RagService>>)> {
+pub fn attach(
+    state: AppState,
+    args: &RagArgs,
+) -> anyhow::Result<(AppState, Option<Arc<RagService>>)> {
     if args.no_rag {
         return Ok((state, None));
     }
@@ -48,7 +51,11 @@ pub fn attach(state: AppState, args: &RagArgs) -> anyhow::Result<(AppState, Opti
         prompt_order: args.rag_prompt_order,
         min_similarity: args.rag_min_similarity,
     };
-    let rag = Arc::new(RagService::new(embedder, args.rag_storage_dir.clone(), chat));
+    let rag = Arc::new(RagService::new(
+        embedder,
+        args.rag_storage_dir.clone(),
+        chat,
+    ));
     if args.rag_load_on_start {
         let n = rag.load_all().context("loading the stored RAG indexes")?;
         tracing::info!(indexes = n, dir = %args.rag_storage_dir.display(), "loaded RAG indexes");

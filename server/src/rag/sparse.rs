@@ -84,16 +84,20 @@ impl SparseIndex {
         used <= 0.0 || (actual - used).abs() > 0.2 * used
     }
 
-    /// Matching slots, best first, with their BM25 scores.
+    /// Matching slots, best first (ties by slot, so ranks are
+    /// deterministic), with their BM25 scores.
     pub fn search(&self, query: &str, k: usize, pass: impl Fn(usize) -> bool) -> Vec<(usize, f32)> {
         let q = self.embedder.embed(query);
-        self.scorer
+        let mut hits: Vec<(usize, f32)> = self
+            .scorer
             .matches(&q)
             .into_iter()
             .filter(|d| pass(d.id))
-            .take(k)
             .map(|d| (d.id, d.score))
-            .collect()
+            .collect();
+        hits.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        hits.truncate(k);
+        hits
     }
 }
 

@@ -34,13 +34,19 @@ pub fn split(
     for para in text.split_inclusive("\n\n") {
         let end = pos + para.len();
         if end > start && count_tokens(&text[start..end]) > cfg.chunk_tokens && pos > start {
-            chunks.push(Chunk { text: text[start..pos].to_string(), start_byte: start });
+            chunks.push(Chunk {
+                text: text[start..pos].to_string(),
+                start_byte: start,
+            });
             start = pos;
         }
         pos = end;
     }
     if start < text.len() || chunks.is_empty() {
-        chunks.push(Chunk { text: text[start..].to_string(), start_byte: start });
+        chunks.push(Chunk {
+            text: text[start..].to_string(),
+            start_byte: start,
+        });
     }
     Ok(chunks)
 }
