@@ -91,6 +91,7 @@ impl DenseIndex {
         self.dim
     }
 
+    #[cfg(test)]
     pub fn has_graph(&self) -> bool {
         self.graph.is_some()
     }

@@ -1,5 +1,5 @@
-//! Hybrid ranking as KAITO's `HybridRetriever` does it — 0.7 × dense score
-//! + 0.3 × 1 / (1 + BM25 rank) — but with the dense score a cosine
+//! Hybrid ranking as KAITO's `HybridRetriever` does it, 0.7 × dense score
+//! plus 0.3 × 1 / (1 + BM25 rank), but with the dense score a cosine
 //! similarity (higher is better). KAITO feeds FAISS L2 *distances* into the
 //! same sum, so its least similar chunk ranks first.
 //!

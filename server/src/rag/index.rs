@@ -340,7 +340,7 @@ pub(crate) mod tests {
 
     /// A deterministic bag-of-letters "embedding" for tests.
     pub fn toy_vector(text: &str) -> Vec<f32> {
-        let mut v = vec![0f32; 26];
+        let mut v = [0f32; 26];
         for b in text
             .to_ascii_lowercase()
             .bytes()

@@ -374,6 +374,13 @@ impl RagService {
                 self.embedder.dimension(),
             ) {
                 Ok(l) => {
+                    tracing::info!(
+                        index = %name,
+                        documents = l.index.num_docs(),
+                        chunks = l.index.num_chunks(),
+                        format_version = l.manifest.version,
+                        "loaded a stored RAG index"
+                    );
                     self.indexes
                         .write()
                         .map_err(poisoned)?
