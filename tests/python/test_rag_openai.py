@@ -12,6 +12,9 @@ DOCS = [
     "Lighthouses use Fresnel lenses, invented by Augustin-Jean Fresnel in 1822, to focus their beam far out to sea.",
     "Sourdough starters are cultures of wild yeast and lactic acid bacteria fed with flour and water.",
 ]
+# KAITO's budget is ratio x min(max_tokens, context - query - 150): a
+# handful of tokens would leave no room for any chunk.
+MAX_TOKENS = 200
 QUESTION = "Who invented the lens that lighthouses use to focus their beam?"
 
 
@@ -35,20 +38,20 @@ def messages(question=QUESTION):
 
 def test_chat_with_index_name_returns_source_nodes(rag_client, kb):
     resp = rag_client.chat.completions.create(
-        model=MODEL, messages=messages(), max_tokens=4, extra_body={"index_name": kb, "context_token_ratio": 0.5})
+        model=MODEL, messages=messages(), max_tokens=MAX_TOKENS, extra_body={"index_name": kb, "context_token_ratio": 0.5})
     assert resp.choices[0].message.role == "assistant"
     nodes = resp.model_extra["source_nodes"]
     assert nodes and nodes[0]["text"] == DOCS[0]
     assert set(nodes[0]) >= {"doc_id", "node_id", "text", "score", "metadata"}
     # The retrieved context is in the prompt the model saw.
-    plain = rag_client.chat.completions.create(model=MODEL, messages=messages(), max_tokens=4)
+    plain = rag_client.chat.completions.create(model=MODEL, messages=messages(), max_tokens=MAX_TOKENS)
     assert resp.usage.prompt_tokens > plain.usage.prompt_tokens
     assert "source_nodes" not in (plain.model_extra or {})
 
 
 def test_streamed_chat_with_index_name_sends_sources_first(rag_client, kb):
     stream = rag_client.chat.completions.create(
-        model=MODEL, messages=messages(), max_tokens=4, stream=True, extra_body={"index_name": kb})
+        model=MODEL, messages=messages(), max_tokens=MAX_TOKENS, stream=True, extra_body={"index_name": kb})
     chunks = list(stream)
     first = chunks[0].model_extra or {}
     assert first["source_nodes"][0]["text"] == DOCS[0]
@@ -58,7 +61,7 @@ def test_streamed_chat_with_index_name_sends_sources_first(rag_client, kb):
 
 def test_nothing_relevant_gives_a_plain_answer_with_null_sources(rag_client, kb):
     resp = rag_client.chat.completions.create(
-        model=MODEL, messages=messages("zqx vvb kkp"), max_tokens=2, extra_body={"index_name": kb})
+        model=MODEL, messages=messages("zqx vvb kkp"), max_tokens=MAX_TOKENS, extra_body={"index_name": kb})
     assert "source_nodes" in resp.model_extra and resp.model_extra["source_nodes"] is None
 
 

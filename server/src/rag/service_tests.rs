@@ -11,7 +11,7 @@ pub fn service(root: &Path) -> Arc<RagService> {
         root.to_path_buf(),
         ChatSettings {
             prompt_order: PromptOrder::Stable,
-            min_similarity: 0.0,
+            min_similarity: 0.1,
         },
     ))
 }
