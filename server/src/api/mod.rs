@@ -41,6 +41,8 @@ use generate::Admission;
 use metrics::Metrics;
 use validation::Limits;
 
+use crate::rag::embedder::Embedder;
+
 /// What the API knows about the one model it serves.
 pub struct ModelInfo {
     /// `--served-model-name`s; the first is the one responses report.
@@ -87,6 +89,8 @@ pub struct AppState {
     pub api_key: Option<Arc<str>>,
     /// The RAG module (KAITO RAGEngine routes, chat with `index_name`).
     pub rag: Option<Arc<crate::rag::RagService>>,
+    /// The RAG embedder; None serves no embeddings (see `with_embedder`).
+    pub embedder: Option<Arc<dyn Embedder>>,
 }
 
 impl AppState {
@@ -103,7 +107,15 @@ impl AppState {
             admission: Admission::new(max_waiting),
             api_key: api_key.map(Arc::from),
             rag: None,
+            embedder: None,
         }
+    }
+
+    /// Serves `/v1/embeddings` (and RAG) with `embedder`.
+    #[allow(dead_code)] // serve.rs calls it once rag-embed is merged
+    pub fn with_embedder(mut self, embedder: Arc<dyn Embedder>) -> Self {
+        self.embedder = Some(embedder);
+        self
     }
 
     pub fn with_rag(mut self, rag: Arc<crate::rag::RagService>) -> Self {

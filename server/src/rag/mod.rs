@@ -1,7 +1,9 @@
 //! The bundled RAG module, API-compatible with KAITO's RAGEngine (v0.12):
-//! document indexes with hybrid (HNSW + BM25) retrieval, KAITO's HTTP
-//! routes, chat completions with `index_name`, and crash-safe persistence.
-//! docs/rag.md has the API and where and why it differs from KAITO.
+//! the embedder that turns text into vectors, the splitter that cuts
+//! documents into chunks, document indexes with hybrid (HNSW + BM25)
+//! retrieval, KAITO's HTTP routes, chat completions with `index_name`, and
+//! crash-safe persistence. docs/rag.md has the API and where and why it
+//! differs from KAITO.
 
 pub mod chat;
 pub mod dense;

@@ -107,8 +107,15 @@ impl RagService {
         };
         let embedder = self.embedder.clone();
         let count = move |s: &str| embedder.count_tokens(s);
-        let chunks = splitter::split(text, metadata, &cfg, &count)
-            .map_err(|e| RagError::BadRequest(format!("cannot split the document: {e}")))?;
+        let chunks =
+            splitter::split(text, metadata, &cfg, &count).map_err(|e| match e.param() {
+                Some(field) => RagError::BadRequest(format!("{field}: {e}")),
+                None => RagError::Internal(format!("splitting a document failed: {e}")),
+            })?;
+        if chunks.is_empty() {
+            // Empty text: listed, never retrieved (no embedding call).
+            return Ok(Vec::new());
+        }
         let vectors = self
             .embed(chunks.iter().map(|c| c.text.clone()).collect())
             .await?;

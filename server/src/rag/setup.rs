@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
-use super::embedder::{self, EmbedderArgs};
 use super::service::{ChatSettings, PromptOrder, RagService};
 use crate::api::AppState;
 
@@ -32,12 +31,11 @@ pub struct RagArgs {
     /// Where chunks go in RAG chat prompts (kaito: only to measure).
     #[arg(long, value_enum, default_value = "stable", hide = true)]
     pub rag_prompt_order: PromptOrder,
-    #[command(flatten)]
-    pub embedder: EmbedderArgs,
 }
 
-/// Builds the RAG service (embedder, optionally the stored indexes) and
-/// puts it on the state; `None` with `--no-rag`.
+/// Builds the RAG service over the state's embedder (and loads the stored
+/// indexes if asked) and puts it on the state. `None` with `--no-rag`, or
+/// when no embedder was found (the embedder's start-up said why).
 pub fn attach(
     state: AppState,
     args: &RagArgs,
@@ -45,8 +43,10 @@ pub fn attach(
     if args.no_rag {
         return Ok((state, None));
     }
-    let embedder = embedder::from_args(&args.embedder)
-        .context("starting the RAG embedder (pass --no-rag to serve without RAG)")?;
+    let Some(embedder) = state.embedder.clone() else {
+        tracing::warn!("RAG is off: there is no embedding model (see --embedding-model)");
+        return Ok((state, None));
+    };
     let chat = ChatSettings {
         prompt_order: args.rag_prompt_order,
         min_similarity: args.rag_min_similarity,

@@ -23,6 +23,13 @@ pub enum SplitError {
     Failed(String),
 }
 
+impl SplitError {
+    /// The request field to name in a 400; None for server-side errors.
+    pub fn param(&self) -> Option<&'static str> {
+        None
+    }
+}
+
 /// Paragraph-packing stand-in: paragraphs joined until `chunk_tokens`.
 #[allow(dead_code)]
 pub fn split(
