@@ -35,12 +35,15 @@ def tandem_bin() -> Path:
 class Server:
     """One `tandem serve` process; `url` is known once it listens."""
 
-    def __init__(self, model_dir: Path, *extra: str):
+    def __init__(self, model_dir: Path, *extra: str, rag_dir: Path | None = None):
+        """RAG is off unless `rag_dir` is given (its --rag-storage-dir): the
+        servers of the other tests need no embedding model."""
         binary = tandem_bin()
         if not binary.exists():
             pytest.fail(f"{binary} not found: build it with `cargo build --bin tandem` or set TANDEM_BIN")
         args = [str(binary), "serve", "--model", str(model_dir), "--host", "127.0.0.1",
                 "--port", "0", "--served-model-name", MODEL, "--kv-cache-memory", "256MiB", *extra]
+        args += ["--no-rag"] if rag_dir is None else ["--rag-storage-dir", str(rag_dir)]
         env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "warn"))
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
         self.stderr: list[str] = []
@@ -138,6 +141,14 @@ def server(model_dir):
 def guarded(model_dir):
     """A server with an API key, one sequence at a time and room for one waiting."""
     s = Server(model_dir, "--api-key", API_KEY, "--max-num-seqs", "1", "--max-waiting", "1")
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="session")
+def rag_server(model_dir, tmp_path_factory):
+    """RAG on (the default embedding model from .venv), storage in a temp dir."""
+    s = Server(model_dir, rag_dir=tmp_path_factory.mktemp("rag-storage"))
     yield s
     s.stop()
 

@@ -22,7 +22,8 @@ def test_models_list(client, server, model_dir):
 
 
 def test_health_and_version(server):
-    assert server.get("/health") == (200, "")
+    status, body = server.get("/health")
+    assert (status, json.loads(body)) == (200, {"status": "Healthy"})
     status, body = server.get("/version")
     assert status == 200 and json.loads(body)["version"]
 

@@ -1,5 +1,5 @@
 //! `--api-key` / `TANDEM_API_KEY`: every `/v1/...` route needs
-//! `Authorization: Bearer <key>`. Health, version, metrics and the
+//! `Authorization: Bearer <key>`, and so do the RAG index routes. Health, version, metrics and the
 //! tokenizer routes stay open (as in vLLM), so probes and scrapers need no
 //! secret.
 
@@ -13,7 +13,8 @@ use super::AppState;
 
 pub async fn require_api_key(State(state): State<AppState>, req: Request, next: Next) -> Response {
     if let Some(key) = &state.api_key {
-        if req.uri().path().starts_with("/v1/") || req.uri().path() == "/v1" {
+        let path = req.uri().path();
+        if path.starts_with("/v1/") || path == "/v1" || crate::rag::routes::is_rag_path(path) {
             let given = req
                 .headers()
                 .get(header::AUTHORIZATION)

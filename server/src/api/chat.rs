@@ -21,6 +21,8 @@ use super::logprobs::ChatLogprobs;
 use super::sse::{self, ChunkWriter};
 use super::validation::{DefaultMaxTokens, SamplingFields, Stop};
 use super::{AppState, ResponseMeta, StreamOptions};
+use crate::rag::chat as rag_chat;
+use crate::rag::types::NodeWithScore;
 
 /// Fields not listed (`user`, `name` on messages, ...) are accepted and
 /// ignored, as in vLLM.
@@ -53,6 +55,10 @@ pub struct ChatCompletionRequest {
     pub tools: Option<Vec<serde_json::Value>>,
     pub response_format: Option<serde_json::Value>,
     pub logit_bias: Option<serde_json::Map<String, serde_json::Value>>,
+    /// KAITO RAGEngine: answer from this index (crate::rag::chat).
+    pub index_name: Option<String>,
+    pub context_token_ratio: Option<f64>,
+    pub functions: Option<serde_json::Value>,
 }
 
 impl ChatCompletionRequest {
@@ -82,6 +88,17 @@ impl ChatCompletionRequest {
             ignore_eos: self.ignore_eos,
             include_stop_str_in_output: self.include_stop_str_in_output,
             skip_special_tokens: self.skip_special_tokens,
+        }
+    }
+
+    fn rag_request<'a>(&'a self, index_name: &'a str) -> rag_chat::RagRequest<'a> {
+        rag_chat::RagRequest {
+            index_name,
+            context_token_ratio: self.context_token_ratio,
+            max_tokens: self.max_completion_tokens.or(self.max_tokens),
+            messages: &self.messages,
+            n: self.n,
+            has_functions: self.functions.as_ref().is_some_and(|f| !f.is_null()),
         }
     }
 
@@ -121,6 +138,9 @@ struct ChatResponse {
     model: String,
     choices: Vec<ChatChoice>,
     usage: UsageInfo,
+    /// Only with `index_name`: the chunks used (`null` when none were).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    source_nodes: Option<Option<Vec<NodeWithScore>>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -148,6 +168,8 @@ struct ChatChunk {
     choices: Vec<ChunkChoice>,
     #[serde(skip_serializing_if = "Option::is_none")]
     usage: Option<UsageInfo>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    source_nodes: Option<Option<Vec<NodeWithScore>>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -176,8 +198,13 @@ pub async fn create(
     let validated = req
         .sampling_fields()
         .validate(state.model.limits(), DefaultMaxTokens::Remaining)?;
+    let rag = match &req.index_name {
+        Some(index_name) => Some(rag_chat::prepare(&state, req.rag_request(index_name)).await?),
+        None => None,
+    };
+    let messages = rag.as_ref().map_or(&req.messages, |r| &r.messages);
     let add_generation_prompt = req.add_generation_prompt.unwrap_or(true);
-    let text = render_prompt(&state.model, &req.messages, add_generation_prompt)?;
+    let text = render_prompt(&state.model, messages, add_generation_prompt)?;
     let prompt = state
         .model
         .tokenizer
@@ -189,6 +216,10 @@ pub async fn create(
         meta: ResponseMeta::new("chatcmpl", state.model.name()),
         tokenizer: state.model.tokenizer.clone(),
         logprobs: req.logprobs == Some(true),
+        source_nodes: rag.map(|r| {
+            r.timer.ok();
+            r.source_nodes
+        }),
     };
     if req.stream.unwrap_or(false) {
         let include_usage = req
@@ -220,6 +251,7 @@ pub async fn create(
         model: m.model.clone(),
         choices,
         usage,
+        source_nodes: writer.source_nodes,
     })
     .into_response())
 }
@@ -228,6 +260,8 @@ struct Writer {
     meta: ResponseMeta,
     tokenizer: Arc<Tokenizer>,
     logprobs: bool,
+    /// RAG sources; streamed in the first chunk only.
+    source_nodes: Option<Option<Vec<NodeWithScore>>>,
 }
 
 impl Writer {
@@ -240,6 +274,15 @@ impl Writer {
     }
 
     fn chunk(&self, choices: Vec<ChunkChoice>, usage: Option<UsageInfo>) -> Bytes {
+        self.chunk_with_sources(choices, usage, None)
+    }
+
+    fn chunk_with_sources(
+        &self,
+        choices: Vec<ChunkChoice>,
+        usage: Option<UsageInfo>,
+        source_nodes: Option<Option<Vec<NodeWithScore>>>,
+    ) -> Bytes {
         sse::event(&ChatChunk {
             id: self.meta.id.clone(),
             object: "chat.completion.chunk",
@@ -247,6 +290,7 @@ impl Writer {
             model: self.meta.model.clone(),
             choices,
             usage,
+            source_nodes,
         })
     }
 }
@@ -266,7 +310,12 @@ impl ChunkWriter for Writer {
                     finish_reason: None,
                     stop_reason: None,
                 };
-                self.chunk(vec![choice], None)
+                let sources = if index == 0 {
+                    self.source_nodes.take()
+                } else {
+                    None
+                };
+                self.chunk_with_sources(vec![choice], None, sources)
             })
             .collect()
     }

@@ -9,11 +9,12 @@ use serde_json::{json, Value};
 use super::errors::ApiError;
 use super::AppState;
 
-/// 200 with an empty body while the engine runs (vLLM's contract); 503 once
-/// it cannot generate, so orchestrators restart the worker.
-pub async fn health(State(state): State<AppState>) -> Result<(), ApiError> {
+/// 200 with KAITO RAGEngine's `{"status": "Healthy"}` while the engine
+/// runs (vLLM's probes only read the status); 503 once it cannot generate,
+/// so orchestrators restart the worker.
+pub async fn health(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     if state.backend.is_healthy() {
-        Ok(())
+        Ok(Json(json!({ "status": "Healthy" })))
     } else {
         Err(ApiError::engine_dead())
     }
@@ -24,9 +25,12 @@ pub async fn version() -> Json<Value> {
 }
 
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    let text = state
+    let mut text = state
         .metrics
         .render(&state.backend.stats(), state.admission.pending());
+    if let Some(rag) = &state.rag {
+        text.push_str(&rag.metrics.render());
+    }
     (
         [(
             header::CONTENT_TYPE,

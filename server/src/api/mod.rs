@@ -21,7 +21,7 @@ pub mod tokenize;
 pub mod validation;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -88,6 +88,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub admission: Arc<Admission>,
     pub api_key: Option<Arc<str>>,
+    /// The RAG module (KAITO RAGEngine routes, chat with `index_name`).
+    pub rag: Option<Arc<crate::rag::RagService>>,
     /// The RAG embedder; None serves no embeddings (see `with_embedder`).
     pub embedder: Option<Arc<dyn Embedder>>,
 }
@@ -118,6 +120,7 @@ impl AppState {
             backend,
             admission: Admission::new(max_waiting),
             api_key: api_key.map(Arc::from),
+            rag: None,
             embedder: None,
         }
     }
@@ -125,6 +128,11 @@ impl AppState {
     /// Serves `/v1/embeddings` (and RAG) with `embedder`.
     pub fn with_embedder(mut self, embedder: Arc<dyn Embedder>) -> Self {
         self.embedder = Some(embedder);
+        self
+    }
+
+    pub fn with_rag(mut self, rag: Arc<crate::rag::RagService>) -> Self {
+        self.rag = Some(rag);
         self
     }
 }
@@ -198,6 +206,7 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(health::health))
         .route("/version", get(health::version))
         .route("/metrics", get(health::metrics))
+        .merge(crate::rag::routes::routes(&state))
         .fallback(unknown_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(axum::middleware::from_fn_with_state(

@@ -160,6 +160,7 @@ pub async fn listen(
         ),
     }
     state.backend.shutdown();
+    crate::rag::persist_on_shutdown(state.rag.as_ref());
     tracing::info!("stopped");
     Ok(())
 }

@@ -13,6 +13,7 @@ use super::args::HttpArgs;
 use crate::api::metrics::Metrics;
 use crate::api::{self, AppState};
 use crate::rag::embedder::EmbedderArgs;
+use crate::rag::RagArgs;
 use crate::router::scoring::{Routing, Weights};
 use crate::router::{RouterBackend, RouterConfig, Seed, WorkerClient, WorkerPool};
 use crate::worker::Role;
@@ -38,6 +39,8 @@ pub struct RouterArgs {
     pub block_size: usize,
     #[command(flatten)]
     pub embedder: EmbedderArgs,
+    #[command(flatten)]
+    pub rag: RagArgs,
 }
 
 /// How the router picks workers.
@@ -183,6 +186,7 @@ pub async fn serve(
         app::api_key(&args.http),
     );
     let state = app::with_embedder(state, &args.embedder)?;
+    let (state, _rag) = crate::rag::attach(state, &args.rag)?;
     let host = args.http.host.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
     app::listen(
         api::router(state.clone()),

@@ -18,6 +18,7 @@ use super::args::{EngineArgs, HttpArgs};
 use super::router::{RouterArgs, RoutingArgs};
 use super::worker::WorkerArgs;
 use crate::rag::embedder::EmbedderArgs;
+use crate::rag::RagArgs;
 use crate::worker::Role;
 
 /// UCX transports between workers of one machine (docs/benchmarks.md, "KV
@@ -50,6 +51,8 @@ pub struct ServeArgs {
     pub ready_timeout: f64,
     #[command(flatten)]
     pub embedder: EmbedderArgs,
+    #[command(flatten)]
+    pub rag: RagArgs,
 }
 
 impl ServeArgs {
@@ -73,6 +76,7 @@ impl ServeArgs {
             kv_lease_timeout: self.kv_lease_timeout,
             ucx_transports: None,
             embedder: self.embedder.clone(),
+            rag: self.rag.clone(),
         }
     }
 
@@ -92,6 +96,7 @@ impl ServeArgs {
             worker: pick(Role::Both),
             block_size: self.engine.block_size,
             embedder: self.embedder.clone(),
+            rag: self.rag.clone(),
         }
     }
 }

@@ -16,6 +16,7 @@ use super::app;
 use super::args::{EngineArgs, HttpArgs};
 use crate::api::{self, AppState};
 use crate::rag::embedder::EmbedderArgs;
+use crate::rag::RagArgs;
 use crate::worker::{
     self, KvMetrics, Leases, NotificationListener, Role, TransportLoader, WorkerState,
 };
@@ -39,10 +40,12 @@ pub struct WorkerArgs {
     /// host or `rc,tcp` across nodes; default: UCX's own choice.
     #[arg(long)]
     pub ucx_transports: Option<String>,
-    /// The embedder of a `both` worker that serves clients directly
-    /// (prefill and decode workers never load one).
+    /// The embedder and RAG module of a `both` worker that serves clients
+    /// directly (prefill and decode workers never load them).
     #[command(flatten)]
     pub embedder: EmbedderArgs,
+    #[command(flatten)]
+    pub rag: RagArgs,
 }
 
 impl WorkerArgs {
@@ -139,7 +142,10 @@ pub fn run_on(args: WorkerArgs, default_host: IpAddr) -> anyhow::Result<()> {
         app::api_key(&args.http),
     );
     let state = match args.role {
-        Role::Both => app::with_embedder(state, &args.embedder)?,
+        Role::Both => {
+            let state = app::with_embedder(state, &args.embedder)?;
+            crate::rag::attach(state, &args.rag)?.0
+        }
         Role::Prefill | Role::Decode => state,
     };
     let router = api::router(state.clone()).merge(worker::routes(ws));

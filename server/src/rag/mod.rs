@@ -1,8 +1,28 @@
-//! The bundled RAG module (KAITO RAGEngine-compatible): the embedder that
-//! turns text into vectors and the splitter that cuts documents into chunks.
-//! Index storage and retrieval live beside them.
+//! The bundled RAG module, API-compatible with KAITO's RAGEngine (v0.12):
+//! the embedder that turns text into vectors, the splitter that cuts
+//! documents into chunks, document indexes with hybrid (HNSW + BM25)
+//! retrieval, KAITO's HTTP routes, chat completions with `index_name`, and
+//! crash-safe persistence. docs/rag.md has the API and where and why it
+//! differs from KAITO.
 
+pub mod chat;
+pub mod dense;
 pub mod embedder;
-// Its caller, the index (document ingestion), lands on the rag-index branch.
-#[allow(dead_code)]
+pub mod error;
+pub mod fusion;
+pub mod index;
+pub mod metrics;
+pub mod paths;
+pub mod persist;
+pub mod routes;
+pub mod service;
+pub mod setup;
+pub mod sparse;
 pub mod splitter;
+pub mod types;
+
+#[cfg(test)]
+pub mod testing;
+
+pub use service::RagService;
+pub use setup::{attach, persist_on_shutdown, RagArgs};

@@ -115,12 +115,27 @@ fn tokenizer() -> Arc<Tokenizer> {
 }
 
 fn app(mode: Mode, max_waiting: usize, api_key: Option<&str>) -> (axum::Router, Arc<AtomicUsize>) {
+    let (state, dropped) = state(mode, max_waiting, api_key, 64);
+    (router(state), dropped)
+}
+
+/// A scripted-backend state for other modules' route tests (RAG).
+pub(crate) fn test_state(max_model_len: usize) -> AppState {
+    state(Mode::Script, 16, None, max_model_len).0
+}
+
+fn state(
+    mode: Mode,
+    max_waiting: usize,
+    api_key: Option<&str>,
+    max_model_len: usize,
+) -> (AppState, Arc<AtomicUsize>) {
     let tokenizer = tokenizer();
     let model = ModelInfo {
         names: vec!["m".into(), "alias".into(), "org/m".into()],
         root: "/models/m".into(),
         created: 1,
-        max_model_len: 64,
+        max_model_len,
         vocab_size: tokenizer.vocab_size(),
         tokenizer,
         chat_template: Some(ChatTemplate::new(CHAT_TEMPLATE.to_string()).unwrap()),
@@ -132,7 +147,7 @@ fn app(mode: Mode, max_waiting: usize, api_key: Option<&str>) -> (axum::Router, 
         dropped: dropped.clone(),
     });
     let state = AppState::new(model, backend, max_waiting, api_key.map(str::to_string));
-    (router(state), dropped)
+    (state, dropped)
 }
 
 async fn send(

@@ -1,0 +1,156 @@
+use std::sync::Arc;
+
+use serde_json::json;
+
+use super::*;
+use crate::rag::testing::LetterEmbedder;
+
+pub fn service(root: &Path) -> Arc<RagService> {
+    Arc::new(RagService::new(
+        Arc::new(LetterEmbedder),
+        root.to_path_buf(),
+        ChatSettings {
+            prompt_order: PromptOrder::Stable,
+            min_similarity: 0.1,
+        },
+    ))
+}
+
+fn doc(text: &str, metadata: serde_json::Value) -> Document {
+    Document {
+        text: text.into(),
+        metadata: metadata.as_object().unwrap().clone(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn indexing_is_idempotent_by_text_and_empty_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = service(dir.path());
+    assert!(svc
+        .index_documents("empty", vec![])
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(svc.list_indexes().unwrap().is_empty());
+    let out = svc
+        .index_documents(
+            "i",
+            vec![doc("hello world", json!({})), doc("hello world", json!({}))],
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.len(), 2);
+    assert_eq!(out[0].doc_id, doc_id_of("hello world"));
+    svc.index_documents("i", vec![doc("hello world", json!({"x": 1}))])
+        .await
+        .unwrap();
+    assert_eq!(svc.list_documents("i", 0, 10, None, None).unwrap().1, 1);
+    assert_eq!(
+        svc.index_documents("bad name", vec![])
+            .await
+            .unwrap_err()
+            .status(),
+        400
+    );
+}
+
+#[tokio::test]
+async fn update_delete_and_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = service(dir.path());
+    let out = svc
+        .index_documents("i", vec![doc("apples", json!({}))])
+        .await
+        .unwrap();
+    let id = out[0].doc_id.clone();
+    let mut changed = doc("pears", json!({}));
+    changed.doc_id = id.clone();
+    let mut same = doc("pears", json!({}));
+    same.doc_id = id.clone();
+    let mut missing = doc("x", json!({}));
+    missing.doc_id = "nope".into();
+    let r = svc
+        .update_documents("i", vec![changed, missing])
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.updated_documents.len(), r.not_found_documents.len()),
+        (1, 1)
+    );
+    let r = svc.update_documents("i", vec![same]).await.unwrap();
+    assert_eq!(r.unchanged_documents.len(), 1);
+    let (docs, _) = svc.list_documents("i", 0, 10, None, None).unwrap();
+    assert_eq!(
+        (docs[0].doc_id.as_str(), docs[0].text.as_str()),
+        (id.as_str(), "pears")
+    );
+    let hits = svc.retrieve("i", "pears", 5, None).await.unwrap();
+    assert_eq!(hits[0].chunk.text, "pears");
+    let r = svc
+        .delete_documents("i", vec![id.clone(), "nope".into()])
+        .unwrap();
+    assert_eq!(
+        (r.deleted_doc_ids, r.not_found_doc_ids),
+        (vec![id], vec!["nope".to_string()])
+    );
+    assert!(svc
+        .retrieve("i", "pears", 5, None)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        svc.retrieve("i", "  ", 5, None).await.unwrap_err().status(),
+        400
+    );
+    assert_eq!(
+        svc.retrieve("zz", "q", 5, None).await.unwrap_err().status(),
+        404
+    );
+    svc.delete_index("i").unwrap();
+    assert_eq!(svc.delete_index("i").unwrap_err().status(), 404);
+}
+
+#[tokio::test]
+async fn persist_load_conflicts_and_confinement() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = service(dir.path());
+    svc.index_documents("i", vec![doc("keep me", json!({"k": "v"}))])
+        .await
+        .unwrap();
+    let written = svc.persist("i", None).await.unwrap();
+    assert_eq!(written, dir.path().canonicalize().unwrap().join("i"));
+    assert_eq!(
+        svc.persist("i", Some("../out")).await.unwrap_err().status(),
+        400
+    );
+    assert_eq!(
+        svc.persist("i", Some("/etc/x")).await.unwrap_err().status(),
+        400
+    );
+    svc.persist("i", Some("snap/one")).await.unwrap();
+    // Loading over a live index needs overwrite (KAITO answers 500 here).
+    assert_eq!(svc.load("i", None, false).await.unwrap_err().status(), 409);
+    svc.load("i", Some("storage"), true).await.unwrap();
+    svc.load("copy", Some("snap/one"), false).await.unwrap();
+    assert_eq!(
+        svc.list_documents("copy", 0, 10, None, None).unwrap().0[0].text,
+        "keep me"
+    );
+    assert_eq!(
+        svc.load("none", None, false).await.unwrap_err().status(),
+        404
+    );
+    // SIGTERM persists everything; a new server loads it all back.
+    svc.delete_index("i").unwrap();
+    svc.index_documents("fresh", vec![doc("new doc", json!({}))])
+        .await
+        .unwrap();
+    assert_eq!(svc.persist_all(), 2);
+    let next = service(dir.path());
+    assert_eq!(next.load_all().unwrap(), 3, "i (from before), copy, fresh");
+    let mut names = next.list_indexes().unwrap();
+    names.sort();
+    assert_eq!(names, vec!["copy", "fresh", "i"]);
+}
