@@ -5,7 +5,7 @@
 use crate::error::{EngineError, Result};
 use std::collections::HashMap;
 
-use crate::kv_cache::{BlockHash, KvCache, KvEvent, PrefixCacheStats};
+use crate::kv_cache::{block_hashes, BlockHash, KvCache, KvEvent, PrefixCacheStats};
 use crate::kv_handoff::{HeldKv, KvLoad};
 use crate::models::CausalLm;
 use crate::sampler::{sample_batch, SampledToken};
@@ -117,6 +117,12 @@ impl EngineCore {
                     block_size: bs,
                 });
             }
+            // The same tokens must give the same chained hashes on both
+            // sides, or the prefix caches and the router disagree.
+            let full = req.prompt_tokens.len() / bs;
+            if remote.block_hashes != block_hashes(&req.prompt_tokens[..full * bs], bs) {
+                return Err(EngineError::HandoffHashMismatch);
+            }
         }
         if total > self.scheduler.token_capacity() {
             return Err(EngineError::KvCacheTooSmall {
@@ -217,11 +223,13 @@ impl EngineCore {
             if let Some(reason) = finished {
                 self.scheduler.finish(id, reason);
             } else if hold {
-                let (block_ids, num_tokens) = self.scheduler.detach(id).expect("scheduled");
+                let (block_ids, num_tokens, block_hashes) =
+                    self.scheduler.detach(id).expect("scheduled");
                 self.leases.insert(id, block_ids.clone());
                 handoff = Some(HeldKv {
                     lease: id,
                     block_ids,
+                    block_hashes,
                     num_tokens,
                 });
             }

@@ -61,6 +61,8 @@ pub enum EngineError {
         prompt_tokens: usize,
         block_size: usize,
     },
+    #[error("the prefill worker's block hashes for this prompt differ from this worker's; prefill and decode workers must run the same tandem version with the same --block-size")]
+    HandoffHashMismatch,
     #[error(transparent)]
     Sampling(#[from] crate::sampler::SamplingError),
     #[error("tensor computation failed: {0}")]

@@ -16,6 +16,8 @@ pub struct HeldKv {
     pub lease: u64,
     /// The prompt's block table: block `i` holds tokens `i * block_size..`.
     pub block_ids: Vec<u32>,
+    /// Chained hashes of the prompt's full blocks (kv_cache::block_hash).
+    pub block_hashes: Vec<crate::kv_cache::BlockHash>,
     /// Prompt tokens whose KV the blocks hold.
     pub num_tokens: usize,
 }

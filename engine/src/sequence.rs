@@ -69,6 +69,9 @@ pub struct RemoteKv {
     /// The remote block table covering the prompt, block `i` = tokens
     /// `i * block_size..`.
     pub block_ids: Vec<u32>,
+    /// Hashes of the prompt's full blocks as the remote worker computed
+    /// them; checked against this worker's before anything is pulled.
+    pub block_hashes: Vec<crate::kv_cache::BlockHash>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -4,7 +4,7 @@
 //! blocks into a lease.
 
 use super::{blocks, Scheduler};
-use crate::kv_cache::extend_block_hashes;
+use crate::kv_cache::{extend_block_hashes, BlockHash};
 use crate::kv_handoff::KvLoad;
 use crate::sequence::{KvHandoff, SeqId, SeqStatus};
 
@@ -98,13 +98,21 @@ impl Scheduler {
     }
 
     /// Ends prefill-side sequence `id` but keeps its blocks held: returns
-    /// its block table and prompt length; the caller owns the references
-    /// and must give them back with [`Scheduler::release_blocks`].
-    pub fn detach(&mut self, id: SeqId) -> Option<(Vec<u32>, usize)> {
-        let seq = self.seqs.remove(&id)?;
+    /// its block table, prompt length and the hashes of its full prompt
+    /// blocks; the caller owns the references and must give them back with
+    /// [`Scheduler::release_blocks`].
+    pub fn detach(&mut self, id: SeqId) -> Option<(Vec<u32>, usize, Vec<BlockHash>)> {
+        let mut seq = self.seqs.remove(&id)?;
         self.running.retain(|&r| r != id);
         self.waiting.retain(|&w| w != id);
-        Some((seq.block_table, seq.prompt_len))
+        let full = seq.prompt_len / self.config.block_size;
+        extend_block_hashes(
+            &mut seq.block_hashes,
+            &seq.tokens[..full * self.config.block_size],
+            self.config.block_size,
+        );
+        seq.block_hashes.truncate(full);
+        Some((seq.block_table, seq.prompt_len, seq.block_hashes))
     }
 
     /// Drops the references `detach` handed out.

@@ -285,6 +285,7 @@ fn remote_seq(id: SeqId, prompt: Vec<u32>, first: u32, remote_blocks: Vec<u32>) 
         source: std::sync::Arc::new(Vec::new()),
         lease: 7,
         block_ids: remote_blocks,
+        block_hashes: Vec::new(),
     };
     let handoff = KvHandoff::Load {
         output_tokens: vec![first],
@@ -368,8 +369,14 @@ fn a_detached_prefill_keeps_its_blocks_until_released() {
     let mut s = sched(8, 4, 64);
     s.add(seq(5, (1..=10).collect(), 4));
     step(&mut s, 9);
-    let (blocks, prompt_len) = s.detach(5).unwrap();
+    let (blocks, prompt_len, hashes) = s.detach(5).unwrap();
     assert_eq!((blocks.len(), prompt_len), (3, 10));
+    let prompt: Vec<u32> = (1..=10).collect();
+    assert_eq!(
+        hashes,
+        crate::kv_cache::block_hashes(&prompt[..8], 4),
+        "the two full blocks"
+    );
     assert_eq!(s.pool().num_free(), 5);
     s.release_blocks(&blocks);
     assert_eq!(s.pool().num_free(), 8);

@@ -129,6 +129,7 @@ async fn prefill(
             agent: agent.to_string(),
             lease: held.lease,
             block_ids: held.block_ids.clone(),
+            block_hashes: held.block_hashes.clone(),
             num_tokens: held.num_tokens,
         }
     });
@@ -165,6 +166,7 @@ async fn decode(State(state): State<WorkerState>, Json(req): Json<DecodeRequest>
             source,
             lease: req.kv.lease,
             block_ids: req.kv.block_ids,
+            block_hashes: req.kv.block_hashes,
         },
     };
     ndjson(token_lines(Backend::generate(&state.engine, request)))

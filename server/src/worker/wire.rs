@@ -20,6 +20,9 @@ pub struct KvHandle {
     pub lease: u64,
     /// The prompt's blocks on the prefill worker, in token order.
     pub block_ids: Vec<u32>,
+    /// Chained hashes of the prompt's full blocks (the decode worker
+    /// checks them against its own).
+    pub block_hashes: Vec<tandem_engine::kv_cache::BlockHash>,
     pub num_tokens: usize,
 }
 
