@@ -27,6 +27,21 @@ pub fn remote_err(url: &str, message: impl Into<String>) -> EmbedError {
     }
 }
 
+/// Every vector of one service must have the dimension it first answered.
+pub fn check_dimension(
+    url: &str,
+    vectors: &[Vec<f32>],
+    dimension: usize,
+) -> Result<(), EmbedError> {
+    match vectors.iter().find(|v| v.len() != dimension) {
+        Some(v) => Err(remote_err(
+            url,
+            format!("answered a {}-dim vector, {dimension} before", v.len()),
+        )),
+        None => Ok(()),
+    }
+}
+
 /// Checks the URL is http(s) before anything is sent to it.
 pub fn check_url(url: &str) -> Result<(), EmbedError> {
     match reqwest::Url::parse(url) {

@@ -11,8 +11,8 @@ use futures::{FutureExt, StreamExt, TryStreamExt};
 use serde::Deserialize;
 
 use super::remote::{
-    block_on_probe, check_url, client, estimate_tokens, failure, normalized, remote_err,
-    with_token, REMOTE_MAX_SEQ_LENGTH,
+    block_on_probe, check_dimension, check_url, client, estimate_tokens, failure, normalized,
+    remote_err, with_token, REMOTE_MAX_SEQ_LENGTH,
 };
 use super::{EmbedError, Embedder};
 
@@ -129,12 +129,7 @@ impl Embedder for KaitoEmbedder {
                 .buffered(CONCURRENCY)
                 .try_collect()
                 .await?;
-            if let Some(v) = vectors.iter().find(|v| v.len() != dimension) {
-                return Err(remote_err(
-                    &inner.url,
-                    format!("answered a {}-dim vector, {dimension} before", v.len()),
-                ));
-            }
+            check_dimension(&inner.url, &vectors, dimension)?;
             Ok(vectors)
         }
         .boxed()

@@ -9,8 +9,8 @@ use futures::FutureExt;
 use serde::Deserialize;
 
 use super::remote::{
-    block_on_probe, check_url, client, estimate_tokens, failure, normalized, remote_err,
-    with_token, REMOTE_MAX_SEQ_LENGTH,
+    block_on_probe, check_dimension, check_url, client, estimate_tokens, failure, normalized,
+    remote_err, with_token, REMOTE_MAX_SEQ_LENGTH,
 };
 use super::{EmbedError, Embedder};
 
@@ -155,12 +155,7 @@ impl Embedder for OpenAiEmbedder {
                         .await?,
                 );
             }
-            if let Some(v) = out.iter().find(|v| v.len() != dimension) {
-                return Err(remote_err(
-                    &inner.url,
-                    format!("answered a {}-dim vector, {dimension} before", v.len()),
-                ));
-            }
+            check_dimension(&inner.url, &out, dimension)?;
             Ok(out)
         }
         .boxed()
