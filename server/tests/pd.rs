@@ -593,3 +593,42 @@ async fn unpulled_kv_is_freed_when_its_lease_expires() {
     );
     assert_eq!(usage().await, 0.0, "expired blocks are free again");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kv_handle_for_other_tokens_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = demo_model(dir.path());
+    let decode = worker(&model, "decode");
+    let body = json!({
+        "request": {
+            "request": {
+                "prompt_tokens": tokens(9, 20),
+                "params": {"temperature": 0.0},
+                "stop": {"max_tokens": 4, "min_tokens": 0, "ignore_eos": true, "stop_token_ids": []},
+            },
+            "stop_strings": [], "include_stop_str_in_output": false, "skip_special_tokens": true,
+        },
+        "output_tokens": [42],
+        // 20 tokens = 2 blocks, 1 full: its hash cannot be 1.
+        "kv": {"agent": "AAAA", "lease": 1, "block_ids": [0, 1], "block_hashes": [1], "num_tokens": 20},
+    });
+    let text = reqwest::Client::new()
+        .post(format!("{}/internal/decode", decode.url))
+        .header("x-tandem-internal-token", "t0k")
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let line: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(line["error"]["kind"], "rejected", "{text}");
+    assert!(
+        line["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("block hashes"),
+        "{text}"
+    );
+}
