@@ -82,6 +82,23 @@ impl RoutingArgs {
             pd_threshold: self.pd_threshold,
         }
     }
+
+    /// The routing flags' own checks (no worker list needed).
+    pub fn check(&self) -> anyhow::Result<()> {
+        for (name, w) in [
+            ("--prefix-weight", self.prefix_weight),
+            ("--queue-weight", self.queue_weight),
+            ("--kv-usage-weight", self.kv_usage_weight),
+        ] {
+            if !w.is_finite() || w < 0.0 {
+                bail!("{name} must be a finite number ≥ 0");
+            }
+        }
+        if self.resolve_interval.is_nan() || self.resolve_interval <= 0.0 {
+            bail!("--resolve-interval must be positive");
+        }
+        Ok(())
+    }
 }
 
 impl RouterArgs {
@@ -97,30 +114,10 @@ impl RouterArgs {
                 bail!("worker URL {url:?} must look like http://host:port");
             }
         }
-        for (name, w) in [
-            ("--prefix-weight", self.routing.prefix_weight),
-            ("--queue-weight", self.routing.queue_weight),
-            ("--kv-usage-weight", self.routing.kv_usage_weight),
-        ] {
-            if !w.is_finite() || w < 0.0 {
-                bail!("{name} must be a finite number ≥ 0");
-            }
+        if self.block_size == 0 {
+            bail!("--block-size must be positive");
         }
-        if self.block_size == 0
-            || self.routing.resolve_interval.is_nan()
-            || self.routing.resolve_interval <= 0.0
-        {
-            bail!("--block-size and --resolve-interval must be positive");
-        }
-        Ok(())
-    }
-
-    /// The routing flags' own checks, before any worker is known.
-    pub fn check_routing(&self) -> anyhow::Result<()> {
-        let mut probe = self.clone();
-        probe.decode = vec!["http://127.0.0.1:1".into()];
-        probe.prefill.clear();
-        probe.check()
+        self.routing.check()
     }
 
     fn seeds(&self) -> Vec<Seed> {

@@ -64,7 +64,7 @@ impl ServeArgs {
             bail!("P/D serving needs at least one --prefill-workers and one --decode-workers (or use --colocated)");
         }
         self.worker_args(Role::Both).check()?;
-        self.router_args(Vec::new()).check_routing()
+        self.routing.check()
     }
 
     fn worker_args(&self, role: Role) -> WorkerArgs {

@@ -117,26 +117,9 @@ impl Index {
             .collect();
         let mut slots = ix.dense.add(&vectors).into_iter();
         for (doc_id, text, metadata, chunks) in docs {
-            let mut doc_slots = Vec::with_capacity(chunks.len());
-            for (position, c) in chunks.into_iter().enumerate() {
-                let slot = slots.next().expect("one slot per chunk");
-                let rec = ChunkRec {
-                    doc_id: doc_id.clone(),
-                    position,
-                    start_byte: c.start_byte,
-                    text: c.text,
-                };
-                ix.chunks.insert(slot, rec);
-                doc_slots.push(slot);
-            }
-            let doc = StoredDoc {
-                hash_value: content_hash(&text, &metadata),
-                doc_id: doc_id.clone(),
-                text,
-                metadata,
-                slots: doc_slots,
-            };
-            ix.docs.insert(doc_id, doc);
+            let doc_slots: Vec<usize> = slots.by_ref().take(chunks.len()).collect();
+            assert_eq!(doc_slots.len(), chunks.len(), "one slot per chunk");
+            ix.record(&doc_id, text, metadata, chunks, doc_slots);
         }
         ix.sparse = SparseIndex::build(ix.chunks.iter().map(|(s, c)| (*s, c.text.as_str())));
         ix
@@ -183,8 +166,25 @@ impl Index {
         }
         let vectors: Vec<Vec<f32>> = chunks.iter().map(|c| c.vector.clone()).collect();
         let slots = self.dense.add(&vectors);
-        for (position, (c, &slot)) in chunks.into_iter().zip(&slots).enumerate() {
+        for (c, &slot) in chunks.iter().zip(&slots) {
             self.sparse.upsert(slot, &c.text);
+        }
+        self.record(doc_id, text, metadata, chunks, slots);
+        self.refit_sparse_if_drifted();
+    }
+
+    /// Files a document's chunks (already in the dense index at `slots`,
+    /// in order) and the document itself, replacing one with the same id
+    /// in place.
+    fn record(
+        &mut self,
+        doc_id: &str,
+        text: String,
+        metadata: Metadata,
+        chunks: Vec<NewChunk>,
+        slots: Vec<usize>,
+    ) {
+        for (position, (c, &slot)) in chunks.into_iter().zip(&slots).enumerate() {
             let rec = ChunkRec {
                 doc_id: doc_id.to_string(),
                 position,
@@ -194,14 +194,13 @@ impl Index {
             self.chunks.insert(slot, rec);
         }
         let doc = StoredDoc {
-            doc_id: doc_id.to_string(),
             hash_value: content_hash(&text, &metadata),
+            doc_id: doc_id.to_string(),
             text,
             metadata,
             slots,
         };
         self.docs.insert(doc_id.to_string(), doc);
-        self.refit_sparse_if_drifted();
     }
 
     /// Removes a document and its chunks; false if it was not there.

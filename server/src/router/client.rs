@@ -76,10 +76,7 @@ impl WorkerClient {
             .with_token(self.http.get(format!("{url}/internal/status")))
             .timeout(timeout);
         let resp = Self::send(url, rb).await?;
-        resp.json().await.map_err(|e| CallError::Unavailable {
-            url: url.into(),
-            message: format!("bad status reply: {e}"),
-        })
+        json_reply(url, resp, "status").await
     }
 
     pub async fn prefill(
@@ -88,10 +85,7 @@ impl WorkerClient {
         req: &ServingRequest,
     ) -> Result<PrefillResponse, CallError> {
         let resp = Self::send(url, self.post(url, "/internal/prefill").json(req)).await?;
-        resp.json().await.map_err(|e| CallError::Unavailable {
-            url: url.into(),
-            message: format!("bad prefill reply: {e}"),
-        })
+        json_reply(url, resp, "prefill").await
     }
 
     pub async fn decode(
@@ -128,6 +122,18 @@ impl WorkerClient {
         let resp = Self::send(url, rb).await?;
         Ok(ndjson_lines(url, resp))
     }
+}
+
+/// A whole JSON reply; one that does not parse makes the worker unusable.
+async fn json_reply<T: DeserializeOwned>(
+    url: &str,
+    resp: reqwest::Response,
+    what: &str,
+) -> Result<T, CallError> {
+    resp.json().await.map_err(|e| CallError::Unavailable {
+        url: url.into(),
+        message: format!("bad {what} reply: {e}"),
+    })
 }
 
 /// Splits a streamed body into JSON lines.

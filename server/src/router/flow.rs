@@ -28,12 +28,13 @@ pub fn run(router: Arc<RouterInner>, req: ServingRequest) -> TokenStream {
         let prompt = req.request.prompt_tokens.clone();
         let hashes = block_hashes(&prompt, router.block_size);
         let mut tried_decode: Vec<String> = Vec::new();
-        let Some((decode, _)) = router.choose(Role::Decode, &hashes, &tried_decode) else {
+        let Some((decode, score)) = router.choose(Role::Decode, &hashes, &tried_decode) else {
             yield Err(no_workers("decode"));
             return;
         };
-        let decode_overlap = super::scoring::overlap(&hashes, &decode.cached()) * router.block_size;
-        let uncached = prompt.len().saturating_sub(decode_overlap);
+        let uncached = prompt
+            .len()
+            .saturating_sub(score.overlap_blocks * router.block_size);
         let remote = decode.role == Role::Decode
             && router.pool.has_role(Role::Prefill)
             && uncached >= router.config.pd_threshold;
