@@ -6,7 +6,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::backend::{self, Backend, BackendConfig, Connection, Identity, Transfer};
+use crate::backend::loopback::LoopbackBackend;
+use crate::backend::{Backend, Connection, Identity, ReadRequest, Transfer};
 use crate::coalesce::coalesce;
 use crate::completion::{Completion, Finisher, ReadHandle};
 use crate::error::{Result, TransportError};
@@ -14,9 +15,29 @@ use crate::metadata::{AgentMetadata, MemoryKind, RegionInfo};
 use crate::notify::{self, Inbox, Notifications, MAX_NOTIFY};
 use crate::region::{check_geometry, AllocatedRegion, MemoryDescriptor, Region, RegionMemory};
 use crate::staging::Staging;
+use crate::ucx::{UcxBackend, UcxConfig};
 
 /// Default deadline of a read; `read_with_timeout` overrides it.
 pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Which backend an agent runs.
+#[derive(Debug, Clone)]
+pub enum BackendConfig {
+    /// In-process memcpy between agents of one process (unit tests).
+    Loopback,
+    /// UCX over the system library.
+    Ucx(UcxConfig),
+}
+
+impl BackendConfig {
+    /// Starts the backend for the agent `me`.
+    fn build(&self, me: Identity) -> Result<Box<dyn Backend>> {
+        Ok(match self {
+            BackendConfig::Loopback => Box::new(LoopbackBackend::new(me)),
+            BackendConfig::Ucx(config) => Box::new(UcxBackend::start(config, me)?),
+        })
+    }
+}
 
 /// A peer loaded with `add_remote`, pinned to the incarnation it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,7 +109,7 @@ impl Agent {
             epoch,
             inbox: inbox.clone(),
         };
-        let backend = backend::build(&backend, me)?;
+        let backend = backend.build(me)?;
         tracing::info!(
             agent = name,
             epoch,
@@ -340,12 +361,12 @@ impl Agent {
         drop(local);
         let completion = Completion::new(finisher);
         let notify = notify.map(|n| notify::encode(&self.name, self.epoch, remote.epoch, n));
-        conn.read(
+        conn.read(ReadRequest {
             transfers,
             notify,
-            Instant::now() + timeout,
-            completion.clone(),
-        );
+            deadline: Instant::now() + timeout,
+            completion: completion.clone(),
+        });
         Ok(ReadHandle::new(completion, remote.name.clone(), timeout))
     }
 

@@ -9,7 +9,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use crate::metadata::{MetadataError, MAX_NAME};
+use crate::error::MetadataError;
+use crate::metadata::MAX_NAME;
 use crate::wire::{Reader, Writer};
 
 /// Largest notification payload: it must fit one eager message.

@@ -4,10 +4,9 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
-use std::time::Instant;
 
-use super::{Backend, Connection, Identity, Transfer};
-use crate::completion::{Completion, ReadDone};
+use super::{Backend, Connection, Identity, ReadRequest, Transfer};
+use crate::completion::ReadDone;
 use crate::error::{Result, TransportError};
 use crate::metadata::{AgentMetadata, BackendKind, MemoryKind};
 use crate::notify::Inbox;
@@ -176,13 +175,8 @@ impl Connection for LoopbackConnection {
         }
     }
 
-    fn read(
-        &self,
-        transfers: Vec<Transfer>,
-        notify: Option<Vec<u8>>,
-        _deadline: Instant,
-        completion: Arc<Completion>,
-    ) {
-        completion.complete(self.copy(&transfers, notify));
+    fn read(&self, read: ReadRequest) {
+        read.completion
+            .complete(self.copy(&read.transfers, read.notify));
     }
 }
