@@ -3,8 +3,10 @@
 //! coalesced transfers.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use parking_lot::Mutex;
 
 use crate::backend::loopback::LoopbackBackend;
 use crate::backend::{Backend, Connection, Identity, ReadRequest, Transfer};
@@ -82,10 +84,6 @@ pub struct Agent {
     local: Mutex<Option<Local>>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// A new incarnation id: wall-clock nanoseconds, so an agent restarted on
 /// the same host always has a larger epoch than its predecessor.
 fn new_epoch() -> u64 {
@@ -147,7 +145,7 @@ impl Agent {
     /// as device memory when the backend supports it, else through a pinned
     /// host staging buffer (see `MemoryDescriptor::host_staged`).
     pub fn register(&self, region: Region) -> Result<MemoryDescriptor> {
-        let mut local = lock(&self.local);
+        let mut local = self.local.lock();
         if local.is_some() {
             return Err(TransportError::AlreadyRegistered(self.name.clone()));
         }
@@ -191,7 +189,7 @@ impl Agent {
         layout: crate::LayoutDescriptor,
     ) -> Result<AllocatedRegion> {
         let len = check_geometry(block_bytes, num_blocks, &layout)?;
-        let mut local = lock(&self.local);
+        let mut local = self.local.lock();
         if local.is_some() {
             return Err(TransportError::AlreadyRegistered(self.name.clone()));
         }
@@ -227,7 +225,7 @@ impl Agent {
     /// it (device → pinned host copy); for host or direct device memory it
     /// does nothing. Call when the blocks are final, before handing them out.
     pub fn publish_blocks(&self, blocks: &[u32]) -> Result<()> {
-        let local = lock(&self.local);
+        let local = self.local.lock();
         let l = local
             .as_ref()
             .ok_or_else(|| TransportError::NoLocalRegion(self.name.clone()))?;
@@ -246,7 +244,7 @@ impl Agent {
 
     /// This agent's metadata, for peers' `add_remote`.
     pub fn metadata(&self) -> Vec<u8> {
-        let local = lock(&self.local);
+        let local = self.local.lock();
         let region = local.as_ref().map(|l| RegionInfo {
             base_addr: l.desc.base_addr,
             block_bytes: l.desc.block_bytes,
@@ -280,14 +278,14 @@ impl Agent {
                 remote: meta.backend.name(),
             });
         }
-        if let (Some(l), Some(r)) = (lock(&self.local).as_ref(), meta.region.as_ref()) {
+        if let (Some(l), Some(r)) = (self.local.lock().as_ref(), meta.region.as_ref()) {
             check_compatible(&l.region, r)?;
         }
         let handle = RemoteAgent {
             name: meta.name.clone(),
             epoch: meta.epoch,
         };
-        let mut peers = lock(&self.peers);
+        let mut peers = self.peers.lock();
         if let Some(known) = peers.get(&meta.name) {
             if meta.epoch < known.meta.epoch {
                 return Err(TransportError::StaleEpoch {
@@ -339,7 +337,7 @@ impl Agent {
             }
         }
         let (conn, info) = self.peer(remote)?;
-        let local = lock(&self.local);
+        let local = self.local.lock();
         let l = local
             .as_ref()
             .ok_or_else(|| TransportError::NoLocalRegion(self.name.clone()))?;
@@ -371,7 +369,7 @@ impl Agent {
     }
 
     fn peer(&self, remote: &RemoteAgent) -> Result<(Arc<dyn Connection>, RegionInfo)> {
-        let peers = lock(&self.peers);
+        let peers = self.peers.lock();
         let p = peers
             .get(&remote.name)
             .ok_or_else(|| TransportError::UnknownRemote(remote.name.clone()))?;
@@ -398,7 +396,7 @@ impl Agent {
 
     /// Forgets a peer and closes its connection.
     pub fn remove_remote(&self, remote: &RemoteAgent) {
-        lock(&self.peers).remove(&remote.name);
+        self.peers.lock().remove(&remote.name);
     }
 
     /// Notifications sent to this agent by readers.
@@ -412,7 +410,7 @@ impl Agent {
 impl Drop for Agent {
     fn drop(&mut self) {
         // Close connections before the backend stops.
-        lock(&self.peers).clear();
+        self.peers.lock().clear();
     }
 }
 

@@ -5,8 +5,10 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::SyncSender;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+
+use parking_lot::{Condvar, Mutex};
 
 use crate::backend::ReadRequest;
 use crate::error::Result;
@@ -69,12 +71,8 @@ impl Shared {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, VecDeque<Command>> {
-        self.queue.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     pub(crate) fn submit(&self, cmd: Command) {
-        let mut q = self.lock();
+        let mut q = self.queue.lock();
         q.push_back(cmd);
         // Read under the lock: the thread sets it under the lock before it
         // waits, so either it sees our command or we see it napping. A busy
@@ -88,23 +86,22 @@ impl Shared {
 
     /// Naps up to `timeout` unless a command is queued or stop was asked.
     pub(crate) fn nap(&self, timeout: Duration) {
-        let q = self.lock();
+        let mut q = self.queue.lock();
         if q.is_empty() && !self.stop.load(Ordering::Acquire) {
             self.napping.store(true, Ordering::Relaxed);
-            let q = self.wake.wait_timeout(q, timeout);
+            self.wake.wait_for(&mut q, timeout);
             self.napping.store(false, Ordering::Relaxed);
-            drop(q);
         }
     }
 
     pub(crate) fn take_commands(&self) -> VecDeque<Command> {
-        std::mem::take(&mut *self.lock())
+        std::mem::take(&mut *self.queue.lock())
     }
 
     /// Asks the progress thread to stop, waking it if it naps.
     pub(crate) fn stop(&self) {
         self.stop.store(true, Ordering::Release);
-        drop(self.lock()); // order the store before the wake-up
+        drop(self.queue.lock()); // order the store before the wake-up
         self.wake.notify_one();
     }
 
