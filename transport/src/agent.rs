@@ -3,10 +3,13 @@
 //! coalesced transfers.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::backend::{self, Backend, BackendConfig, Connection, Identity, Transfer};
+use parking_lot::Mutex;
+
+use crate::backend::loopback::LoopbackBackend;
+use crate::backend::{Backend, Connection, Identity, ReadRequest, Transfer};
 use crate::coalesce::coalesce;
 use crate::completion::{Completion, Finisher, ReadHandle};
 use crate::error::{Result, TransportError};
@@ -14,9 +17,29 @@ use crate::metadata::{AgentMetadata, MemoryKind, RegionInfo};
 use crate::notify::{self, Inbox, Notifications, MAX_NOTIFY};
 use crate::region::{check_geometry, AllocatedRegion, MemoryDescriptor, Region, RegionMemory};
 use crate::staging::Staging;
+use crate::ucx::{UcxBackend, UcxConfig};
 
 /// Default deadline of a read; `read_with_timeout` overrides it.
 pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Which backend an agent runs.
+#[derive(Debug, Clone)]
+pub enum BackendConfig {
+    /// In-process memcpy between agents of one process (unit tests).
+    Loopback,
+    /// UCX over the system library.
+    Ucx(UcxConfig),
+}
+
+impl BackendConfig {
+    /// Starts the backend for the agent `me`.
+    fn build(&self, me: Identity) -> Result<Box<dyn Backend>> {
+        Ok(match self {
+            BackendConfig::Loopback => Box::new(LoopbackBackend::new(me)),
+            BackendConfig::Ucx(config) => Box::new(UcxBackend::start(config, me)?),
+        })
+    }
+}
 
 /// A peer loaded with `add_remote`, pinned to the incarnation it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,10 +84,6 @@ pub struct Agent {
     local: Mutex<Option<Local>>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// A new incarnation id: wall-clock nanoseconds, so an agent restarted on
 /// the same host always has a larger epoch than its predecessor.
 fn new_epoch() -> u64 {
@@ -88,7 +107,7 @@ impl Agent {
             epoch,
             inbox: inbox.clone(),
         };
-        let backend = backend::build(&backend, me)?;
+        let backend = backend.build(me)?;
         tracing::info!(
             agent = name,
             epoch,
@@ -126,7 +145,7 @@ impl Agent {
     /// as device memory when the backend supports it, else through a pinned
     /// host staging buffer (see `MemoryDescriptor::host_staged`).
     pub fn register(&self, region: Region) -> Result<MemoryDescriptor> {
-        let mut local = lock(&self.local);
+        let mut local = self.local.lock();
         if local.is_some() {
             return Err(TransportError::AlreadyRegistered(self.name.clone()));
         }
@@ -170,7 +189,7 @@ impl Agent {
         layout: crate::LayoutDescriptor,
     ) -> Result<AllocatedRegion> {
         let len = check_geometry(block_bytes, num_blocks, &layout)?;
-        let mut local = lock(&self.local);
+        let mut local = self.local.lock();
         if local.is_some() {
             return Err(TransportError::AlreadyRegistered(self.name.clone()));
         }
@@ -206,7 +225,7 @@ impl Agent {
     /// it (device → pinned host copy); for host or direct device memory it
     /// does nothing. Call when the blocks are final, before handing them out.
     pub fn publish_blocks(&self, blocks: &[u32]) -> Result<()> {
-        let local = lock(&self.local);
+        let local = self.local.lock();
         let l = local
             .as_ref()
             .ok_or_else(|| TransportError::NoLocalRegion(self.name.clone()))?;
@@ -225,7 +244,7 @@ impl Agent {
 
     /// This agent's metadata, for peers' `add_remote`.
     pub fn metadata(&self) -> Vec<u8> {
-        let local = lock(&self.local);
+        let local = self.local.lock();
         let region = local.as_ref().map(|l| RegionInfo {
             base_addr: l.desc.base_addr,
             block_bytes: l.desc.block_bytes,
@@ -259,14 +278,14 @@ impl Agent {
                 remote: meta.backend.name(),
             });
         }
-        if let (Some(l), Some(r)) = (lock(&self.local).as_ref(), meta.region.as_ref()) {
+        if let (Some(l), Some(r)) = (self.local.lock().as_ref(), meta.region.as_ref()) {
             check_compatible(&l.region, r)?;
         }
         let handle = RemoteAgent {
             name: meta.name.clone(),
             epoch: meta.epoch,
         };
-        let mut peers = lock(&self.peers);
+        let mut peers = self.peers.lock();
         if let Some(known) = peers.get(&meta.name) {
             if meta.epoch < known.meta.epoch {
                 return Err(TransportError::StaleEpoch {
@@ -318,7 +337,7 @@ impl Agent {
             }
         }
         let (conn, info) = self.peer(remote)?;
-        let local = lock(&self.local);
+        let local = self.local.lock();
         let l = local
             .as_ref()
             .ok_or_else(|| TransportError::NoLocalRegion(self.name.clone()))?;
@@ -340,17 +359,17 @@ impl Agent {
         drop(local);
         let completion = Completion::new(finisher);
         let notify = notify.map(|n| notify::encode(&self.name, self.epoch, remote.epoch, n));
-        conn.read(
+        conn.read(ReadRequest {
             transfers,
             notify,
-            Instant::now() + timeout,
-            completion.clone(),
-        );
+            deadline: Instant::now() + timeout,
+            completion: completion.clone(),
+        });
         Ok(ReadHandle::new(completion, remote.name.clone(), timeout))
     }
 
     fn peer(&self, remote: &RemoteAgent) -> Result<(Arc<dyn Connection>, RegionInfo)> {
-        let peers = lock(&self.peers);
+        let peers = self.peers.lock();
         let p = peers
             .get(&remote.name)
             .ok_or_else(|| TransportError::UnknownRemote(remote.name.clone()))?;
@@ -377,7 +396,7 @@ impl Agent {
 
     /// Forgets a peer and closes its connection.
     pub fn remove_remote(&self, remote: &RemoteAgent) {
-        lock(&self.peers).remove(&remote.name);
+        self.peers.lock().remove(&remote.name);
     }
 
     /// Notifications sent to this agent by readers.
@@ -391,7 +410,7 @@ impl Agent {
 impl Drop for Agent {
     fn drop(&mut self) {
         // Close connections before the backend stops.
-        lock(&self.peers).clear();
+        self.peers.lock().clear();
     }
 }
 

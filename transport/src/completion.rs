@@ -4,9 +4,11 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
 
 use crate::error::{Result, TransportError};
 
@@ -42,21 +44,15 @@ pub(crate) struct Completion {
 impl Completion {
     pub(crate) fn new(finisher: Option<Finisher>) -> Arc<Self> {
         let c = Completion::default();
-        c.lock().finisher = finisher;
+        c.state.lock().finisher = finisher;
         Arc::new(c)
-    }
-
-    fn lock(&self) -> MutexGuard<'_, State> {
-        // A panic while holding this lock cannot leave the state half-made
-        // (each field is set in one store), so poisoning is ignored.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Sets the result; only the first call counts (a read that timed out
     /// stays timed out even if late callbacks arrive).
     pub(crate) fn complete(&self, result: Result<ReadDone>) {
         let finisher = {
-            let mut s = self.lock();
+            let mut s = self.state.lock();
             if s.result.is_some() {
                 return;
             }
@@ -67,7 +63,7 @@ impl Completion {
             (r, _) => r,
         };
         let (waker, waiting) = {
-            let mut s = self.lock();
+            let mut s = self.state.lock();
             if s.result.is_some() {
                 return;
             }
@@ -83,7 +79,7 @@ impl Completion {
     }
 
     pub(crate) fn is_complete(&self) -> bool {
-        self.lock().result.is_some()
+        self.state.lock().result.is_some()
     }
 }
 
@@ -112,7 +108,7 @@ impl ReadHandle {
     /// at its deadline; should the backend itself be stuck, this gives up
     /// two seconds later with `Timeout`.
     pub fn wait(self) -> Result<ReadDone> {
-        let mut s = self.completion.lock();
+        let mut s = self.completion.state.lock();
         loop {
             if let Some(r) = s.result.take() {
                 return r;
@@ -125,12 +121,9 @@ impl ReadHandle {
                 });
             }
             s.waiting = true;
-            s = self
-                .completion
+            self.completion
                 .ready
-                .wait_timeout(s, self.wait_limit - now)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+                .wait_for(&mut s, self.wait_limit - now);
             s.waiting = false;
         }
     }
@@ -145,7 +138,7 @@ impl Future for ReadHandle {
     type Output = Result<ReadDone>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut s = self.completion.lock();
+        let mut s = self.completion.state.lock();
         match s.result.take() {
             Some(r) => Poll::Ready(r),
             None => {

@@ -84,34 +84,38 @@ impl Staging {
 
     /// Device → host for the runs' local blocks (publishing before peers read).
     pub(crate) fn to_host(&self, runs: &[Run], block_bytes: u64) -> Result<()> {
-        self.ctx
-            .bind_to_thread()
-            .map_err(|e| cuda_err("bind context", e))?;
-        for r in runs {
-            let (off, len) = (
-                u64::from(r.local) * block_bytes,
-                u64::from(r.len) * block_bytes,
-            );
+        self.for_each_range(runs, block_bytes, |off, len| {
             // SAFETY: device_base+off..+len lies in the registered device region.
             unsafe { result::memcpy_dtoh_sync(self.host_slice(off, len), self.device_base + off) }
-                .map_err(|e| cuda_err("cuMemcpyDtoH", e))?;
-        }
-        Ok(())
+                .map_err(|e| cuda_err("cuMemcpyDtoH", e))
+        })
     }
 
     /// Host → device for the runs' local blocks (after a read landed).
     pub(crate) fn to_device(&self, runs: &[Run], block_bytes: u64) -> Result<()> {
+        self.for_each_range(runs, block_bytes, |off, len| {
+            // SAFETY: as in to_host.
+            unsafe { result::memcpy_htod_sync(self.device_base + off, self.host_slice(off, len)) }
+                .map_err(|e| cuda_err("cuMemcpyHtoD", e))
+        })
+    }
+
+    /// Binds the context to this thread, then calls `copy(offset, len)`
+    /// with the byte range of each run's local blocks.
+    fn for_each_range(
+        &self,
+        runs: &[Run],
+        block_bytes: u64,
+        mut copy: impl FnMut(u64, u64) -> Result<()>,
+    ) -> Result<()> {
         self.ctx
             .bind_to_thread()
             .map_err(|e| cuda_err("bind context", e))?;
         for r in runs {
-            let (off, len) = (
+            copy(
                 u64::from(r.local) * block_bytes,
                 u64::from(r.len) * block_bytes,
-            );
-            // SAFETY: as in to_host.
-            unsafe { result::memcpy_htod_sync(self.device_base + off, self.host_slice(off, len)) }
-                .map_err(|e| cuda_err("cuMemcpyHtoD", e))?;
+            )?;
         }
         Ok(())
     }

@@ -2,8 +2,6 @@
 
 use std::time::Duration;
 
-use crate::metadata::MetadataError;
-
 /// Which side of a read a block id belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Side {
@@ -20,6 +18,64 @@ impl std::fmt::Display for Side {
             Side::Remote => "remote",
         })
     }
+}
+
+/// Why metadata bytes were refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MetadataError {
+    /// Fewer bytes than the fixed header and checksum.
+    #[error("{0} bytes is shorter than any metadata")]
+    TooShort(usize),
+    /// The bytes do not start with the metadata magic.
+    #[error("not tandem agent metadata (bad magic)")]
+    BadMagic,
+    /// Written by an incompatible tandem version.
+    #[error("metadata version {0} is not supported (this build reads version 1)")]
+    UnsupportedVersion(u16),
+    /// The body length disagrees with the byte count.
+    #[error("body length {declared} does not match the {actual} bytes received (truncated?)")]
+    LengthMismatch {
+        /// Length in the header.
+        declared: usize,
+        /// Length actually present.
+        actual: usize,
+    },
+    /// The checksum does not match: the bytes were damaged.
+    #[error("checksum mismatch (damaged bytes)")]
+    ChecksumMismatch,
+    /// A field ends past the end of the body.
+    #[error("field `{field}` is truncated")]
+    Truncated {
+        /// The field being read.
+        field: &'static str,
+    },
+    /// A field is longer than allowed.
+    #[error("field `{field}` is {len} bytes, more than the {max} allowed")]
+    TooLong {
+        /// The field.
+        field: &'static str,
+        /// Its declared length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A text field is not UTF-8.
+    #[error("field `{field}` is not valid UTF-8")]
+    InvalidUtf8 {
+        /// The field.
+        field: &'static str,
+    },
+    /// A field holds a value outside its domain.
+    #[error("field `{field}` has invalid value {value}")]
+    InvalidValue {
+        /// The field.
+        field: &'static str,
+        /// The value.
+        value: u64,
+    },
+    /// Bytes left after the last field.
+    #[error("{0} unexpected bytes after the last field")]
+    TrailingBytes(usize),
 }
 
 /// Errors of the transfer layer.

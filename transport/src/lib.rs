@@ -71,13 +71,12 @@ pub mod testing;
 mod ucx;
 mod wire;
 
-pub use agent::{Agent, RemoteAgent, DEFAULT_READ_TIMEOUT};
-pub use backend::BackendConfig;
+pub use agent::{Agent, BackendConfig, RemoteAgent, DEFAULT_READ_TIMEOUT};
 pub use coalesce::{coalesce, Run};
 pub use completion::{ReadDone, ReadHandle};
-pub use error::{Result, Side, TransportError};
+pub use error::{MetadataError, Result, Side, TransportError};
 pub use layout::LayoutDescriptor;
-pub use metadata::{AgentMetadata, MetadataError};
+pub use metadata::AgentMetadata;
 pub use notify::{Notification, Notifications, MAX_NOTIFY};
 pub use region::{AllocatedRegion, MemoryDescriptor, Region, RegionMemory};
 pub use ucx::UcxConfig;

@@ -5,11 +5,14 @@
 
 use std::collections::VecDeque;
 use std::pin::Pin;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use crate::metadata::{MetadataError, MAX_NAME};
+use parking_lot::{Condvar, Mutex};
+
+use crate::error::MetadataError;
+use crate::metadata::MAX_NAME;
 use crate::wire::{Reader, Writer};
 
 /// Largest notification payload: it must fit one eager message.
@@ -68,16 +71,12 @@ pub(crate) struct Inbox {
 }
 
 impl Inbox {
-    fn lock(&self) -> MutexGuard<'_, Queue> {
-        self.queue.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// Decodes `bytes` and queues it if it was meant for `my_epoch`.
     pub(crate) fn deliver(&self, bytes: &[u8], my_epoch: u64) {
         match decode(bytes) {
             Ok((n, to)) if to == my_epoch => {
                 let waker = {
-                    let mut q = self.lock();
+                    let mut q = self.queue.lock();
                     q.items.push_back(n);
                     q.waker.take()
                 };
@@ -105,13 +104,13 @@ pub struct Notifications {
 impl Notifications {
     /// The next notification, if one is queued.
     pub fn try_recv(&self) -> Option<Notification> {
-        self.inbox.lock().items.pop_front()
+        self.inbox.queue.lock().items.pop_front()
     }
 
     /// Waits up to `timeout` for the next notification.
     pub fn recv_timeout(&self, timeout: Duration) -> Option<Notification> {
         let deadline = Instant::now() + timeout;
-        let mut q = self.inbox.lock();
+        let mut q = self.inbox.queue.lock();
         loop {
             if let Some(n) = q.items.pop_front() {
                 return Some(n);
@@ -120,12 +119,7 @@ impl Notifications {
             if now >= deadline {
                 return None;
             }
-            q = self
-                .inbox
-                .ready
-                .wait_timeout(q, deadline - now)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+            self.inbox.ready.wait_for(&mut q, deadline - now);
         }
     }
 }
@@ -135,7 +129,7 @@ impl futures::Stream for Notifications {
 
     /// Never ends: an agent can always be notified while it lives.
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Notification>> {
-        let mut q = self.inbox.lock();
+        let mut q = self.inbox.queue.lock();
         match q.items.pop_front() {
             Some(n) => Poll::Ready(Some(n)),
             None => {

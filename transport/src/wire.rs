@@ -3,7 +3,7 @@
 //! than the bytes it was given: every length is checked against both a
 //! per-field limit and what is left.
 
-use crate::metadata::MetadataError;
+use crate::error::MetadataError;
 
 /// Appends fields to a byte buffer.
 #[derive(Default)]

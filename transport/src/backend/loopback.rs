@@ -3,11 +3,12 @@
 //! epochs and notifications without UCX or a second process.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock, Weak};
-use std::time::Instant;
+use std::sync::{Arc, Weak};
 
-use super::{Backend, Connection, Identity, Transfer};
-use crate::completion::{Completion, ReadDone};
+use parking_lot::{Mutex, RwLock};
+
+use super::{Backend, Connection, Identity, ReadRequest, Transfer};
+use crate::completion::ReadDone;
 use crate::error::{Result, TransportError};
 use crate::metadata::{AgentMetadata, BackendKind, MemoryKind};
 use crate::notify::Inbox;
@@ -42,7 +43,7 @@ impl LoopbackBackend {
             region: RwLock::new(None),
         });
         let nid = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-        let mut reg = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
+        let mut reg = REGISTRY.lock();
         reg.retain(|(_, w)| w.strong_count() > 0);
         reg.push((nid, Arc::downgrade(&me)));
         LoopbackBackend {
@@ -55,8 +56,8 @@ impl LoopbackBackend {
 
 impl Drop for LoopbackBackend {
     fn drop(&mut self) {
-        *self.me.region.write().unwrap_or_else(|e| e.into_inner()) = None;
-        let mut reg = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
+        *self.me.region.write() = None;
+        let mut reg = REGISTRY.lock();
         reg.retain(|(id, _)| *id != self.id);
     }
 }
@@ -80,7 +81,7 @@ impl Backend for LoopbackBackend {
                 "the loopback backend copies host memory only".into(),
             ));
         }
-        *self.me.region.write().unwrap_or_else(|e| e.into_inner()) = Some((base, len));
+        *self.me.region.write() = Some((base, len));
         Ok(Vec::new())
     }
 
@@ -89,10 +90,7 @@ impl Backend for LoopbackBackend {
             .map_err(|_| TransportError::InvalidRegion(format!("{len} bytes do not fit")))?;
         let mut mem = vec![0u64; words].into_boxed_slice();
         let base = mem.as_mut_ptr() as u64;
-        self.owned
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(mem);
+        self.owned.lock().push(mem);
         let rkey = self.register(base, len, MemoryKind::Host)?;
         Ok((base, rkey))
     }
@@ -105,7 +103,7 @@ impl Backend for LoopbackBackend {
         let id = <[u8; 8]>::try_from(peer.worker_address.as_slice())
             .map(u64::from_le_bytes)
             .map_err(|_| failed("loopback address is not 8 bytes"))?;
-        let reg = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
+        let reg = REGISTRY.lock();
         let target = reg
             .iter()
             .find(|(i, _)| *i == id)
@@ -131,7 +129,7 @@ impl LoopbackConnection {
             detail: "the agent was dropped".into(),
         };
         let target = self.target.upgrade().ok_or_else(gone)?;
-        let region = target.region.read().unwrap_or_else(|e| e.into_inner());
+        let region = target.region.read();
         let (base, len) = region.ok_or_else(gone)?;
         let mut bytes = 0;
         for t in transfers {
@@ -176,13 +174,8 @@ impl Connection for LoopbackConnection {
         }
     }
 
-    fn read(
-        &self,
-        transfers: Vec<Transfer>,
-        notify: Option<Vec<u8>>,
-        _deadline: Instant,
-        completion: Arc<Completion>,
-    ) {
-        completion.complete(self.copy(&transfers, notify));
+    fn read(&self, read: ReadRequest) {
+        read.completion
+            .complete(self.copy(&read.transfers, read.notify));
     }
 }

@@ -11,16 +11,6 @@ use crate::completion::Completion;
 use crate::error::Result;
 use crate::metadata::{AgentMetadata, BackendKind, MemoryKind};
 use crate::notify::Inbox;
-use crate::ucx::UcxConfig;
-
-/// Which backend an agent runs.
-#[derive(Debug, Clone)]
-pub enum BackendConfig {
-    /// In-process memcpy between agents of one process (unit tests).
-    Loopback,
-    /// UCX over the system library.
-    Ucx(UcxConfig),
-}
 
 /// One contiguous copy: `len` bytes from the peer's `remote` address to our `local` address.
 #[derive(Debug, Clone, Copy)]
@@ -28,6 +18,16 @@ pub(crate) struct Transfer {
     pub local: u64,
     pub remote: u64,
     pub len: u64,
+}
+
+/// One `Agent::read` as its backend executes it: move `transfers`, then
+/// send `notify` (already encoded) if any, then complete `completion` —
+/// with an error at the latest at `deadline`.
+pub(crate) struct ReadRequest {
+    pub transfers: Vec<Transfer>,
+    pub notify: Option<Vec<u8>>,
+    pub deadline: Instant,
+    pub completion: Arc<Completion>,
 }
 
 /// Who an agent is, as its backend needs to know: notifications are
@@ -56,20 +56,6 @@ pub(crate) trait Backend: Send + Sync {
 pub(crate) trait Connection: Send + Sync {
     /// `Some(detail)` once the connection has failed for good.
     fn failure(&self) -> Option<String>;
-    /// Moves `transfers`, then sends `notify` (already encoded) if any, then
-    /// completes `completion` — with an error at the latest at `deadline`.
-    fn read(
-        &self,
-        transfers: Vec<Transfer>,
-        notify: Option<Vec<u8>>,
-        deadline: Instant,
-        completion: Arc<Completion>,
-    );
-}
-
-pub(crate) fn build(config: &BackendConfig, me: Identity) -> Result<Box<dyn Backend>> {
-    Ok(match config {
-        BackendConfig::Loopback => Box::new(loopback::LoopbackBackend::new(me)),
-        BackendConfig::Ucx(c) => Box::new(crate::ucx::UcxBackend::start(c, me)?),
-    })
+    /// Executes `read` (see [`ReadRequest`]).
+    fn read(&self, read: ReadRequest);
 }

@@ -6,16 +6,14 @@
 //! request after an idle spell waits at most a millisecond.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tandem_ucx_sys as sys;
-
-use super::ops::{Phase, ReadOp};
+use super::config::UcxConfig;
+use super::ops::Phase;
+use super::queue::{Command, Shared};
 use super::worker::{AmTarget, Worker};
-use super::{Command, Shared, UcxConfig};
 use crate::backend::Identity;
 use crate::error::{Result, TransportError};
 
@@ -26,34 +24,9 @@ const NAP: Duration = Duration::from_millis(1);
 
 mod connections;
 mod reads;
+mod state;
 
-use connections::{Closing, Conn};
-
-struct Memory {
-    base: u64,
-    len: u64,
-    memh: sys::ucp_mem_h,
-    rkey: Vec<u8>,
-}
-
-/// Fields drop in declaration order: the worker (`w`) is destroyed before
-/// the ops and close records whose addresses UCX callbacks may hold.
-struct Progress {
-    shared: Arc<Shared>,
-    name: String,
-    w: Worker,
-    mems: Vec<Memory>,
-    conns: HashMap<u64, Conn>,
-    next_conn: u64,
-    /// Boxed so an op's address (UCX's `user_data`) stays put when the Vec grows.
-    #[allow(clippy::vec_box)]
-    ops: Vec<Box<ReadOp>>,
-    /// Reads already reported (failed) whose requests UCX still holds.
-    #[allow(clippy::vec_box)]
-    abandoned: Vec<Box<ReadOp>>,
-    closing: Vec<Closing>,
-    last_liveness: Instant,
-}
+use state::{Memory, Progress};
 
 /// Thread body: sets up UCX, reports (address, CUDA support) or the setup
 /// error on `started`, then runs until the backend is dropped.
@@ -94,7 +67,7 @@ pub(crate) fn run(
 impl Progress {
     fn run(&mut self) {
         let mut last_activity = Instant::now();
-        while !self.shared.stop.load(Ordering::Acquire) {
+        while !self.shared.stopped() {
             let commands = self.shared.take_commands();
             let busy = !commands.is_empty();
             for c in commands {
@@ -154,13 +127,7 @@ impl Progress {
                     c.released = true;
                 }
             }
-            Command::Read {
-                conn,
-                transfers,
-                notify,
-                deadline,
-                completion,
-            } => self.start_read(conn, transfers, notify, deadline, completion),
+            Command::Read { conn, read } => self.start_read(conn, read),
         }
     }
 

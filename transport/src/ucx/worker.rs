@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use tandem_ucx_sys as sys;
 
+use super::config::UcxConfig;
 use super::status::{check, describe};
-use super::UcxConfig;
 use crate::error::{Result, TransportError};
 use crate::metadata::MemoryKind;
 use crate::notify::Inbox;

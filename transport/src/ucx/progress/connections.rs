@@ -9,43 +9,16 @@ use std::time::{Duration, Instant};
 
 use tandem_ucx_sys as sys;
 
-use super::Progress;
+use super::state::{Closing, Conn, Progress};
 use crate::error::{Result, TransportError};
 use crate::ucx::ops::Phase;
+use crate::ucx::queue::ConnShared;
 use crate::ucx::status::describe;
-use crate::ucx::ConnShared;
 
 /// How often peers without UCX failure detection are checked for life.
 const LIVENESS_PERIOD: Duration = Duration::from_millis(50);
 /// How long a close (and shutdown) waits for an endpoint to close.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
-
-pub(super) struct Conn {
-    pub(super) ep: sys::ucp_ep_h,
-    pub(super) rkey: sys::ucp_rkey_h,
-    pub(super) peer: String,
-    pub(super) shared: Arc<ConnShared>,
-    /// Written by the endpoint error handler.
-    pub(super) err: Box<Cell<sys::ucs_status_t>>,
-    /// The agent let go of it; close once no read uses it.
-    pub(super) released: bool,
-    /// Failed or timed out: already closed, reads refused.
-    pub(super) broken: bool,
-    /// Whether UCX reports this peer's failure (peer error-handling mode).
-    /// Without it, a force close is not allowed and requests to a dead
-    /// peer never complete: reads are failed and abandoned instead.
-    pub(super) ucx_detects_failure: bool,
-    /// Pid to watch when UCX cannot report this peer's death.
-    pub(super) watch_pid: Option<u32>,
-}
-
-/// An endpoint close in progress, with what must outlive it.
-pub(super) struct Closing {
-    pub(super) request: sys::ucs_status_ptr_t,
-    pub(super) rkey: sys::ucp_rkey_h,
-    pub(super) _err: Box<Cell<sys::ucs_status_t>>,
-    pub(super) deadline: Instant,
-}
 
 impl Progress {
     pub(super) fn connect(

@@ -3,14 +3,13 @@
 
 use std::cell::Cell;
 use std::ffi::c_void;
-use std::sync::Arc;
 use std::time::Instant;
 
 use tandem_ucx_sys as sys;
 
-use super::Progress;
-use crate::backend::Transfer;
-use crate::completion::{Completion, ReadDone};
+use super::state::Progress;
+use crate::backend::ReadRequest;
+use crate::completion::ReadDone;
 use crate::error::TransportError;
 use crate::ucx::ops::{Phase, ReadOp};
 use crate::ucx::status::describe;
@@ -25,14 +24,13 @@ pub(super) enum Next {
 }
 
 impl Progress {
-    pub(super) fn start_read(
-        &mut self,
-        conn_id: u64,
-        transfers: Vec<Transfer>,
-        notify: Option<Vec<u8>>,
-        deadline: Instant,
-        completion: Arc<Completion>,
-    ) {
+    pub(super) fn start_read(&mut self, conn_id: u64, read: ReadRequest) {
+        let ReadRequest {
+            transfers,
+            notify,
+            deadline,
+            completion,
+        } = read;
         let Some(conn) = self.conns.get(&conn_id).filter(|c| !c.broken) else {
             let detail = self
                 .conns
