@@ -4,25 +4,28 @@
 //! retrieval, KAITO's HTTP routes, chat completions with `index_name`, and
 //! crash-safe persistence. docs/rag.md has the API and where and why it
 //! differs from KAITO.
+//!
+//! Public: the embedder and the index with what its interface names (the
+//! examples measure them); the rest serves the API inside the crate.
 
-pub mod chat;
+pub(crate) mod chat;
 pub mod dense;
 pub mod embedder;
-pub mod error;
+pub(crate) mod error;
 pub mod fusion;
 pub mod index;
-pub mod metrics;
-pub mod paths;
-pub mod persist;
-pub mod routes;
-pub mod service;
-pub mod setup;
-pub mod sparse;
-pub mod splitter;
+pub(crate) mod metrics;
+pub(crate) mod paths;
+pub(crate) mod persist;
+pub(crate) mod routes;
+pub(crate) mod service;
+pub(crate) mod setup;
+pub(crate) mod sparse;
+pub(crate) mod splitter;
 pub mod types;
 
 #[cfg(test)]
-pub mod testing;
+pub(crate) mod testing;
 
-pub use service::RagService;
-pub use setup::{attach, persist_on_shutdown, RagArgs};
+pub(crate) use service::RagService;
+pub(crate) use setup::{attach, persist_on_shutdown, RagArgs};
