@@ -18,10 +18,10 @@ use super::errors::ApiError;
 use super::generate::{self, finish_reason_str, UsageInfo};
 use super::json::ApiJson;
 use super::logprobs::ChatLogprobs;
+use super::rag_chat;
 use super::sse::{self, ChunkWriter};
 use super::validation::{DefaultMaxTokens, SamplingFields, Stop};
 use super::{AppState, ResponseMeta, StreamOptions};
-use crate::rag::chat as rag_chat;
 use crate::rag::types::NodeWithScore;
 
 /// Fields not listed (`user`, `name` on messages, ...) are accepted and
@@ -55,7 +55,7 @@ pub struct ChatCompletionRequest {
     pub tools: Option<Vec<serde_json::Value>>,
     pub response_format: Option<serde_json::Value>,
     pub logit_bias: Option<serde_json::Map<String, serde_json::Value>>,
-    /// KAITO RAGEngine: answer from this index (crate::rag::chat).
+    /// KAITO RAGEngine: answer from this index (see `rag_chat`).
     pub index_name: Option<String>,
     pub context_token_ratio: Option<f64>,
     pub functions: Option<serde_json::Value>,
@@ -91,11 +91,16 @@ impl ChatCompletionRequest {
         }
     }
 
-    fn rag_request<'a>(&'a self, index_name: &'a str) -> rag_chat::RagRequest<'a> {
+    /// `max_tokens` is the validated one (`max_completion_tokens` if set).
+    fn rag_request<'a>(
+        &'a self,
+        index_name: &'a str,
+        max_tokens: Option<usize>,
+    ) -> rag_chat::RagRequest<'a> {
         rag_chat::RagRequest {
             index_name,
             context_token_ratio: self.context_token_ratio,
-            max_tokens: self.max_completion_tokens.or(self.max_tokens),
+            max_tokens,
             messages: &self.messages,
             n: self.n,
             has_functions: self.functions.as_ref().is_some_and(|f| !f.is_null()),
@@ -199,7 +204,10 @@ pub async fn create(
         .sampling_fields()
         .validate(state.model.limits(), DefaultMaxTokens::Remaining)?;
     let rag = match &req.index_name {
-        Some(index_name) => Some(rag_chat::prepare(&state, req.rag_request(index_name)).await?),
+        Some(index_name) => {
+            let rag = req.rag_request(index_name, validated.max_tokens);
+            Some(rag_chat::prepare(&state, rag).await?)
+        }
         None => None,
     };
     let messages = rag.as_ref().map_or(&req.messages, |r| &r.messages);

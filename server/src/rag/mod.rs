@@ -1,14 +1,15 @@
 //! The bundled RAG module, API-compatible with KAITO's RAGEngine (v0.12):
 //! the embedder that turns text into vectors, the splitter that cuts
 //! documents into chunks, document indexes with hybrid (HNSW + BM25)
-//! retrieval, KAITO's HTTP routes, chat completions with `index_name`, and
-//! crash-safe persistence. docs/rag.md has the API and where and why it
-//! differs from KAITO.
+//! retrieval, crash-safe persistence, and [`RagService`], which does every
+//! operation on a server's indexes. It is a service the API calls and
+//! knows nothing of HTTP: KAITO's routes and chat completions with
+//! `index_name` are in `api/rag_routes.rs` and `api/rag_chat.rs`.
+//! docs/rag.md has the API and where and why it differs from KAITO.
 //!
 //! Public: the embedder and the index with what its interface names (the
 //! examples measure them); the rest serves the API inside the crate.
 
-pub(crate) mod chat;
 pub mod dense;
 pub mod embedder;
 pub(crate) mod error;
@@ -17,7 +18,6 @@ pub mod index;
 pub(crate) mod metrics;
 pub(crate) mod paths;
 pub(crate) mod persist;
-pub(crate) mod routes;
 pub(crate) mod service;
 pub(crate) mod setup;
 pub(crate) mod sparse;
@@ -28,4 +28,4 @@ pub mod types;
 pub(crate) mod testing;
 
 pub(crate) use service::RagService;
-pub(crate) use setup::{attach, persist_on_shutdown, RagArgs};
+pub(crate) use setup::{persist_on_shutdown, start, RagArgs};

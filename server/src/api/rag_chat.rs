@@ -12,16 +12,15 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::http::StatusCode;
-
-use super::error::RagError;
-use super::index::Hit;
-use super::metrics::Route;
-use super::service::{PromptOrder, RagService};
-use super::types::NodeWithScore;
-use crate::api::chat_template::{ChatMessage, Content, Role};
-use crate::api::errors::ApiError;
-use crate::api::AppState;
+use super::chat_template::{ChatMessage, Content, Role};
+use super::errors::ApiError;
+use super::rag_errors::openai_error;
+use super::AppState;
+use crate::rag::index::Hit;
+use crate::rag::metrics::Route;
+use crate::rag::service::PromptOrder;
+use crate::rag::types::NodeWithScore;
+use crate::rag::RagService;
 
 /// KAITO's `ADDITION_PROMPT_TOKENS`: room for the context template.
 pub const TEMPLATE_TOKENS: i64 = 150;
@@ -37,7 +36,8 @@ const CHUNK_SEPARATOR: &str = "\n\n---\n\n";
 pub struct RagRequest<'a> {
     pub index_name: &'a str,
     pub context_token_ratio: Option<f64>,
-    pub max_tokens: Option<i64>,
+    /// The request's validated `max_tokens` (or `max_completion_tokens`).
+    pub max_tokens: Option<usize>,
     pub messages: &'a [ChatMessage],
     pub n: Option<i64>,
     pub has_functions: bool,
@@ -69,22 +69,6 @@ impl Drop for ChatTimer {
         self.rag
             .metrics
             .on_route(Route::Chat, self.ok, self.start.elapsed().as_secs_f64());
-    }
-}
-
-fn api_error(e: RagError, param: &str) -> ApiError {
-    let kind = match e.status() {
-        StatusCode::NOT_FOUND => "not_found_error",
-        s if s.is_server_error() => return ApiError::internal(e),
-        _ => "invalid_request_error",
-    };
-    ApiError {
-        status: e.status(),
-        message: e.to_string(),
-        kind,
-        param: Some(param.to_string()),
-        code: None,
-        retry_after: None,
     }
 }
 
@@ -129,12 +113,12 @@ pub fn split_query(messages: &[ChatMessage]) -> (Vec<ChatMessage>, String) {
 pub fn context_budget(
     context: usize,
     query_tokens: usize,
-    max_tokens: Option<i64>,
+    max_tokens: Option<usize>,
     ratio: f64,
 ) -> usize {
     let context = context as i64;
     let room = context - query_tokens as i64 - TEMPLATE_TOKENS;
-    let avail = max_tokens.unwrap_or(context).min(room);
+    let avail = max_tokens.map_or(context, |m| m as i64).min(room);
     ((avail as f64) * ratio).floor().max(0.0) as usize
 }
 
@@ -251,7 +235,7 @@ pub async fn prepare(state: &AppState, req: RagRequest<'_>) -> Result<Prepared, 
     let hits = rag
         .retrieve(req.index_name, &query, CANDIDATES, None)
         .await
-        .map_err(|e| api_error(e, "index_name"))?;
+        .map_err(|e| openai_error(e, "index_name"))?;
     let chosen = select(hits, budget, rag.chat.min_similarity, count);
     if chosen.is_empty() {
         return Ok(Prepared {
@@ -269,5 +253,5 @@ pub async fn prepare(state: &AppState, req: RagRequest<'_>) -> Result<Prepared, 
 }
 
 #[cfg(test)]
-#[path = "chat_tests.rs"]
+#[path = "rag_chat_tests.rs"]
 mod tests;
