@@ -39,7 +39,8 @@ pub struct RagRequest<'a> {
     /// The request's validated `max_tokens` (or `max_completion_tokens`).
     pub max_tokens: Option<usize>,
     pub messages: &'a [ChatMessage],
-    pub n: Option<i64>,
+    /// Choices asked for (validated).
+    pub n: usize,
     pub has_functions: bool,
 }
 
@@ -200,7 +201,7 @@ pub async fn prepare(state: &AppState, req: RagRequest<'_>) -> Result<Prepared, 
             "tools and functions are not supported.",
         ));
     }
-    if req.n.is_some_and(|n| n > 1) {
+    if req.n > 1 {
         return Err(ApiError::invalid("n", "n > 1 is not supported."));
     }
     let ratio = req

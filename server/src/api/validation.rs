@@ -39,11 +39,15 @@ pub struct Limits<'a> {
     pub defaults: &'a GenerationDefaults,
 }
 
-/// The shared knobs, as sent. Request types fill this from their own fields.
-#[derive(Clone, Debug, Default)]
+/// The knobs completions and chat share, as sent: the one declaration of
+/// them. Read from the request body beside each route's own fields
+/// ([`super::json::GenerationJson`]); the route then fills the three
+/// fields that are not read, which it spells its own way.
+#[derive(Clone, Debug, Default, Deserialize)]
 pub struct SamplingFields {
     pub max_tokens: Option<i64>,
     /// `max_tokens` or, for chat, `max_completion_tokens` when that was set.
+    #[serde(skip)]
     pub max_tokens_param: &'static str,
     pub min_tokens: Option<i64>,
     pub temperature: Option<f32>,
@@ -57,9 +61,13 @@ pub struct SamplingFields {
     pub presence_penalty: Option<f32>,
     pub frequency_penalty: Option<f32>,
     pub repetition_penalty: Option<f32>,
-    /// Top logprobs per token; `None` returns no logprobs at all.
+    /// Top logprobs per token; `None` returns no logprobs at all. Not read
+    /// here: completions sends the number as `logprobs`, chat a flag
+    /// `logprobs` and the number as `top_logprobs`.
+    #[serde(skip)]
     pub logprobs: Option<i64>,
     /// `logprobs` (completions) or `top_logprobs` (chat).
+    #[serde(skip)]
     pub logprobs_param: &'static str,
     pub ignore_eos: Option<bool>,
     pub include_stop_str_in_output: Option<bool>,
