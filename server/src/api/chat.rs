@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use tandem_engine::serving::{RequestOutput, StopReason};
 use tandem_engine::tokenizer::Tokenizer;
 
-use super::chat_template::{render_prompt, ChatMessage};
+use super::chat_template::{tokenize_chat, ChatMessage};
 use super::errors::ApiError;
 use super::generate::{self, finish_reason_str, UsageInfo};
 use super::json::GenerationJson;
@@ -39,7 +39,6 @@ pub struct ChatCompletionRequest {
     pub add_generation_prompt: Option<bool>,
     pub tools: Option<Vec<serde_json::Value>>,
     pub response_format: Option<serde_json::Value>,
-    pub logit_bias: Option<serde_json::Map<String, serde_json::Value>>,
     /// KAITO RAGEngine: answer from this index (see `rag_chat`).
     pub index_name: Option<String>,
     pub context_token_ratio: Option<f64>,
@@ -79,7 +78,7 @@ impl ChatCompletionRequest {
         }
     }
 
-    fn refuse_unsupported(&self) -> Result<(), ApiError> {
+    fn refuse_unsupported(&self, sampling: &SamplingFields) -> Result<(), ApiError> {
         if self.top_logprobs.is_some() && self.logprobs != Some(true) {
             return Err(ApiError::invalid(
                 "top_logprobs",
@@ -97,12 +96,7 @@ impl ChatCompletionRequest {
                 ));
             }
         }
-        if self.logit_bias.as_ref().is_some_and(|b| !b.is_empty()) {
-            return Err(ApiError::invalid(
-                "logit_bias",
-                "logit_bias is not supported",
-            ));
-        }
+        sampling.refuse_unsupported()?;
         super::check_stream_options(self.stream, &self.stream_options)
     }
 }
@@ -166,6 +160,7 @@ struct Delta {
     content: Option<String>,
 }
 
+/// `POST /v1/chat/completions`, with KAITO's `index_name` for RAG.
 pub async fn create(
     State(state): State<AppState>,
     GenerationJson {
@@ -174,41 +169,31 @@ pub async fn create(
     }: GenerationJson<ChatCompletionRequest>,
 ) -> Result<Response, ApiError> {
     state.model.check_name(req.model.as_deref())?;
-    req.refuse_unsupported()?;
+    req.refuse_unsupported(&sampling)?;
     let validated = req
         .sampling_fields(sampling)
         .validate(state.model.limits(), DefaultMaxTokens::Remaining)?;
-    let rag = match &req.index_name {
+    let (messages, rag_sources) = match &req.index_name {
         Some(index_name) => {
             let rag = req.rag_request(index_name, &validated);
-            Some(rag_chat::prepare(&state, rag).await?)
+            let prepared = rag_chat::prepare(&state, rag).await?;
+            (prepared.messages, Some(prepared.sources))
         }
-        None => None,
+        None => (req.messages, None),
     };
-    let messages = rag.as_ref().map_or(&req.messages, |r| &r.messages);
     let add_generation_prompt = req.add_generation_prompt.unwrap_or(true);
-    let text = render_prompt(&state.model, messages, add_generation_prompt)?;
-    let prompt = state
-        .model
-        .tokenizer
-        .encode(&text, false)
-        .map_err(ApiError::internal)?;
+    let prompt = tokenize_chat(&state.model, messages, add_generation_prompt, false).await?;
     let requests = validated.requests(prompt, "messages")?;
     let launched = generate::launch(&state, vec![requests])?;
     let writer = Writer {
         meta: ResponseMeta::new("chatcmpl", state.model.name()),
         tokenizer: state.model.tokenizer.clone(),
         logprobs: req.logprobs == Some(true),
-        source_nodes: rag.map(|r| {
-            r.timer.ok();
-            r.source_nodes
-        }),
+        source_nodes: rag_sources.map(rag_chat::Sources::answered),
     };
     if req.stream.unwrap_or(false) {
-        let include_usage = req
-            .stream_options
-            .is_some_and(|o| o.include_usage.unwrap_or(false));
-        return Ok(sse::response(sse::events(writer, launched, include_usage)));
+        let events = sse::events(writer, launched, req.stream_options);
+        return Ok(sse::response(events));
     }
     let (outputs, usage) = generate::collect(launched).await?;
     let choices = outputs

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use tandem_engine::serving::{RequestOutput, StopReason};
 use tandem_engine::tokenizer::Tokenizer;
 
+use super::blocking;
 use super::errors::ApiError;
 use super::generate::{self, finish_reason_str, UsageInfo};
 use super::json::GenerationJson;
@@ -43,7 +44,6 @@ pub struct CompletionRequest {
     pub stream_options: Option<StreamOptions>,
     pub add_special_tokens: Option<bool>,
     pub suffix: Option<String>,
-    pub logit_bias: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 impl CompletionRequest {
@@ -58,8 +58,8 @@ impl CompletionRequest {
     }
 
     /// Fields tandem accepts in the schema but cannot honour: refused, never
-    /// silently dropped. `n` is the request's (the shared knobs hold it).
-    fn refuse_unsupported(&self, n: Option<i64>) -> Result<(), ApiError> {
+    /// silently dropped.
+    fn refuse_unsupported(&self, sampling: &SamplingFields) -> Result<(), ApiError> {
         if self.echo == Some(true) && self.logprobs.is_some() {
             return Err(ApiError::invalid(
                 "echo",
@@ -70,13 +70,9 @@ impl CompletionRequest {
         if self.suffix.as_deref().is_some_and(|s| !s.is_empty()) {
             return Err(ApiError::invalid("suffix", "suffix is not supported"));
         }
-        if self.logit_bias.as_ref().is_some_and(|b| !b.is_empty()) {
-            return Err(ApiError::invalid(
-                "logit_bias",
-                "logit_bias is not supported",
-            ));
-        }
+        sampling.refuse_unsupported()?;
         if let Some(b) = self.best_of {
+            let n = sampling.n;
             if Some(b) != n && !(b == 1 && n.is_none()) {
                 return Err(ApiError::invalid(
                     "best_of",
@@ -88,28 +84,43 @@ impl CompletionRequest {
         }
         super::check_stream_options(self.stream, &self.stream_options)
     }
+}
 
-    /// Each prompt's tokens, and its text for `echo`.
-    fn prompts(&self, tok: &Tokenizer) -> Result<Vec<(Vec<u32>, String)>, ApiError> {
-        let add_special = self.add_special_tokens.unwrap_or(true);
-        let encode = |text: &String| {
-            let ids = tok.encode(text, add_special).map_err(ApiError::internal)?;
-            Ok::<_, ApiError>((ids, text.clone()))
-        };
-        let decode = |ids: &Vec<u32>| {
-            let text = tok.decode(ids, false).unwrap_or_default();
-            (ids.clone(), text)
-        };
-        let prompts: Vec<_> = match &self.prompt {
-            Prompt::Text(t) => vec![encode(t)?],
-            Prompt::Texts(ts) => ts.iter().map(encode).collect::<Result<_, _>>()?,
-            Prompt::Tokens(ids) => vec![decode(ids)],
-            Prompt::TokenLists(lists) => lists.iter().map(decode).collect(),
-        };
-        if prompts.is_empty() {
-            return Err(ApiError::invalid("prompt", "prompt is an empty list"));
-        }
-        Ok(prompts)
+/// One prompt of a request: its tokens, and its text for `echo`.
+struct TokenizedPrompt {
+    ids: Vec<u32>,
+    text: String,
+}
+
+impl Prompt {
+    /// Each prompt's tokens and text (text prompts are tokenized, token
+    /// prompts decoded), on the blocking pool.
+    async fn tokenize(
+        self,
+        tok: Arc<Tokenizer>,
+        add_special: bool,
+    ) -> Result<Vec<TokenizedPrompt>, ApiError> {
+        blocking::run(move || {
+            let encode = |text: String| {
+                let ids = tok.encode(&text, add_special).map_err(ApiError::internal)?;
+                Ok::<_, ApiError>(TokenizedPrompt { ids, text })
+            };
+            let decode = |ids: Vec<u32>| {
+                let text = tok.decode(&ids, false).unwrap_or_default();
+                TokenizedPrompt { ids, text }
+            };
+            let prompts: Vec<_> = match self {
+                Prompt::Text(t) => vec![encode(t)?],
+                Prompt::Texts(ts) => ts.into_iter().map(encode).collect::<Result<_, _>>()?,
+                Prompt::Tokens(ids) => vec![decode(ids)],
+                Prompt::TokenLists(lists) => lists.into_iter().map(decode).collect(),
+            };
+            if prompts.is_empty() {
+                return Err(ApiError::invalid("prompt", "prompt is an empty list"));
+            }
+            Ok(prompts)
+        })
+        .await
     }
 }
 
@@ -146,6 +157,7 @@ impl CompletionResponse {
     }
 }
 
+/// `POST /v1/completions`.
 pub async fn create(
     State(state): State<AppState>,
     GenerationJson {
@@ -154,14 +166,18 @@ pub async fn create(
     }: GenerationJson<CompletionRequest>,
 ) -> Result<Response, ApiError> {
     state.model.check_name(req.model.as_deref())?;
-    req.refuse_unsupported(sampling.n)?;
+    req.refuse_unsupported(&sampling)?;
     let validated = req
         .sampling_fields(sampling)
         .validate(state.model.limits(), DefaultMaxTokens::Fixed(16))?;
-    let prompts = req.prompts(&state.model.tokenizer)?;
+    let add_special = req.add_special_tokens.unwrap_or(true);
+    let prompts = req
+        .prompt
+        .tokenize(state.model.tokenizer.clone(), add_special)
+        .await?;
     let mut echo = Vec::new();
     let mut requests = Vec::with_capacity(prompts.len());
-    for (ids, text) in prompts {
+    for TokenizedPrompt { ids, text } in prompts {
         requests.push(validated.requests(ids, "prompt")?);
         let shown = req.echo.unwrap_or(false).then_some(text);
         echo.extend(std::iter::repeat_n(shown, validated.n));
@@ -179,10 +195,8 @@ pub async fn create(
         meta,
     };
     if req.stream.unwrap_or(false) {
-        let include_usage = req
-            .stream_options
-            .is_some_and(|o| o.include_usage.unwrap_or(false));
-        return Ok(sse::response(sse::events(writer, launched, include_usage)));
+        let events = sse::events(writer, launched, req.stream_options);
+        return Ok(sse::response(events));
     }
     let (outputs, usage) = generate::collect(launched).await?;
     let mut writer = writer;

@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod backend;
+pub mod blocking;
 pub mod chat;
 pub mod chat_template;
 pub mod completions;

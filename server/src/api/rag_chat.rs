@@ -15,7 +15,7 @@ use std::time::Instant;
 use super::chat_template::{ChatMessage, Content, Role};
 use super::errors::ApiError;
 use super::rag_errors::openai_error;
-use super::AppState;
+use super::{blocking, AppState};
 use crate::rag::index::Hit;
 use crate::rag::metrics::Route;
 use crate::rag::service::PromptOrder;
@@ -47,20 +47,33 @@ pub struct RagRequest<'a> {
 /// What the chat handler generates from instead of the request's messages.
 pub struct Prepared {
     pub messages: Vec<ChatMessage>,
-    /// `None` when nothing was retrieved (then `messages` are the request's).
-    pub source_nodes: Option<Vec<NodeWithScore>>,
-    pub timer: ChatTimer,
+    pub sources: Sources,
+}
+
+/// The chunks a RAG chat put into its prompt, and the `rag_chat_*` timer.
+pub struct Sources {
+    /// `None` when nothing was retrieved (then the messages are the request's).
+    nodes: Option<Vec<NodeWithScore>>,
+    timer: ChatTimer,
+}
+
+impl Sources {
+    /// The chat is answered: records success, gives the chunks.
+    pub fn answered(self) -> Option<Vec<NodeWithScore>> {
+        self.timer.ok();
+        self.nodes
+    }
 }
 
 /// Records `rag_chat_*` when dropped: success only if [`ChatTimer::ok`] ran.
-pub struct ChatTimer {
+struct ChatTimer {
     rag: Arc<RagService>,
     start: Instant,
     ok: bool,
 }
 
 impl ChatTimer {
-    pub fn ok(mut self) {
+    fn ok(mut self) {
         self.ok = true;
     }
 }
@@ -220,36 +233,38 @@ pub async fn prepare(state: &AppState, req: RagRequest<'_>) -> Result<Prepared, 
             "There must be a user prompt since the latest assistant message.",
         ));
     }
-    let tokenizer = state.model.tokenizer.clone();
-    let count = |s: &str| {
-        tokenizer
-            .encode(s, false)
-            .map(|t| t.len())
-            .unwrap_or(usize::MAX)
-    };
-    let budget = context_budget(
-        state.model.max_model_len,
-        count(&query),
-        req.max_tokens,
-        ratio,
-    );
     let hits = rag
         .retrieve(req.index_name, &query, CANDIDATES, None)
         .await
         .map_err(|e| openai_error(e, "index_name"))?;
-    let chosen = select(hits, budget, rag.chat.min_similarity, count);
+    // Counting the query's and every candidate's tokens: the blocking pool's work.
+    let tokenizer = state.model.tokenizer.clone();
+    let (context, max_tokens) = (state.model.max_model_len, req.max_tokens);
+    let min_similarity = rag.chat.min_similarity;
+    let (chosen, query) = blocking::run(move || {
+        let count = |s: &str| {
+            tokenizer
+                .encode(s, false)
+                .map(|t| t.len())
+                .unwrap_or(usize::MAX)
+        };
+        let budget = context_budget(context, count(&query), max_tokens, ratio);
+        Ok((select(hits, budget, min_similarity, count), query))
+    })
+    .await?;
     if chosen.is_empty() {
         return Ok(Prepared {
             messages: req.messages.to_vec(),
-            source_nodes: None,
-            timer,
+            sources: Sources { nodes: None, timer },
         });
     }
-    let source_nodes = chosen.iter().map(Hit::to_node).collect();
+    let nodes = chosen.iter().map(Hit::to_node).collect();
     Ok(Prepared {
         messages: assemble(history, query, &chosen, rag.chat.prompt_order),
-        source_nodes: Some(source_nodes),
-        timer,
+        sources: Sources {
+            nodes: Some(nodes),
+            timer,
+        },
     })
 }
 

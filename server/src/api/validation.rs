@@ -72,6 +72,8 @@ pub struct SamplingFields {
     pub ignore_eos: Option<bool>,
     pub include_stop_str_in_output: Option<bool>,
     pub skip_special_tokens: Option<bool>,
+    /// Read to be refused: tandem biases no logits.
+    pub logit_bias: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// Knobs that passed validation; [`Validated::requests`] adds a prompt.
@@ -101,6 +103,18 @@ fn must(ok: bool, param: &str, message: impl FnOnce() -> String) -> Result<(), A
 }
 
 impl SamplingFields {
+    /// Knobs tandem reads but cannot honour: refused, never silently
+    /// dropped. Each route calls it among its own such checks.
+    pub fn refuse_unsupported(&self) -> Result<(), ApiError> {
+        if self.logit_bias.as_ref().is_some_and(|b| !b.is_empty()) {
+            return Err(ApiError::invalid(
+                "logit_bias",
+                "logit_bias is not supported",
+            ));
+        }
+        Ok(())
+    }
+
     pub fn validate(
         &self,
         limits: Limits<'_>,

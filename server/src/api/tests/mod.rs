@@ -28,6 +28,7 @@ mod embeddings;
 mod errors;
 mod rag;
 mod streaming;
+mod tokenizing;
 
 #[derive(Clone, Copy, PartialEq)]
 enum Mode {
