@@ -9,18 +9,12 @@
 //! writes N deterministic ~256-token English chunks there first (the
 //! length the default model truncates at, i.e. a full RAG chunk).
 
-// The embedder module is compiled into this example as it is into `tandem`
-// (the server crate has no library target); its remote clients stay unused.
-#[allow(dead_code)]
-#[path = "../src/rag/embedder/mod.rs"]
-mod embedder;
-
 use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Context;
 use clap::Parser;
-use embedder::{locate_model_dir, Embedder, LocalEmbedder};
+use tandem_server::rag::embedder::{locate_model_dir, Embedder, LocalEmbedder};
 
 #[derive(Parser)]
 struct Args {

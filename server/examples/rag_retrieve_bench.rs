@@ -6,23 +6,10 @@
 //!
 //! `cargo run --release -p tandem-server --example rag_retrieve_bench -- [chunks] [queries]`
 
-#![allow(dead_code)]
-
-// The binary crate has no library: the index modules are compiled in here.
-#[path = "../src/rag/dense.rs"]
-mod dense;
-#[path = "../src/rag/fusion.rs"]
-mod fusion;
-#[path = "../src/rag/index.rs"]
-mod index;
-#[path = "../src/rag/sparse.rs"]
-mod sparse;
-#[path = "../src/rag/types.rs"]
-mod types;
-
 use std::time::Instant;
 
 use rand::{Rng, SeedableRng};
+use tandem_server::rag::{dense, index};
 
 const DIM: usize = 384;
 const WORDS_PER_CHUNK: usize = 60;

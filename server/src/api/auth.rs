@@ -14,7 +14,7 @@ use super::AppState;
 pub async fn require_api_key(State(state): State<AppState>, req: Request, next: Next) -> Response {
     if let Some(key) = &state.api_key {
         let path = req.uri().path();
-        if path.starts_with("/v1/") || path == "/v1" || crate::rag::routes::is_rag_path(path) {
+        if path.starts_with("/v1/") || path == "/v1" || super::rag_routes::is_rag_path(path) {
             let given = req
                 .headers()
                 .get(header::AUTHORIZATION)

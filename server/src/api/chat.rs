@@ -3,106 +3,82 @@
 //! `chat.completion.chunk`s whose first delta carries the role.
 
 use std::sync::Arc;
-use tandem_engine::serving::StopReason;
 
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
-use tandem_engine::serving::RequestOutput;
+use tandem_engine::serving::{RequestOutput, StopReason};
 use tandem_engine::tokenizer::Tokenizer;
 
-use super::chat_template::{render_prompt, ChatMessage};
+use super::chat_template::{tokenize_chat, ChatMessage};
 use super::errors::ApiError;
 use super::generate::{self, finish_reason_str, UsageInfo};
-use super::json::ApiJson;
+use super::json::GenerationJson;
 use super::logprobs::ChatLogprobs;
+use super::rag_chat;
 use super::sse::{self, ChunkWriter};
-use super::validation::{DefaultMaxTokens, SamplingFields, Stop};
+use super::validation::{DefaultMaxTokens, SamplingFields, Validated};
 use super::{AppState, ResponseMeta, StreamOptions};
-use crate::rag::chat as rag_chat;
 use crate::rag::types::NodeWithScore;
 
-/// Fields not listed (`user`, `name` on messages, ...) are accepted and
-/// ignored, as in vLLM.
+/// Chat's own fields; the sampling knobs it shares with completions are
+/// [`SamplingFields`], read from the same body. Fields not listed (`user`,
+/// `name` on messages, ...) are accepted and ignored, as in vLLM.
 #[derive(Debug, Deserialize)]
 pub struct ChatCompletionRequest {
     pub model: Option<String>,
     pub messages: Vec<ChatMessage>,
-    pub max_tokens: Option<i64>,
+    /// Overrides the shared `max_tokens` (OpenAI's newer name).
     pub max_completion_tokens: Option<i64>,
-    pub min_tokens: Option<i64>,
-    pub temperature: Option<f32>,
-    pub top_p: Option<f32>,
-    pub top_k: Option<i64>,
-    pub min_p: Option<f32>,
-    pub n: Option<i64>,
-    pub stop: Option<Stop>,
-    pub stop_token_ids: Option<Vec<u32>>,
-    pub seed: Option<i64>,
-    pub presence_penalty: Option<f32>,
-    pub frequency_penalty: Option<f32>,
-    pub repetition_penalty: Option<f32>,
     pub logprobs: Option<bool>,
     pub top_logprobs: Option<i64>,
     pub stream: Option<bool>,
     pub stream_options: Option<StreamOptions>,
-    pub ignore_eos: Option<bool>,
-    pub include_stop_str_in_output: Option<bool>,
-    pub skip_special_tokens: Option<bool>,
     pub add_generation_prompt: Option<bool>,
     pub tools: Option<Vec<serde_json::Value>>,
     pub response_format: Option<serde_json::Value>,
-    pub logit_bias: Option<serde_json::Map<String, serde_json::Value>>,
-    /// KAITO RAGEngine: answer from this index (crate::rag::chat).
+    /// KAITO RAGEngine: answer from this index (see `rag_chat`).
     pub index_name: Option<String>,
     pub context_token_ratio: Option<f64>,
     pub functions: Option<serde_json::Value>,
 }
 
 impl ChatCompletionRequest {
-    fn sampling_fields(&self) -> SamplingFields {
+    /// The shared knobs as chat spells them: `max_completion_tokens` over
+    /// `max_tokens`, and `logprobs` a flag with the number in `top_logprobs`.
+    fn sampling_fields(&self, sent: SamplingFields) -> SamplingFields {
         let (max_tokens, max_tokens_param) = match self.max_completion_tokens {
             Some(m) => (Some(m), "max_completion_tokens"),
-            None => (self.max_tokens, "max_tokens"),
+            None => (sent.max_tokens, "max_tokens"),
         };
         let wants_logprobs = self.logprobs.unwrap_or(false);
         SamplingFields {
             max_tokens,
             max_tokens_param,
-            min_tokens: self.min_tokens,
-            temperature: self.temperature,
-            top_p: self.top_p,
-            top_k: self.top_k,
-            min_p: self.min_p,
-            n: self.n,
-            stop: self.stop.clone(),
-            stop_token_ids: self.stop_token_ids.clone(),
-            seed: self.seed,
-            presence_penalty: self.presence_penalty,
-            frequency_penalty: self.frequency_penalty,
-            repetition_penalty: self.repetition_penalty,
             logprobs: wants_logprobs.then(|| self.top_logprobs.unwrap_or(0)),
             logprobs_param: "top_logprobs",
-            ignore_eos: self.ignore_eos,
-            include_stop_str_in_output: self.include_stop_str_in_output,
-            skip_special_tokens: self.skip_special_tokens,
+            ..sent
         }
     }
 
-    fn rag_request<'a>(&'a self, index_name: &'a str) -> rag_chat::RagRequest<'a> {
+    fn rag_request<'a>(
+        &'a self,
+        index_name: &'a str,
+        validated: &Validated,
+    ) -> rag_chat::RagRequest<'a> {
         rag_chat::RagRequest {
             index_name,
             context_token_ratio: self.context_token_ratio,
-            max_tokens: self.max_completion_tokens.or(self.max_tokens),
+            max_tokens: validated.max_tokens,
             messages: &self.messages,
-            n: self.n,
+            n: validated.n,
             has_functions: self.functions.as_ref().is_some_and(|f| !f.is_null()),
         }
     }
 
-    fn refuse_unsupported(&self) -> Result<(), ApiError> {
+    fn refuse_unsupported(&self, sampling: &SamplingFields) -> Result<(), ApiError> {
         if self.top_logprobs.is_some() && self.logprobs != Some(true) {
             return Err(ApiError::invalid(
                 "top_logprobs",
@@ -120,12 +96,7 @@ impl ChatCompletionRequest {
                 ));
             }
         }
-        if self.logit_bias.as_ref().is_some_and(|b| !b.is_empty()) {
-            return Err(ApiError::invalid(
-                "logit_bias",
-                "logit_bias is not supported",
-            ));
-        }
+        sampling.refuse_unsupported()?;
         super::check_stream_options(self.stream, &self.stream_options)
     }
 }
@@ -189,46 +160,43 @@ struct Delta {
     content: Option<String>,
 }
 
+/// `POST /v1/chat/completions`, with KAITO's `index_name` for RAG.
 pub async fn create(
     State(state): State<AppState>,
-    ApiJson(req): ApiJson<ChatCompletionRequest>,
+    GenerationJson {
+        request: req,
+        sampling,
+    }: GenerationJson<ChatCompletionRequest>,
 ) -> Result<Response, ApiError> {
     state.model.check_name(req.model.as_deref())?;
-    req.refuse_unsupported()?;
+    req.refuse_unsupported(&sampling)?;
     let validated = req
-        .sampling_fields()
+        .sampling_fields(sampling)
         .validate(state.model.limits(), DefaultMaxTokens::Remaining)?;
-    let rag = match &req.index_name {
-        Some(index_name) => Some(rag_chat::prepare(&state, req.rag_request(index_name)).await?),
-        None => None,
+    let (messages, rag_sources) = match &req.index_name {
+        Some(index_name) => {
+            let rag = req.rag_request(index_name, &validated);
+            let prepared = rag_chat::prepare(&state, rag).await?;
+            (prepared.messages, Some(prepared.sources))
+        }
+        None => (req.messages, None),
     };
-    let messages = rag.as_ref().map_or(&req.messages, |r| &r.messages);
     let add_generation_prompt = req.add_generation_prompt.unwrap_or(true);
-    let text = render_prompt(&state.model, messages, add_generation_prompt)?;
-    let prompt = state
-        .model
-        .tokenizer
-        .encode(&text, false)
-        .map_err(ApiError::internal)?;
+    let prompt = tokenize_chat(&state.model, messages, add_generation_prompt, false).await?;
     let requests = validated.requests(prompt, "messages")?;
     let launched = generate::launch(&state, vec![requests])?;
     let writer = Writer {
         meta: ResponseMeta::new("chatcmpl", state.model.name()),
         tokenizer: state.model.tokenizer.clone(),
         logprobs: req.logprobs == Some(true),
-        source_nodes: rag.map(|r| {
-            r.timer.ok();
-            r.source_nodes
-        }),
+        source_nodes: rag_sources.map(rag_chat::Sources::answered),
     };
     if req.stream.unwrap_or(false) {
-        let include_usage = req
-            .stream_options
-            .is_some_and(|o| o.include_usage.unwrap_or(false));
-        return Ok(sse::response(sse::events(writer, launched, include_usage)));
+        let events = sse::events(writer, launched, req.stream_options);
+        return Ok(sse::response(events));
     }
-    let (finished, usage) = generate::collect(launched).await?;
-    let choices = finished
+    let (outputs, usage) = generate::collect(launched).await?;
+    let choices = outputs
         .into_iter()
         .enumerate()
         .map(|(index, f)| ChatChoice {

@@ -6,11 +6,13 @@
 //! refuse a conversation. Also how OpenAI chat messages become template
 //! input.
 
+use std::sync::Arc;
+
 use minijinja::{Environment, Error, ErrorKind, Value};
 use serde::{Deserialize, Serialize};
 
 use super::errors::ApiError;
-use super::ModelInfo;
+use super::{blocking, ModelInfo};
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq)]
 #[serde(rename_all = "lowercase")]
@@ -151,7 +153,7 @@ pub fn template_messages(messages: &[ChatMessage]) -> Result<Vec<TemplateMessage
 
 /// Renders `messages` with the model's template. The text already holds
 /// the special tokens, so it is tokenized without adding any (as vLLM does).
-pub fn render_prompt(
+fn render_prompt(
     model: &ModelInfo,
     messages: &[ChatMessage],
     add_generation_prompt: bool,
@@ -170,6 +172,26 @@ pub fn render_prompt(
         tok.bos_token.as_deref(),
         tok.eos_token.as_deref(),
     )
+}
+
+/// The prompt's token ids for `messages`: rendered and tokenized on the
+/// blocking pool. `add_special_tokens` is false for chat (the template
+/// already wrote them).
+pub async fn tokenize_chat(
+    model: &Arc<ModelInfo>,
+    messages: Vec<ChatMessage>,
+    add_generation_prompt: bool,
+    add_special_tokens: bool,
+) -> Result<Vec<u32>, ApiError> {
+    let model = model.clone();
+    blocking::run(move || {
+        let text = render_prompt(&model, &messages, add_generation_prompt)?;
+        model
+            .tokenizer
+            .encode(&text, add_special_tokens)
+            .map_err(ApiError::internal)
+    })
+    .await
 }
 
 #[cfg(test)]

@@ -3,21 +3,21 @@
 //! `prompt * n + i`); streamed or not; `echo`; completions-format logprobs.
 
 use std::sync::Arc;
-use tandem_engine::serving::StopReason;
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
-use tandem_engine::serving::RequestOutput;
+use tandem_engine::serving::{RequestOutput, StopReason};
 use tandem_engine::tokenizer::Tokenizer;
 
+use super::blocking;
 use super::errors::ApiError;
 use super::generate::{self, finish_reason_str, UsageInfo};
-use super::json::ApiJson;
+use super::json::GenerationJson;
 use super::logprobs::CompletionLogprobs;
 use super::sse::{self, ChunkWriter};
-use super::validation::{DefaultMaxTokens, SamplingFields, Stop};
+use super::validation::{DefaultMaxTokens, SamplingFields};
 use super::{AppState, ResponseMeta, StreamOptions};
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -29,65 +29,37 @@ pub enum Prompt {
     TokenLists(Vec<Vec<u32>>),
 }
 
-/// Fields not listed (`user`, ...) are accepted and ignored, as in vLLM.
+/// Completions' own fields; the sampling knobs it shares with chat are
+/// [`SamplingFields`], read from the same body. Fields not listed (`user`,
+/// ...) are accepted and ignored, as in vLLM.
 #[derive(Debug, Deserialize)]
 pub struct CompletionRequest {
     pub model: Option<String>,
     pub prompt: Prompt,
-    pub max_tokens: Option<i64>,
-    pub min_tokens: Option<i64>,
-    pub temperature: Option<f32>,
-    pub top_p: Option<f32>,
-    pub top_k: Option<i64>,
-    pub min_p: Option<f32>,
-    pub n: Option<i64>,
     pub best_of: Option<i64>,
-    pub stop: Option<Stop>,
-    pub stop_token_ids: Option<Vec<u32>>,
-    pub seed: Option<i64>,
-    pub presence_penalty: Option<f32>,
-    pub frequency_penalty: Option<f32>,
-    pub repetition_penalty: Option<f32>,
+    /// Top logprobs per token (chat spells it differently).
     pub logprobs: Option<i64>,
     pub echo: Option<bool>,
     pub stream: Option<bool>,
     pub stream_options: Option<StreamOptions>,
-    pub ignore_eos: Option<bool>,
-    pub include_stop_str_in_output: Option<bool>,
-    pub skip_special_tokens: Option<bool>,
     pub add_special_tokens: Option<bool>,
     pub suffix: Option<String>,
-    pub logit_bias: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 impl CompletionRequest {
-    fn sampling_fields(&self) -> SamplingFields {
+    /// The shared knobs with completions' `logprobs`.
+    fn sampling_fields(&self, sent: SamplingFields) -> SamplingFields {
         SamplingFields {
-            max_tokens: self.max_tokens,
             max_tokens_param: "max_tokens",
-            min_tokens: self.min_tokens,
-            temperature: self.temperature,
-            top_p: self.top_p,
-            top_k: self.top_k,
-            min_p: self.min_p,
-            n: self.n,
-            stop: self.stop.clone(),
-            stop_token_ids: self.stop_token_ids.clone(),
-            seed: self.seed,
-            presence_penalty: self.presence_penalty,
-            frequency_penalty: self.frequency_penalty,
-            repetition_penalty: self.repetition_penalty,
             logprobs: self.logprobs,
             logprobs_param: "logprobs",
-            ignore_eos: self.ignore_eos,
-            include_stop_str_in_output: self.include_stop_str_in_output,
-            skip_special_tokens: self.skip_special_tokens,
+            ..sent
         }
     }
 
     /// Fields tandem accepts in the schema but cannot honour: refused, never
     /// silently dropped.
-    fn refuse_unsupported(&self) -> Result<(), ApiError> {
+    fn refuse_unsupported(&self, sampling: &SamplingFields) -> Result<(), ApiError> {
         if self.echo == Some(true) && self.logprobs.is_some() {
             return Err(ApiError::invalid(
                 "echo",
@@ -98,14 +70,10 @@ impl CompletionRequest {
         if self.suffix.as_deref().is_some_and(|s| !s.is_empty()) {
             return Err(ApiError::invalid("suffix", "suffix is not supported"));
         }
-        if self.logit_bias.as_ref().is_some_and(|b| !b.is_empty()) {
-            return Err(ApiError::invalid(
-                "logit_bias",
-                "logit_bias is not supported",
-            ));
-        }
+        sampling.refuse_unsupported()?;
         if let Some(b) = self.best_of {
-            if Some(b) != self.n && !(b == 1 && self.n.is_none()) {
+            let n = sampling.n;
+            if Some(b) != n && !(b == 1 && n.is_none()) {
                 return Err(ApiError::invalid(
                     "best_of",
                     format!(
@@ -116,28 +84,43 @@ impl CompletionRequest {
         }
         super::check_stream_options(self.stream, &self.stream_options)
     }
+}
 
-    /// Each prompt's tokens, and its text for `echo`.
-    fn prompts(&self, tok: &Tokenizer) -> Result<Vec<(Vec<u32>, String)>, ApiError> {
-        let add_special = self.add_special_tokens.unwrap_or(true);
-        let encode = |text: &String| {
-            let ids = tok.encode(text, add_special).map_err(ApiError::internal)?;
-            Ok::<_, ApiError>((ids, text.clone()))
-        };
-        let decode = |ids: &Vec<u32>| {
-            let text = tok.decode(ids, false).unwrap_or_default();
-            (ids.clone(), text)
-        };
-        let prompts: Vec<_> = match &self.prompt {
-            Prompt::Text(t) => vec![encode(t)?],
-            Prompt::Texts(ts) => ts.iter().map(encode).collect::<Result<_, _>>()?,
-            Prompt::Tokens(ids) => vec![decode(ids)],
-            Prompt::TokenLists(lists) => lists.iter().map(decode).collect(),
-        };
-        if prompts.is_empty() {
-            return Err(ApiError::invalid("prompt", "prompt is an empty list"));
-        }
-        Ok(prompts)
+/// One prompt of a request: its tokens, and its text for `echo`.
+struct TokenizedPrompt {
+    ids: Vec<u32>,
+    text: String,
+}
+
+impl Prompt {
+    /// Each prompt's tokens and text (text prompts are tokenized, token
+    /// prompts decoded), on the blocking pool.
+    async fn tokenize(
+        self,
+        tok: Arc<Tokenizer>,
+        add_special: bool,
+    ) -> Result<Vec<TokenizedPrompt>, ApiError> {
+        blocking::run(move || {
+            let encode = |text: String| {
+                let ids = tok.encode(&text, add_special).map_err(ApiError::internal)?;
+                Ok::<_, ApiError>(TokenizedPrompt { ids, text })
+            };
+            let decode = |ids: Vec<u32>| {
+                let text = tok.decode(&ids, false).unwrap_or_default();
+                TokenizedPrompt { ids, text }
+            };
+            let prompts: Vec<_> = match self {
+                Prompt::Text(t) => vec![encode(t)?],
+                Prompt::Texts(ts) => ts.into_iter().map(encode).collect::<Result<_, _>>()?,
+                Prompt::Tokens(ids) => vec![decode(ids)],
+                Prompt::TokenLists(lists) => lists.into_iter().map(decode).collect(),
+            };
+            if prompts.is_empty() {
+                return Err(ApiError::invalid("prompt", "prompt is an empty list"));
+            }
+            Ok(prompts)
+        })
+        .await
     }
 }
 
@@ -174,19 +157,27 @@ impl CompletionResponse {
     }
 }
 
+/// `POST /v1/completions`.
 pub async fn create(
     State(state): State<AppState>,
-    ApiJson(req): ApiJson<CompletionRequest>,
+    GenerationJson {
+        request: req,
+        sampling,
+    }: GenerationJson<CompletionRequest>,
 ) -> Result<Response, ApiError> {
     state.model.check_name(req.model.as_deref())?;
-    req.refuse_unsupported()?;
+    req.refuse_unsupported(&sampling)?;
     let validated = req
-        .sampling_fields()
+        .sampling_fields(sampling)
         .validate(state.model.limits(), DefaultMaxTokens::Fixed(16))?;
-    let prompts = req.prompts(&state.model.tokenizer)?;
+    let add_special = req.add_special_tokens.unwrap_or(true);
+    let prompts = req
+        .prompt
+        .tokenize(state.model.tokenizer.clone(), add_special)
+        .await?;
     let mut echo = Vec::new();
     let mut requests = Vec::with_capacity(prompts.len());
-    for (ids, text) in prompts {
+    for TokenizedPrompt { ids, text } in prompts {
         requests.push(validated.requests(ids, "prompt")?);
         let shown = req.echo.unwrap_or(false).then_some(text);
         echo.extend(std::iter::repeat_n(shown, validated.n));
@@ -204,26 +195,15 @@ pub async fn create(
         meta,
     };
     if req.stream.unwrap_or(false) {
-        let include_usage = req
-            .stream_options
-            .is_some_and(|o| o.include_usage.unwrap_or(false));
-        return Ok(sse::response(sse::events(writer, launched, include_usage)));
+        let events = sse::events(writer, launched, req.stream_options);
+        return Ok(sse::response(events));
     }
-    let (finished, usage) = generate::collect(launched).await?;
+    let (outputs, usage) = generate::collect(launched).await?;
     let mut writer = writer;
-    let choices = finished
-        .into_iter()
+    let choices = outputs
+        .iter()
         .enumerate()
-        .map(|(index, f)| {
-            let out = RequestOutput {
-                text: f.text,
-                samples: f.samples,
-                finish_reason: f.finish_reason,
-                stop_reason: f.stop_reason,
-                ..RequestOutput::default()
-            };
-            writer.choice(index, &out)
-        })
+        .map(|(index, out)| writer.choice(index, out))
         .collect();
     Ok(Json(CompletionResponse::new(&writer.meta, choices, Some(usage))).into_response())
 }

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::errors::ApiError;
 use super::json::ApiJson;
-use super::AppState;
+use super::{blocking, AppState};
 use crate::rag::embedder::{EmbedError, Embedder};
 
 /// OpenAI's limit on inputs per request.
@@ -185,11 +185,16 @@ pub async fn create(
     }
     let texts = texts(req.input)?;
     // Tokens actually embedded: longer texts are truncated to max_seq_length.
-    let limit = embedder.max_seq_length();
-    let prompt_tokens = texts
-        .iter()
-        .map(|t| embedder.count_tokens(t).min(limit))
-        .sum();
+    let counter = embedder.clone();
+    let (texts, prompt_tokens) = blocking::run(move || {
+        let limit = counter.max_seq_length();
+        let tokens = texts
+            .iter()
+            .map(|t| counter.count_tokens(t).min(limit))
+            .sum();
+        Ok((texts, tokens))
+    })
+    .await?;
     let vectors = embedder.embed(texts).await.map_err(embed_error)?;
     let base64 = req.encoding_format == Some(EncodingFormat::Base64);
     let data = vectors

@@ -11,11 +11,9 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use tandem_engine::serving::StopReason;
 
 use futures::stream::{SelectAll, Stream, StreamExt};
 use serde::Serialize;
-use tandem_engine::sampler::SampledToken;
 use tandem_engine::sequence::FinishReason;
 use tandem_engine::serving::{RequestOutput, ServingError, ServingRequest, Usage};
 
@@ -196,33 +194,26 @@ impl Tally {
     }
 }
 
-/// One finished choice of a non-streaming request.
-#[derive(Clone, Debug, Default)]
-pub struct Finished {
-    pub text: String,
-    pub token_ids: Vec<u32>,
-    pub samples: Vec<SampledToken>,
-    pub finish_reason: Option<FinishReason>,
-    pub stop_reason: Option<StopReason>,
-}
-
-/// Runs every choice to its end. The first error fails the whole request
-/// (dropping the rest aborts them).
-pub async fn collect(launched: Launched) -> Result<(Vec<Finished>, UsageInfo), ApiError> {
+/// Runs every choice to its end: each choice's updates merged into one
+/// output, as if the whole choice had come in one update. The first error
+/// fails the whole request (dropping the rest aborts them).
+pub async fn collect(launched: Launched) -> Result<(Vec<RequestOutput>, UsageInfo), ApiError> {
     let Launched {
         mut stream,
         mut tally,
     } = launched;
-    let mut choices = vec![Finished::default(); tally.num_choices()];
+    let mut choices = vec![RequestOutput::default(); tally.num_choices()];
     while let Some((index, item)) = stream.next().await {
         let out = item?;
+        tally.record(index, out.usage);
         let c = &mut choices[index];
         c.text.push_str(&out.text);
-        c.token_ids.extend(&out.token_ids);
+        c.token_ids.extend(out.token_ids);
         c.samples.extend(out.samples);
         c.finish_reason = out.finish_reason;
         c.stop_reason = out.stop_reason;
-        tally.record(index, out.usage);
+        c.usage = out.usage;
+        c.timings = out.timings;
     }
     if choices.iter().any(|c| c.finish_reason.is_none()) {
         return Err(ApiError::internal(

@@ -1,4 +1,4 @@
-//! A JSON body extractor whose errors are OpenAI error objects naming the
+//! JSON body extractors whose errors are OpenAI error objects naming the
 //! field at fault (`messages[0].role`), not axum's plain-text rejections.
 
 use axum::body::Bytes;
@@ -6,6 +6,7 @@ use axum::extract::{FromRequest, Request};
 use serde::de::DeserializeOwned;
 
 use super::errors::ApiError;
+use super::validation::SamplingFields;
 
 pub struct ApiJson<T>(pub T);
 
@@ -13,25 +14,57 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let bytes = Bytes::from_request(req, state)
-            .await
-            .map_err(|e| ApiError {
-                status: e.status(),
-                ..ApiError::bad_request(format!(
-                    "could not read the request body: {}",
-                    e.body_text()
-                ))
-            })?;
-        parse(&bytes).map(ApiJson)
+        parse(&read_body(req, state).await?).map(ApiJson)
     }
 }
 
-/// Parses a request body, naming the field when a value has the wrong type.
-pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
+/// A generation request body: the route's own fields `T` and the
+/// [`SamplingFields`] chat and completions share, from one JSON object.
+///
+/// `#[serde(flatten)]` would buffer the object and lose the path (and
+/// position) of a bad sampling field, so the body is read twice instead,
+/// each pass ignoring the other's keys. When both fail, the error earlier
+/// in the body is the one a single pass would have met, and is reported.
+pub struct GenerationJson<T> {
+    pub request: T,
+    pub sampling: SamplingFields,
+}
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for GenerationJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        parse_generation(&read_body(req, state).await?)
+    }
+}
+
+async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
+    Bytes::from_request(req, state).await.map_err(|e| ApiError {
+        status: e.status(),
+        ..ApiError::bad_request(format!(
+            "could not read the request body: {}",
+            e.body_text()
+        ))
+    })
+}
+
+/// Why a body did not parse: serde_json's error and the path of the value
+/// it was reading (`.` for the body as a whole).
+struct ParseError {
+    path: String,
+    inner: serde_json::Error,
+}
+
+impl ParseError {
+    /// Where in the body it was met: (line, column).
+    fn position(&self) -> (usize, usize) {
+        (self.inner.line(), self.inner.column())
+    }
+}
+
+impl From<ParseError> for ApiError {
+    fn from(e: ParseError) -> Self {
+        let ParseError { path, inner } = e;
         if inner.is_syntax() || inner.is_eof() {
             ApiError::bad_request(format!("malformed JSON in the request body: {inner}"))
         } else if path == "." {
@@ -39,10 +72,34 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         } else {
             ApiError::invalid(path.clone(), format!("invalid value for `{path}`: {inner}"))
         }
+    }
+}
+
+fn deserialize<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ParseError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| ParseError {
+        path: e.path().to_string(),
+        inner: e.into_inner(),
     })?;
-    de.end()
-        .map_err(|e| ApiError::bad_request(format!("malformed JSON in the request body: {e}")))?;
+    de.end().map_err(|inner| ParseError {
+        path: ".".into(),
+        inner,
+    })?;
     Ok(value)
+}
+
+/// Parses a request body, naming the field when a value has the wrong type.
+pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    Ok(deserialize(bytes)?)
+}
+
+fn parse_generation<T: DeserializeOwned>(bytes: &[u8]) -> Result<GenerationJson<T>, ApiError> {
+    match (deserialize(bytes), deserialize(bytes)) {
+        (Ok(request), Ok(sampling)) => Ok(GenerationJson { request, sampling }),
+        (Err(e), Ok(_)) | (Ok(_), Err(e)) => Err(e.into()),
+        (Err(own), Err(shared)) if shared.position() < own.position() => Err(shared.into()),
+        (Err(own), Err(_)) => Err(own.into()),
+    }
 }
 
 #[cfg(test)]
@@ -81,5 +138,46 @@ mod tests {
         }
         let e = parse::<Body>(b"\"text\"").unwrap_err();
         assert!(e.message.contains("invalid request body"), "{}", e.message);
+    }
+
+    /// A route's own fields, beside the shared sampling ones.
+    #[derive(serde::Deserialize, Debug)]
+    #[allow(dead_code)]
+    struct Own {
+        messages: Vec<Msg>,
+    }
+
+    /// `Own` and two of the sampling fields in one struct: what one pass
+    /// over the body would report.
+    #[derive(serde::Deserialize, Debug)]
+    #[allow(dead_code)]
+    struct Whole {
+        messages: Vec<Msg>,
+        temperature: Option<f32>,
+        n: Option<i64>,
+    }
+
+    #[test]
+    fn generation_bodies_report_the_error_one_pass_would() {
+        let ok = parse_generation::<Own>(br#"{"messages": [], "n": 2, "user": "x"}"#).unwrap();
+        assert_eq!(ok.sampling.n, Some(2));
+        for body in [
+            &br#"{"messages": [{"role": 3}], "temperature": "hot"}"#[..],
+            br#"{"temperature": "hot", "messages": [{"role": 3}]}"#,
+            br#"{"temperature": "hot"}"#,
+            br#"{"n": 2}"#,
+            br#"{"n": 2.5, "messages": []}"#,
+            br#"{"messages": [], "n": 2"#,
+            br#"{"messages": []} trailing"#,
+            br#"["text"]"#,
+        ] {
+            let want = parse::<Whole>(body).unwrap_err();
+            let got = parse_generation::<Own>(body).err().unwrap();
+            assert_eq!(got, want, "{}", String::from_utf8_lossy(body));
+        }
+        let e = parse_generation::<Own>(br#"{"temperature": "hot"}"#)
+            .err()
+            .unwrap();
+        assert_eq!(e.param.as_deref(), Some("temperature"));
     }
 }

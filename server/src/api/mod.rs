@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod backend;
+pub mod blocking;
 pub mod chat;
 pub mod chat_template;
 pub mod completions;
@@ -16,12 +17,15 @@ pub mod json;
 pub mod logprobs;
 pub mod metrics;
 pub mod models;
+pub mod rag_chat;
+pub mod rag_errors;
+pub mod rag_routes;
 pub mod sse;
 pub mod tokenize;
 pub mod validation;
 
 #[cfg(test)]
-pub(crate) mod tests;
+mod tests;
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -206,7 +210,7 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(health::health))
         .route("/version", get(health::version))
         .route("/metrics", get(health::metrics))
-        .merge(crate::rag::routes::routes(&state))
+        .merge(rag_routes::routes(&state))
         .fallback(unknown_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(axum::middleware::from_fn_with_state(

@@ -16,6 +16,7 @@ use tandem_engine::serving::RequestOutput;
 
 use super::errors::ApiError;
 use super::generate::{Launched, UsageInfo};
+use super::StreamOptions;
 
 pub const DONE: &[u8] = b"data: [DONE]\n\n";
 
@@ -38,12 +39,14 @@ pub trait ChunkWriter: Send + 'static {
     fn usage(&self, usage: &UsageInfo) -> Bytes;
 }
 
-/// The events of one streamed response, in order.
+/// The events of one streamed response, in order; a usage chunk at the end
+/// if `stream_options.include_usage`.
 pub fn events<W: ChunkWriter>(
     mut writer: W,
     launched: Launched,
-    include_usage: bool,
+    options: Option<StreamOptions>,
 ) -> impl Stream<Item = Bytes> + Send + 'static {
+    let include_usage = options.is_some_and(|o| o.include_usage.unwrap_or(false));
     async_stream::stream! {
         let Launched { mut stream, mut tally } = launched;
         for e in writer.opening(tally.num_choices()) {

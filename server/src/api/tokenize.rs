@@ -1,14 +1,15 @@
 //! `POST /tokenize` and `POST /detokenize`, shaped as vLLM's: a prompt or
-//! chat messages in, token ids (and optionally their strings) out.
+//! chat messages in, token ids (and optionally their strings) out. The
+//! tokenizer runs on the blocking pool (see [`super::blocking`]).
 
 use axum::extract::State;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
-use super::chat_template::{render_prompt, ChatMessage};
+use super::chat_template::{tokenize_chat, ChatMessage};
 use super::errors::ApiError;
 use super::json::ApiJson;
-use super::AppState;
+use super::{blocking, AppState};
 
 #[derive(Debug, Deserialize)]
 pub struct TokenizeRequest {
@@ -35,17 +36,19 @@ pub async fn tokenize(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<TokenizeRequest>,
 ) -> Result<Json<TokenizeResponse>, ApiError> {
-    let model = &state.model;
+    let model = state.model.clone();
     model.check_name(req.model.as_deref())?;
-    let tok = &model.tokenizer;
-    let tokens = match (&req.prompt, &req.messages) {
-        (Some(prompt), None) => tok
-            .encode(prompt, req.add_special_tokens.unwrap_or(true))
-            .map_err(ApiError::internal)?,
+    let tokens = match (req.prompt, req.messages) {
+        (Some(prompt), None) => {
+            let add_special = req.add_special_tokens.unwrap_or(true);
+            let tok = model.tokenizer.clone();
+            blocking::run(move || tok.encode(&prompt, add_special).map_err(ApiError::internal))
+                .await?
+        }
         (None, Some(messages)) => {
-            let text = render_prompt(model, messages, req.add_generation_prompt.unwrap_or(true))?;
-            tok.encode(&text, req.add_special_tokens.unwrap_or(false))
-                .map_err(ApiError::internal)?
+            let add_generation_prompt = req.add_generation_prompt.unwrap_or(true);
+            let add_special = req.add_special_tokens.unwrap_or(false);
+            tokenize_chat(&model, messages, add_generation_prompt, add_special).await?
         }
         _ => {
             return Err(ApiError::invalid(
@@ -54,12 +57,19 @@ pub async fn tokenize(
             ))
         }
     };
-    let token_strs = req.return_token_strs.unwrap_or(false).then(|| {
-        tokens
-            .iter()
-            .map(|&id| tok.id_to_token(id).unwrap_or_default())
-            .collect()
-    });
+    let (tokens, token_strs) = if req.return_token_strs.unwrap_or(false) {
+        let tok = model.tokenizer.clone();
+        blocking::run(move || {
+            let strs = tokens
+                .iter()
+                .map(|&id| tok.id_to_token(id).unwrap_or_default())
+                .collect();
+            Ok((tokens, Some(strs)))
+        })
+        .await?
+    } else {
+        (tokens, None)
+    };
     Ok(Json(TokenizeResponse {
         count: tokens.len(),
         max_model_len: model.max_model_len,
@@ -94,9 +104,8 @@ pub async fn detokenize(
             ),
         ));
     }
-    let prompt = model
-        .tokenizer
-        .decode(&req.tokens, false)
-        .map_err(ApiError::internal)?;
+    let tok = model.tokenizer.clone();
+    let prompt =
+        blocking::run(move || tok.decode(&req.tokens, false).map_err(ApiError::internal)).await?;
     Ok(Json(DetokenizeResponse { prompt }))
 }

@@ -39,11 +39,15 @@ pub struct Limits<'a> {
     pub defaults: &'a GenerationDefaults,
 }
 
-/// The shared knobs, as sent. Request types fill this from their own fields.
-#[derive(Clone, Debug, Default)]
+/// The knobs completions and chat share, as sent: the one declaration of
+/// them. Read from the request body beside each route's own fields
+/// ([`super::json::GenerationJson`]); the route then fills the three
+/// fields that are not read, which it spells its own way.
+#[derive(Clone, Debug, Default, Deserialize)]
 pub struct SamplingFields {
     pub max_tokens: Option<i64>,
     /// `max_tokens` or, for chat, `max_completion_tokens` when that was set.
+    #[serde(skip)]
     pub max_tokens_param: &'static str,
     pub min_tokens: Option<i64>,
     pub temperature: Option<f32>,
@@ -57,13 +61,19 @@ pub struct SamplingFields {
     pub presence_penalty: Option<f32>,
     pub frequency_penalty: Option<f32>,
     pub repetition_penalty: Option<f32>,
-    /// Top logprobs per token; `None` returns no logprobs at all.
+    /// Top logprobs per token; `None` returns no logprobs at all. Not read
+    /// here: completions sends the number as `logprobs`, chat a flag
+    /// `logprobs` and the number as `top_logprobs`.
+    #[serde(skip)]
     pub logprobs: Option<i64>,
     /// `logprobs` (completions) or `top_logprobs` (chat).
+    #[serde(skip)]
     pub logprobs_param: &'static str,
     pub ignore_eos: Option<bool>,
     pub include_stop_str_in_output: Option<bool>,
     pub skip_special_tokens: Option<bool>,
+    /// Read to be refused: tandem biases no logits.
+    pub logit_bias: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// Knobs that passed validation; [`Validated::requests`] adds a prompt.
@@ -93,6 +103,18 @@ fn must(ok: bool, param: &str, message: impl FnOnce() -> String) -> Result<(), A
 }
 
 impl SamplingFields {
+    /// Knobs tandem reads but cannot honour: refused, never silently
+    /// dropped. Each route calls it among its own such checks.
+    pub fn refuse_unsupported(&self) -> Result<(), ApiError> {
+        if self.logit_bias.as_ref().is_some_and(|b| !b.is_empty()) {
+            return Err(ApiError::invalid(
+                "logit_bias",
+                "logit_bias is not supported",
+            ));
+        }
+        Ok(())
+    }
+
     pub fn validate(
         &self,
         limits: Limits<'_>,

@@ -14,6 +14,7 @@ use super::args::HttpArgs;
 use crate::api::chat_template::ChatTemplate;
 use crate::api::{self, AppState, ModelInfo};
 use crate::rag::embedder::{self, EmbedderArgs};
+use crate::rag::{self, RagArgs};
 
 /// Where `tandem serve` without `--model` writes and finds the demo model.
 const DEMO_DIR: &str = "demo-models/small";
@@ -102,6 +103,14 @@ pub fn with_embedder(state: AppState, args: &EmbedderArgs) -> anyhow::Result<App
     }
 }
 
+/// Adds the RAG service over the state's embedder (unless `--no-rag`).
+pub fn with_rag(state: AppState, args: &RagArgs) -> anyhow::Result<AppState> {
+    Ok(match rag::start(state.embedder.clone(), args)? {
+        Some(service) => state.with_rag(service),
+        None => state,
+    })
+}
+
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -160,7 +169,7 @@ pub async fn listen(
         ),
     }
     state.backend.shutdown();
-    crate::rag::persist_on_shutdown(state.rag.as_ref());
+    rag::persist_on_shutdown(state.rag.as_ref());
     tracing::info!("stopped");
     Ok(())
 }

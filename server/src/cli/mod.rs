@@ -16,7 +16,7 @@ use clap::{Parser, Subcommand};
     version,
     about = "Disaggregated prefill/decode LLM inference engine"
 )]
-pub struct Cli {
+struct Cli {
     #[command(subcommand)]
     command: Command,
 }
@@ -36,7 +36,18 @@ enum Command {
     Router(router::RouterArgs),
 }
 
-pub fn run(cli: Cli) -> anyhow::Result<()> {
+/// The `tandem` binary: parses the command line, logs to stderr (`RUST_LOG`,
+/// default `info`) and runs the subcommand.
+pub fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
     match cli.command {
         Command::DemoModel(a) => demo_model::run(a),
         Command::Generate(a) => generate::run(a),

@@ -183,7 +183,7 @@ pub async fn serve(
         app::api_key(&args.http),
     );
     let state = app::with_embedder(state, &args.embedder)?;
-    let (state, _rag) = crate::rag::attach(state, &args.rag)?;
+    let state = app::with_rag(state, &args.rag)?;
     let host = args.http.host.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
     app::listen(
         api::router(state.clone()),

@@ -144,7 +144,7 @@ pub fn run_on(args: WorkerArgs, default_host: IpAddr) -> anyhow::Result<()> {
     let state = match args.role {
         Role::Both => {
             let state = app::with_embedder(state, &args.embedder)?;
-            crate::rag::attach(state, &args.rag)?.0
+            app::with_rag(state, &args.rag)?
         }
         Role::Prefill | Role::Decode => state,
     };

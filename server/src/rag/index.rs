@@ -229,7 +229,6 @@ impl Index {
     }
 
     /// Dense top 10 as searched and by exact scan (recall measurement).
-    #[allow(dead_code)] // used by examples/rag_retrieve_bench.rs
     pub fn dense_top10_pair(&self, q: &[f32]) -> (Vec<usize>, Vec<usize>) {
         let approx = self
             .dense

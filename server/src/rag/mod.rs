@@ -1,28 +1,31 @@
 //! The bundled RAG module, API-compatible with KAITO's RAGEngine (v0.12):
 //! the embedder that turns text into vectors, the splitter that cuts
 //! documents into chunks, document indexes with hybrid (HNSW + BM25)
-//! retrieval, KAITO's HTTP routes, chat completions with `index_name`, and
-//! crash-safe persistence. docs/rag.md has the API and where and why it
-//! differs from KAITO.
+//! retrieval, crash-safe persistence, and [`RagService`], which does every
+//! operation on a server's indexes. It is a service the API calls and
+//! knows nothing of HTTP: KAITO's routes and chat completions with
+//! `index_name` are in `api/rag_routes.rs` and `api/rag_chat.rs`.
+//! docs/rag.md has the API and where and why it differs from KAITO.
+//!
+//! Public: the embedder and the index with what its interface names (the
+//! examples measure them); the rest serves the API inside the crate.
 
-pub mod chat;
 pub mod dense;
 pub mod embedder;
-pub mod error;
+pub(crate) mod error;
 pub mod fusion;
 pub mod index;
-pub mod metrics;
-pub mod paths;
-pub mod persist;
-pub mod routes;
-pub mod service;
-pub mod setup;
-pub mod sparse;
-pub mod splitter;
+pub(crate) mod metrics;
+pub(crate) mod paths;
+pub(crate) mod persist;
+pub(crate) mod service;
+pub(crate) mod setup;
+pub(crate) mod sparse;
+pub(crate) mod splitter;
 pub mod types;
 
 #[cfg(test)]
-pub mod testing;
+pub(crate) mod testing;
 
-pub use service::RagService;
-pub use setup::{attach, persist_on_shutdown, RagArgs};
+pub(crate) use service::RagService;
+pub(crate) use setup::{persist_on_shutdown, start, RagArgs};

@@ -1,7 +1,7 @@
 //! The indexes of one server and every operation on them, for the HTTP
 //! routes, chat completions and the shutdown hook. Embedding (async, on the
 //! embedder) happens before any lock is taken; the locks only cover memory
-//! work, and disk work runs on blocking threads.
+//! work, and disk work and token counting run on blocking threads.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -94,7 +94,8 @@ impl RagService {
         Ok(result?)
     }
 
-    /// Splits a document into chunks and embeds them.
+    /// Splits a document into chunks (counting tokens: on a blocking
+    /// thread) and embeds them.
     async fn chunk_and_embed(
         &self,
         text: &str,
@@ -106,12 +107,15 @@ impl RagService {
             overlap_tokens: max / 8,
         };
         let embedder = self.embedder.clone();
-        let count = move |s: &str| embedder.count_tokens(s);
-        let chunks =
-            splitter::split(text, metadata, &cfg, &count).map_err(|e| match e.param() {
+        let (text, metadata) = (text.to_string(), metadata.clone());
+        let chunks = run_blocking(move || {
+            let count = |s: &str| embedder.count_tokens(s);
+            splitter::split(&text, &metadata, &cfg, &count).map_err(|e| match e.param() {
                 Some(field) => RagError::BadRequest(format!("{field}: {e}")),
                 None => RagError::Internal(format!("splitting a document failed: {e}")),
-            })?;
+            })
+        })
+        .await?;
         if chunks.is_empty() {
             // Empty text: listed, never retrieved (no embedding call).
             return Ok(Vec::new());
@@ -403,12 +407,13 @@ impl RagService {
     }
 }
 
+/// Disk work and token counting, off the async runtime's threads.
 async fn run_blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, RagError> + Send + 'static,
 ) -> Result<T, RagError> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| RagError::Internal(format!("a storage task failed: {e}")))?
+        .map_err(|e| RagError::Internal(format!("a blocking task failed: {e}")))?
 }
 
 #[cfg(test)]

@@ -1,13 +1,14 @@
-//! How `tandem serve` turns RAG on: its flags, attaching the service to the
-//! API state, and the shutdown hook (KAITO's poststart / prestop hooks).
+//! How `tandem serve` turns RAG on: its flags, starting the service over
+//! the server's embedder, and the shutdown hook (KAITO's poststart /
+//! prestop hooks).
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
 
+use super::embedder::Embedder;
 use super::service::{ChatSettings, PromptOrder, RagService};
-use crate::api::AppState;
 
 /// KAITO's `RAG_SIMILARITY_THRESHOLD` is 0.85 on squared L2 distance of
 /// unit vectors, i.e. cosine ≥ 1 − 0.85 / 2.
@@ -33,19 +34,19 @@ pub struct RagArgs {
     pub rag_prompt_order: PromptOrder,
 }
 
-/// Builds the RAG service over the state's embedder (and loads the stored
-/// indexes if asked) and puts it on the state. `None` with `--no-rag`, or
-/// when no embedder was found (the embedder's start-up said why).
-pub fn attach(
-    state: AppState,
+/// The RAG service over `embedder`, with the stored indexes loaded if
+/// asked. `None` with `--no-rag`, or without an embedder (the embedder's
+/// start-up said why).
+pub fn start(
+    embedder: Option<Arc<dyn Embedder>>,
     args: &RagArgs,
-) -> anyhow::Result<(AppState, Option<Arc<RagService>>)> {
+) -> anyhow::Result<Option<Arc<RagService>>> {
     if args.no_rag {
-        return Ok((state, None));
+        return Ok(None);
     }
-    let Some(embedder) = state.embedder.clone() else {
+    let Some(embedder) = embedder else {
         tracing::warn!("RAG is off: there is no embedding model (see --embedding-model)");
-        return Ok((state, None));
+        return Ok(None);
     };
     let chat = ChatSettings {
         prompt_order: args.rag_prompt_order,
@@ -60,7 +61,7 @@ pub fn attach(
         let n = rag.load_all().context("loading the stored RAG indexes")?;
         tracing::info!(indexes = n, dir = %args.rag_storage_dir.display(), "loaded RAG indexes");
     }
-    Ok((state.with_rag(rag.clone()), Some(rag)))
+    Ok(Some(rag))
 }
 
 /// SIGTERM: persist every index under --rag-storage-dir (blocking).

@@ -26,7 +26,9 @@ use super::{router, AppState, ModelInfo};
 
 mod embeddings;
 mod errors;
+mod rag;
 mod streaming;
+mod tokenizing;
 
 #[derive(Clone, Copy, PartialEq)]
 enum Mode {
@@ -119,8 +121,8 @@ fn app(mode: Mode, max_waiting: usize, api_key: Option<&str>) -> (axum::Router, 
     (router(state), dropped)
 }
 
-/// A scripted-backend state for other modules' route tests (RAG).
-pub(crate) fn test_state(max_model_len: usize) -> AppState {
+/// A scripted-backend state with `max_model_len` (the RAG tests add RAG).
+fn test_state(max_model_len: usize) -> AppState {
     state(Mode::Script, 16, None, max_model_len).0
 }
 

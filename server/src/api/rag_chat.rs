@@ -12,16 +12,15 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::http::StatusCode;
-
-use super::error::RagError;
-use super::index::Hit;
-use super::metrics::Route;
-use super::service::{PromptOrder, RagService};
-use super::types::NodeWithScore;
-use crate::api::chat_template::{ChatMessage, Content, Role};
-use crate::api::errors::ApiError;
-use crate::api::AppState;
+use super::chat_template::{ChatMessage, Content, Role};
+use super::errors::ApiError;
+use super::rag_errors::openai_error;
+use super::{blocking, AppState};
+use crate::rag::index::Hit;
+use crate::rag::metrics::Route;
+use crate::rag::service::PromptOrder;
+use crate::rag::types::NodeWithScore;
+use crate::rag::RagService;
 
 /// KAITO's `ADDITION_PROMPT_TOKENS`: room for the context template.
 pub const TEMPLATE_TOKENS: i64 = 150;
@@ -37,29 +36,44 @@ const CHUNK_SEPARATOR: &str = "\n\n---\n\n";
 pub struct RagRequest<'a> {
     pub index_name: &'a str,
     pub context_token_ratio: Option<f64>,
-    pub max_tokens: Option<i64>,
+    /// The request's validated `max_tokens` (or `max_completion_tokens`).
+    pub max_tokens: Option<usize>,
     pub messages: &'a [ChatMessage],
-    pub n: Option<i64>,
+    /// Choices asked for (validated).
+    pub n: usize,
     pub has_functions: bool,
 }
 
 /// What the chat handler generates from instead of the request's messages.
 pub struct Prepared {
     pub messages: Vec<ChatMessage>,
-    /// `None` when nothing was retrieved (then `messages` are the request's).
-    pub source_nodes: Option<Vec<NodeWithScore>>,
-    pub timer: ChatTimer,
+    pub sources: Sources,
+}
+
+/// The chunks a RAG chat put into its prompt, and the `rag_chat_*` timer.
+pub struct Sources {
+    /// `None` when nothing was retrieved (then the messages are the request's).
+    nodes: Option<Vec<NodeWithScore>>,
+    timer: ChatTimer,
+}
+
+impl Sources {
+    /// The chat is answered: records success, gives the chunks.
+    pub fn answered(self) -> Option<Vec<NodeWithScore>> {
+        self.timer.ok();
+        self.nodes
+    }
 }
 
 /// Records `rag_chat_*` when dropped: success only if [`ChatTimer::ok`] ran.
-pub struct ChatTimer {
+struct ChatTimer {
     rag: Arc<RagService>,
     start: Instant,
     ok: bool,
 }
 
 impl ChatTimer {
-    pub fn ok(mut self) {
+    fn ok(mut self) {
         self.ok = true;
     }
 }
@@ -69,22 +83,6 @@ impl Drop for ChatTimer {
         self.rag
             .metrics
             .on_route(Route::Chat, self.ok, self.start.elapsed().as_secs_f64());
-    }
-}
-
-fn api_error(e: RagError, param: &str) -> ApiError {
-    let kind = match e.status() {
-        StatusCode::NOT_FOUND => "not_found_error",
-        s if s.is_server_error() => return ApiError::internal(e),
-        _ => "invalid_request_error",
-    };
-    ApiError {
-        status: e.status(),
-        message: e.to_string(),
-        kind,
-        param: Some(param.to_string()),
-        code: None,
-        retry_after: None,
     }
 }
 
@@ -129,12 +127,12 @@ pub fn split_query(messages: &[ChatMessage]) -> (Vec<ChatMessage>, String) {
 pub fn context_budget(
     context: usize,
     query_tokens: usize,
-    max_tokens: Option<i64>,
+    max_tokens: Option<usize>,
     ratio: f64,
 ) -> usize {
     let context = context as i64;
     let room = context - query_tokens as i64 - TEMPLATE_TOKENS;
-    let avail = max_tokens.unwrap_or(context).min(room);
+    let avail = max_tokens.map_or(context, |m| m as i64).min(room);
     ((avail as f64) * ratio).floor().max(0.0) as usize
 }
 
@@ -216,7 +214,7 @@ pub async fn prepare(state: &AppState, req: RagRequest<'_>) -> Result<Prepared, 
             "tools and functions are not supported.",
         ));
     }
-    if req.n.is_some_and(|n| n > 1) {
+    if req.n > 1 {
         return Err(ApiError::invalid("n", "n > 1 is not supported."));
     }
     let ratio = req
@@ -235,39 +233,41 @@ pub async fn prepare(state: &AppState, req: RagRequest<'_>) -> Result<Prepared, 
             "There must be a user prompt since the latest assistant message.",
         ));
     }
-    let tokenizer = state.model.tokenizer.clone();
-    let count = |s: &str| {
-        tokenizer
-            .encode(s, false)
-            .map(|t| t.len())
-            .unwrap_or(usize::MAX)
-    };
-    let budget = context_budget(
-        state.model.max_model_len,
-        count(&query),
-        req.max_tokens,
-        ratio,
-    );
     let hits = rag
         .retrieve(req.index_name, &query, CANDIDATES, None)
         .await
-        .map_err(|e| api_error(e, "index_name"))?;
-    let chosen = select(hits, budget, rag.chat.min_similarity, count);
+        .map_err(|e| openai_error(e, "index_name"))?;
+    // Counting the query's and every candidate's tokens: the blocking pool's work.
+    let tokenizer = state.model.tokenizer.clone();
+    let (context, max_tokens) = (state.model.max_model_len, req.max_tokens);
+    let min_similarity = rag.chat.min_similarity;
+    let (chosen, query) = blocking::run(move || {
+        let count = |s: &str| {
+            tokenizer
+                .encode(s, false)
+                .map(|t| t.len())
+                .unwrap_or(usize::MAX)
+        };
+        let budget = context_budget(context, count(&query), max_tokens, ratio);
+        Ok((select(hits, budget, min_similarity, count), query))
+    })
+    .await?;
     if chosen.is_empty() {
         return Ok(Prepared {
             messages: req.messages.to_vec(),
-            source_nodes: None,
-            timer,
+            sources: Sources { nodes: None, timer },
         });
     }
-    let source_nodes = chosen.iter().map(Hit::to_node).collect();
+    let nodes = chosen.iter().map(Hit::to_node).collect();
     Ok(Prepared {
         messages: assemble(history, query, &chosen, rag.chat.prompt_order),
-        source_nodes: Some(source_nodes),
-        timer,
+        sources: Sources {
+            nodes: Some(nodes),
+            timer,
+        },
     })
 }
 
 #[cfg(test)]
-#[path = "chat_tests.rs"]
+#[path = "rag_chat_tests.rs"]
 mod tests;

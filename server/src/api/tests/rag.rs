@@ -5,7 +5,7 @@ use axum::http::{Request, StatusCode};
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
-use crate::api::tests::test_state;
+use super::{router, test_state};
 
 async fn call(
     app: &axum::Router,
@@ -32,7 +32,7 @@ async fn call(
 
 fn app(dir: &std::path::Path) -> axum::Router {
     let state = test_state(64).with_rag(crate::rag::service::tests::service(dir));
-    crate::api::router(state)
+    router(state)
 }
 
 #[tokio::test]
@@ -268,7 +268,7 @@ fn sse_events(body: &str) -> Vec<Value> {
 async fn chat_with_index_name_carries_source_nodes_streamed_or_not() {
     let dir = tempfile::tempdir().unwrap();
     let state = test_state(4096).with_rag(crate::rag::service::tests::service(dir.path()));
-    let app = crate::api::router(state);
+    let app = router(state);
     let docs =
         json!({"index_name": "kb", "documents": [{"text": "zebras have black and white stripes"}]});
     assert_eq!(call(&app, "POST", "/index", Some(docs)).await.0, 200);

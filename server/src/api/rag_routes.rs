@@ -1,6 +1,7 @@
 //! KAITO RAGEngine's HTTP routes, same paths, defaults, status codes and
-//! bodies; the api router merges them in with [`routes`]. Handlers are thin:
-//! parse and range-check, call the [`RagService`], time it for `/metrics`.
+//! bodies; [`super::router`] merges them in with [`routes`]. Handlers are
+//! thin: parse and range-check, call the [`RagService`], time it for
+//! `/metrics`, answer errors in KAITO's shape ([`super::rag_errors`]).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -15,14 +16,15 @@ use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
-use super::error::RagError;
-use super::metrics::Route;
-use super::service::RagService;
-use super::types::{
+use super::rag_errors::kaito_response;
+use super::AppState;
+use crate::rag::error::RagError;
+use crate::rag::metrics::Route;
+use crate::rag::types::{
     DeleteDocumentRequest, IndexRequest, ListDocumentsResponse, Message, Metadata, RetrieveRequest,
     RetrieveResponse, UpdateDocumentRequest,
 };
-use crate::api::AppState;
+use crate::rag::RagService;
 
 /// KAITO's `RAG_MAX_TOP_K`.
 pub const MAX_NODE_COUNT: i64 = 300;
@@ -74,7 +76,7 @@ async fn timed<T: IntoResponse>(
     }
     match result {
         Ok(v) => v.into_response(),
-        Err(e) => e.into_response(),
+        Err(e) => kaito_response(e),
     }
 }
 
@@ -283,7 +285,3 @@ async fn retrieve(State(state): State<AppState>, body: Bytes) -> Response {
     })
     .await
 }
-
-#[cfg(test)]
-#[path = "routes_tests.rs"]
-mod tests;
