@@ -10,7 +10,7 @@ use tokio::sync::broadcast;
 
 use super::live::{LiveRequest, OutputBuilder};
 use super::request::ServingError;
-use super::Command;
+use super::{Command, KvSnapshot};
 use crate::engine_core::{EngineCore, EngineStats};
 use crate::kv_cache::KvEvent;
 use crate::kv_handoff::{KvLoadDone, KvLoader};
@@ -167,7 +167,10 @@ impl EngineThread {
                 // Subscribed before the snapshot, with no step in between,
                 // so the subscriber misses nothing.
                 let rx = self.kv_events.subscribe();
-                let _ = reply.send((self.core.cached_block_hashes(), rx));
+                let _ = reply.send(KvSnapshot {
+                    hashes: self.core.cached_block_hashes(),
+                    events: rx,
+                });
             }
             Command::Shutdown => return false,
         }
