@@ -227,7 +227,7 @@ impl EngineThread {
             let Some(req) = self.live.get_mut(&id) else {
                 continue;
             };
-            let update = req.out.on_token(&self.tokenizer, out);
+            let update = req.out.on_step(&self.tokenizer, out);
             let (finished, delivered) = match update {
                 Ok(update) => {
                     let finished = update.finish_reason.is_some() || update.kv_handoff.is_some();

@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use futures::stream::StreamExt;
 use rand::SeedableRng;
-use tandem_engine::engine_core::{EngineStats, StepOutput};
+use tandem_engine::engine_core::EngineStats;
 use tandem_engine::kv_cache::{BlockHash, PrefixCacheStats};
 use tandem_engine::serving::{OutputBuilder, ServingError, ServingRequest};
 use tandem_engine::stop::StopMatcher;
@@ -201,15 +201,8 @@ impl Backend for RouterBackend {
                 };
                 let n = out.samples.len();
                 for (i, sample) in out.samples.into_iter().enumerate() {
-                    let step = StepOutput {
-                        id: 0,
-                        token: sample,
-                        finished: if i + 1 == n { out.finish_reason } else { None },
-                        cached_tokens: out.cached_tokens,
-                        first_scheduled: None,
-                        handoff: None,
-                    };
-                    match builder.on_token(&tokenizer, step) {
+                    let finished = if i + 1 == n { out.finish_reason } else { None };
+                    match builder.on_token(&tokenizer, sample, finished, out.cached_tokens) {
                         Ok(update) => {
                             let done = update.finish_reason.is_some();
                             yield Ok(update);
