@@ -340,6 +340,30 @@ fn a_remote_prompt_pulls_only_the_blocks_not_cached_here() {
 }
 
 #[test]
+fn a_remote_prompt_cached_here_in_full_decodes_at_once() {
+    let mut s = sched(16, 4, 64);
+    s.add(seq(1, (1..=9).collect(), 1));
+    while s.has_unfinished() {
+        step(&mut s, 99);
+    }
+    // 8 prompt tokens = 2 full blocks, both cached: nothing to pull.
+    s.add(remote_seq(2, (1..=8).collect(), 50, vec![100, 101]));
+    let (plan, _) = step(&mut s, 51);
+    assert!(s.take_kv_loads().is_empty());
+    assert_eq!(
+        plan.chunks,
+        vec![ScheduledChunk {
+            id: 2,
+            start: 8,
+            len: 1,
+            sample: true
+        }]
+    );
+    assert_eq!(s.get(2).unwrap().num_cached_prompt_tokens(), 8);
+    check_ref_counts(&s);
+}
+
+#[test]
 fn a_failed_pull_computes_the_prompt_locally() {
     let mut s = sched(16, 4, 64);
     s.add(remote_seq(3, (1..=10).collect(), 50, vec![5, 6, 7]));
