@@ -4,6 +4,8 @@
 
 use tandem_kernels::AttentionMetadata;
 
+use crate::kv_cache::BlockId;
+
 #[derive(Clone, Debug, Default)]
 pub struct ForwardBatch {
     pub token_ids: Vec<u32>,
@@ -18,7 +20,7 @@ pub struct ForwardBatch {
 pub struct SeqChunk<'a> {
     pub tokens: &'a [u32],
     pub start: usize,
-    pub block_table: &'a [u32],
+    pub block_table: &'a [BlockId],
     /// Whether the step needs logits for the chunk's last token.
     pub wants_logits: bool,
     /// Logits for every token of the chunk (parity tests, prompt logprobs).
@@ -42,7 +44,7 @@ impl ForwardBatch {
                 let pos = c.start + i;
                 b.token_ids.push(t);
                 b.positions.push(pos as u32);
-                let block = c.block_table[pos / block_size] as i64;
+                let block = c.block_table[pos / block_size].0 as i64;
                 b.attn
                     .slot_mapping
                     .push(block * block_size as i64 + (pos % block_size) as i64);
@@ -50,7 +52,9 @@ impl ForwardBatch {
             let rows = b.token_ids.len();
             b.attn.query_start_loc.push(rows as u32);
             b.attn.context_lens.push((c.start + c.tokens.len()) as u32);
-            b.attn.block_tables.extend_from_slice(c.block_table);
+            b.attn
+                .block_tables
+                .extend(c.block_table.iter().map(|b| b.0));
             b.attn
                 .block_tables
                 .extend(std::iter::repeat_n(0, max_blocks - c.block_table.len()));

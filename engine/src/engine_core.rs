@@ -3,10 +3,8 @@
 //! this; nothing here knows about HTTP, channels or text.
 
 use crate::error::{EngineError, Result};
-use std::collections::HashMap;
-
 use crate::kv_cache::{block_hashes, BlockHash, KvCache, KvEvent, PrefixCacheStats};
-use crate::kv_handoff::{HeldKv, KvLoad};
+use crate::kv_handoff::{KvHandle, KvLoad};
 use crate::models::CausalLm;
 use crate::sampler::{sample_batch, SampledToken};
 use crate::scheduler::{Scheduler, SchedulerConfig};
@@ -25,7 +23,7 @@ pub struct StepOutput {
     pub first_scheduled: Option<std::time::Instant>,
     /// Prefill role: the sequence ended after this token and its prompt
     /// blocks are held for a decode worker.
-    pub handoff: Option<HeldKv>,
+    pub handoff: Option<KvHandle>,
 }
 
 /// Load figures for metrics and routing.
@@ -48,8 +46,6 @@ pub struct EngineCore {
     scheduler: Scheduler,
     eos_token_ids: Vec<u32>,
     seed: u64,
-    /// Prefill role: blocks held per lease (the lease id is the sequence id).
-    leases: HashMap<u64, Vec<u32>>,
 }
 
 impl EngineCore {
@@ -76,7 +72,6 @@ impl EngineCore {
             scheduler: Scheduler::new(config, num_blocks),
             eos_token_ids,
             seed,
-            leases: HashMap::new(),
         })
     }
 
@@ -132,7 +127,7 @@ impl EngineCore {
             });
         }
         // Unseeded requests still get a distinct, reproducible stream.
-        let seq = Sequence::new(id, req, self.seed.wrapping_add(id));
+        let seq = Sequence::new(id, req, self.seed.wrapping_add(id), bs);
         self.scheduler.add(seq);
         Ok(())
     }
@@ -159,28 +154,23 @@ impl EngineCore {
     /// Frees a prefill lease's blocks (they stay in the prefix cache).
     /// False when the lease is unknown (already released or expired).
     pub fn release_lease(&mut self, lease: u64) -> bool {
-        match self.leases.remove(&lease) {
-            Some(blocks) => {
-                self.scheduler.release_blocks(&blocks);
-                true
-            }
-            None => false,
-        }
+        self.scheduler.release_lease(lease)
     }
 
     /// Hashes of every block in the prefix cache now (a KV-event snapshot).
     pub fn cached_block_hashes(&self) -> Vec<BlockHash> {
-        self.scheduler.pool().cached_hashes()
+        self.scheduler.kv_cache().cached_hashes()
     }
 
     pub fn stats(&self) -> EngineStats {
+        let kv = self.scheduler.kv_cache();
         EngineStats {
             num_running: self.scheduler.num_running(),
             num_waiting: self.scheduler.num_waiting(),
-            kv_usage: self.scheduler.kv_usage(),
-            prefix_cache: self.scheduler.prefix_cache_stats(),
+            kv_usage: kv.usage(),
+            prefix_cache: kv.prefix_cache_stats(),
             num_preemptions: self.scheduler.num_preemptions(),
-            num_kv_leases: self.leases.len(),
+            num_kv_leases: kv.num_leases(),
             num_loading_kv: self.scheduler.num_loading(),
         }
     }
@@ -216,22 +206,15 @@ impl EngineCore {
         for (id, token) in sampled.into_iter().zip(tokens) {
             let seq = self.scheduler.get_mut(id).expect("scheduled ids exist");
             let finished = seq.append(&token, &self.eos_token_ids);
-            let cached_tokens = seq.num_cached_prompt_tokens;
-            let first_scheduled = seq.first_scheduled;
-            let hold = matches!(seq.handoff, KvHandoff::Hold);
+            let cached_tokens = seq.num_cached_prompt_tokens();
+            let first_scheduled = seq.first_scheduled();
+            let hold = matches!(seq.handoff(), KvHandoff::Hold);
             let mut handoff = None;
             if let Some(reason) = finished {
                 self.scheduler.finish(id, reason);
             } else if hold {
-                let (block_ids, num_tokens, block_hashes) =
-                    self.scheduler.detach(id).expect("scheduled");
-                self.leases.insert(id, block_ids.clone());
-                handoff = Some(HeldKv {
-                    lease: id,
-                    block_ids,
-                    block_hashes,
-                    num_tokens,
-                });
+                // The prompt's blocks stay held under lease `id`.
+                handoff = Some(self.scheduler.detach(id).expect("scheduled"));
             }
             outputs.push(StepOutput {
                 id,

@@ -1,7 +1,10 @@
 //! A request as the scheduler sees it: its tokens (prompt, then output),
 //! how many of them are in the KV cache, its block table and its stop rules.
 
-use crate::kv_cache::BlockHash;
+use std::time::Instant;
+
+use crate::kv_cache::{BlockId, KvCacheManager, SeqBlocks};
+use crate::kv_handoff::KvHandle;
 use crate::sampler::{SampleInput, SampledToken, SamplingParams, SamplingState};
 
 pub type SeqId = u64;
@@ -55,23 +58,8 @@ pub enum KvHandoff {
     /// engine does not have cached, then go on decoding.
     Load {
         output_tokens: Vec<u32>,
-        remote: RemoteKv,
+        remote: KvHandle,
     },
-}
-
-/// Where a prompt's KV blocks live on another worker. The engine only uses
-/// `block_ids`; `source` is for the transfer layer (the peer's agent
-/// metadata).
-#[derive(Clone, Debug)]
-pub struct RemoteKv {
-    pub source: std::sync::Arc<Vec<u8>>,
-    pub lease: u64,
-    /// The remote block table covering the prompt, block `i` = tokens
-    /// `i * block_size..`.
-    pub block_ids: Vec<u32>,
-    /// Hashes of the prompt's full blocks as the remote worker computed
-    /// them; checked against this worker's before anything is pulled.
-    pub block_hashes: Vec<crate::kv_cache::BlockHash>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -82,34 +70,36 @@ pub enum SeqStatus {
     LoadingKv,
 }
 
+/// A request inside the engine. The scheduler moves it between states
+/// through the methods below; its KV blocks change only through the
+/// [`KvCacheManager`].
 pub struct Sequence {
-    pub id: SeqId,
+    id: SeqId,
     /// Prompt followed by every sampled token.
-    pub tokens: Vec<u32>,
-    pub prompt_len: usize,
+    tokens: Vec<u32>,
+    prompt_len: usize,
     /// Leading tokens whose K/V are in the cache.
-    pub num_computed: usize,
-    pub block_table: Vec<u32>,
-    /// Hashes of the full blocks of `tokens` computed so far.
-    pub block_hashes: Vec<BlockHash>,
-    /// How many leading blocks are registered in the prefix cache.
-    pub num_cached_blocks: usize,
+    num_computed: usize,
+    /// Its blocks, and the hashes of its full blocks (kept current here).
+    blocks: SeqBlocks,
+    block_size: usize,
     /// Prompt tokens served from the prefix cache at first scheduling.
-    pub num_cached_prompt_tokens: usize,
-    pub params: SamplingParams,
-    pub sampling: SamplingState,
-    pub stop: StopConditions,
-    pub status: SeqStatus,
-    pub num_preemptions: u32,
+    num_cached_prompt_tokens: usize,
+    params: SamplingParams,
+    sampling: SamplingState,
+    stop: StopConditions,
+    status: SeqStatus,
+    num_preemptions: u32,
     /// When the scheduler first gave it a step (end of its queue time).
-    pub first_scheduled: Option<std::time::Instant>,
+    first_scheduled: Option<Instant>,
     /// Hold (prefill role) or the remote KV still to load (decode role);
-    /// back to `None` once loaded.
-    pub handoff: KvHandoff,
+    /// back to `None` once the load is queued.
+    handoff: KvHandoff,
 }
 
 impl Sequence {
-    pub fn new(id: SeqId, req: Request, fallback_seed: u64) -> Self {
+    /// A waiting sequence whose blocks hold `block_size` tokens each.
+    pub fn new(id: SeqId, req: Request, fallback_seed: u64, block_size: usize) -> Self {
         let prompt_len = req.prompt_tokens.len();
         let mut tokens = req.prompt_tokens;
         // Tokens sampled on a prefill worker: the RNG resumes after them.
@@ -120,14 +110,15 @@ impl Sequence {
             }
             _ => SamplingState::new(&req.params, fallback_seed),
         };
+        let mut blocks = SeqBlocks::default();
+        blocks.hash_full_blocks(&tokens, block_size);
         Sequence {
             id,
             prompt_len,
             tokens,
             num_computed: 0,
-            block_table: Vec::new(),
-            block_hashes: Vec::new(),
-            num_cached_blocks: 0,
+            blocks,
+            block_size,
             num_cached_prompt_tokens: 0,
             params: req.params,
             sampling,
@@ -139,6 +130,23 @@ impl Sequence {
         }
     }
 
+    pub fn id(&self) -> SeqId {
+        self.id
+    }
+
+    /// Prompt followed by every sampled token.
+    pub fn tokens(&self) -> &[u32] {
+        &self.tokens
+    }
+
+    pub fn num_tokens(&self) -> usize {
+        self.tokens.len()
+    }
+
+    pub fn prompt_len(&self) -> usize {
+        self.prompt_len
+    }
+
     pub fn output_tokens(&self) -> &[u32] {
         &self.tokens[self.prompt_len..]
     }
@@ -147,9 +155,101 @@ impl Sequence {
         self.tokens.len() - self.prompt_len
     }
 
+    /// Leading tokens whose K/V are in the cache.
+    pub fn num_computed(&self) -> usize {
+        self.num_computed
+    }
+
     /// Tokens still to run through the model before the next sample.
     pub fn num_uncomputed(&self) -> usize {
         self.tokens.len() - self.num_computed
+    }
+
+    /// Its blocks in token order: block `i` holds tokens `i * block_size..`.
+    pub fn block_table(&self) -> &[BlockId] {
+        self.blocks.table()
+    }
+
+    pub fn blocks(&self) -> &SeqBlocks {
+        &self.blocks
+    }
+
+    /// For the [`KvCacheManager`], which alone changes them.
+    pub(crate) fn blocks_mut(&mut self) -> &mut SeqBlocks {
+        &mut self.blocks
+    }
+
+    /// Prompt tokens served from the prefix cache at first scheduling.
+    pub fn num_cached_prompt_tokens(&self) -> usize {
+        self.num_cached_prompt_tokens
+    }
+
+    pub fn status(&self) -> SeqStatus {
+        self.status
+    }
+
+    pub fn num_preemptions(&self) -> u32 {
+        self.num_preemptions
+    }
+
+    /// When the scheduler first gave it a step (end of its queue time).
+    pub fn first_scheduled(&self) -> Option<Instant> {
+        self.first_scheduled
+    }
+
+    pub fn handoff(&self) -> &KvHandoff {
+        &self.handoff
+    }
+
+    pub(crate) fn set_status(&mut self, status: SeqStatus) {
+        self.status = status;
+    }
+
+    /// Its first `n` tokens' K/V are now in the cache.
+    pub(crate) fn set_num_computed(&mut self, n: usize) {
+        debug_assert!(n <= self.tokens.len());
+        self.num_computed = n;
+    }
+
+    /// The scheduler took it in with the K/V of its first `num_cached`
+    /// tokens found in the prefix cache, so it computes from there. On its
+    /// first admission only (a preempted sequence is no new query), returns
+    /// the prompt tokens that hit.
+    pub(crate) fn admit(&mut self, num_cached: usize) -> Option<usize> {
+        self.num_computed = num_cached;
+        self.first_scheduled.get_or_insert_with(Instant::now);
+        if self.num_preemptions > 0 {
+            return None;
+        }
+        self.num_cached_prompt_tokens = num_cached.min(self.prompt_len);
+        Some(self.num_cached_prompt_tokens)
+    }
+
+    /// Preemption by recompute: gives its blocks back and sends it back to
+    /// waiting; its tokens (prompt and output so far) are computed again
+    /// when it is next admitted.
+    pub(crate) fn reset_for_recompute(&mut self, kv: &mut KvCacheManager) {
+        kv.free(&mut self.blocks);
+        self.num_computed = 0;
+        self.status = SeqStatus::Waiting;
+        self.num_preemptions += 1;
+    }
+
+    /// Moves its blocks out (the caller now owns their references).
+    pub(crate) fn take_blocks(&mut self) -> SeqBlocks {
+        std::mem::take(&mut self.blocks)
+    }
+
+    /// The remote KV a decode-side sequence still has to load, leaving
+    /// `KvHandoff::None`; `None` for any other role.
+    pub(crate) fn take_remote_kv(&mut self) -> Option<KvHandle> {
+        match std::mem::take(&mut self.handoff) {
+            KvHandoff::Load { remote, .. } => Some(remote),
+            other => {
+                self.handoff = other;
+                None
+            }
+        }
     }
 
     /// What the sampler needs to pick this sequence's next token.
@@ -166,6 +266,7 @@ impl Sequence {
     /// Appends a sampled token and says whether the sequence is now done.
     pub fn append(&mut self, token: &SampledToken, eos_token_ids: &[u32]) -> Option<FinishReason> {
         self.tokens.push(token.token);
+        self.blocks.hash_full_blocks(&self.tokens, self.block_size);
         self.sampling.record_output(token.token);
         let produced = self.num_output_tokens();
         let may_stop = produced >= self.stop.min_tokens;

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use candle_core::{DType, Device, Tensor};
 use tandem_engine::batch::{ForwardBatch, SeqChunk};
-use tandem_engine::kv_cache::{BlockPool, KvCache};
+use tandem_engine::kv_cache::{ComputedBlocks, KvCache, KvCacheManager, SeqBlocks};
 use tandem_engine::offline::{GenerateRequest, OfflineOptions};
 use tandem_engine::sampler::SamplingParams;
 use tandem_engine::LoadedModel;
@@ -97,14 +97,15 @@ fn teacher_forced(
     let blocks: usize = seqs.iter().map(|s| s.len().div_ceil(block_size)).sum();
     let layout = KvCache::layout_for(&model.config, blocks, block_size);
     let kv = KvCache::new(layout, model.model.dtype(), model.model.device()).unwrap();
-    let mut pool = BlockPool::new(blocks);
+    let mut kv_blocks = KvCacheManager::new(blocks, block_size, false);
     // Allocate in reverse interleaved order so block tables are not sequential.
-    let mut tables: Vec<Vec<u32>> = seqs.iter().map(|_| Vec::new()).collect();
+    let mut tables: Vec<SeqBlocks> = seqs.iter().map(|_| SeqBlocks::default()).collect();
     let per_seq: Vec<usize> = seqs.iter().map(|s| s.len().div_ceil(block_size)).collect();
     for round in 0..*per_seq.iter().max().unwrap() {
         for (i, &n) in per_seq.iter().enumerate().rev() {
             if round < n {
-                tables[i].extend(pool.allocate(1).unwrap());
+                let tokens = (round + 1) * block_size;
+                assert!(kv_blocks.allocate_slots(&mut tables[i], tokens, ComputedBlocks::none()));
             }
         }
     }
@@ -122,7 +123,7 @@ fn teacher_forced(
             chunks.push(SeqChunk {
                 tokens: &s[computed[i]..computed[i] + n],
                 start: computed[i],
-                block_table: &tables[i],
+                block_table: tables[i].table(),
                 wants_logits: true,
                 all_logits: true,
             });

@@ -3,10 +3,21 @@
 //! router all call this module, so a router's prediction of cached blocks is
 //! the worker's own arithmetic, never an approximation of it.
 
+use std::fmt;
+
 use xxhash_rust::xxh3::Xxh3;
 
-/// Identifies a full block by its content and everything before it.
-pub type BlockHash = u64;
+/// Identifies a full block by its content and everything before it. On the
+/// wire (KV events, KV handles) it is the bare number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct BlockHash(pub u64);
+
+impl fmt::Display for BlockHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
 
 /// Fixed so hashes agree across processes, restarts and machines.
 pub const BLOCK_HASH_SEED: u64 = 0x7461_6e64_656d_4b56; // "tandemKV"
@@ -19,14 +30,14 @@ pub fn block_hash(parent: Option<BlockHash>, tokens: &[u32]) -> BlockHash {
     match parent {
         Some(p) => {
             h.update(&[1]);
-            h.update(&p.to_le_bytes());
+            h.update(&p.0.to_le_bytes());
         }
         None => h.update(&[0]),
     }
     for t in tokens {
         h.update(&t.to_le_bytes());
     }
-    h.digest()
+    BlockHash(h.digest())
 }
 
 /// Chained hashes of every full block of `tokens`, continuing from `known`
@@ -65,7 +76,7 @@ mod tests {
             block_hashes(&[1, 2, 3, 4, 5, 6, 7, 8, 9], 4),
             "partial blocks are not hashed"
         );
-        assert_ne!(block_hash(None, &[1]), block_hash(Some(0), &[1]));
+        assert_ne!(block_hash(None, &[1]), block_hash(Some(BlockHash(0)), &[1]));
     }
 
     #[test]
@@ -81,6 +92,14 @@ mod tests {
     #[test]
     fn value_is_stable_across_builds() {
         // Routers in other processes rely on this exact value.
-        assert_eq!(block_hash(None, &[0, 1, 2, 3]), PINNED);
+        assert_eq!(block_hash(None, &[0, 1, 2, 3]), BlockHash(PINNED));
+    }
+
+    #[test]
+    fn serializes_as_the_bare_number() {
+        let json = serde_json::to_string(&[BlockHash(PINNED)]).unwrap();
+        assert_eq!(json, format!("[{PINNED}]"));
+        let back: Vec<BlockHash> = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, [BlockHash(PINNED)]);
     }
 }

@@ -1,9 +1,12 @@
 //! Free blocks in least-recently-freed order, with O(1) removal from the
 //! middle: a prefix-cache hit revives a free block without a search.
 
+use super::block_id::BlockId;
+
+/// The end of a link: no block.
 const NONE: u32 = u32::MAX;
 
-pub struct FreeQueue {
+pub(super) struct FreeQueue {
     prev: Vec<u32>,
     next: Vec<u32>,
     in_queue: Vec<bool>,
@@ -24,7 +27,7 @@ impl FreeQueue {
             len: 0,
         };
         for b in 0..n as u32 {
-            q.push_back(b);
+            q.push_back(BlockId(b));
         }
         q
     }
@@ -33,40 +36,40 @@ impl FreeQueue {
         self.len
     }
 
-    pub fn contains(&self, block: u32) -> bool {
-        self.in_queue[block as usize]
+    pub fn contains(&self, block: BlockId) -> bool {
+        self.in_queue[block.index()]
     }
 
     /// Appends `block` as the most recently freed.
-    pub fn push_back(&mut self, block: u32) {
+    pub fn push_back(&mut self, block: BlockId) {
         debug_assert!(!self.contains(block));
-        let b = block as usize;
+        let b = block.index();
         self.prev[b] = self.tail;
         self.next[b] = NONE;
         if self.tail == NONE {
-            self.head = block;
+            self.head = block.0;
         } else {
-            self.next[self.tail as usize] = block;
+            self.next[self.tail as usize] = block.0;
         }
-        self.tail = block;
+        self.tail = block.0;
         self.in_queue[b] = true;
         self.len += 1;
     }
 
     /// Takes the least recently freed block.
-    pub fn pop_front(&mut self) -> Option<u32> {
-        let b = self.head;
-        if b == NONE {
+    pub fn pop_front(&mut self) -> Option<BlockId> {
+        if self.head == NONE {
             return None;
         }
+        let b = BlockId(self.head);
         self.remove(b);
         Some(b)
     }
 
     /// Unlinks `block` wherever it is.
-    pub fn remove(&mut self, block: u32) {
+    pub fn remove(&mut self, block: BlockId) {
         debug_assert!(self.contains(block));
-        let b = block as usize;
+        let b = block.index();
         let (p, n) = (self.prev[b], self.next[b]);
         if p == NONE {
             self.head = n;
@@ -92,11 +95,11 @@ mod tests {
     #[test]
     fn lru_order_with_middle_removal() {
         let mut q = FreeQueue::full(4);
-        assert_eq!(q.pop_front(), Some(0));
-        q.remove(2);
-        q.push_back(0);
-        q.push_back(2);
-        let order: Vec<u32> = std::iter::from_fn(|| q.pop_front()).collect();
+        assert_eq!(q.pop_front(), Some(BlockId(0)));
+        q.remove(BlockId(2));
+        q.push_back(BlockId(0));
+        q.push_back(BlockId(2));
+        let order: Vec<u32> = std::iter::from_fn(|| q.pop_front()).map(|b| b.0).collect();
         assert_eq!(order, vec![1, 3, 0, 2]);
         assert_eq!(q.len(), 0);
     }

@@ -1,15 +1,19 @@
 //! The paged KV cache of one worker: a single block-major arena
 //! (`[num_blocks][num_layers][2][block_size][num_kv_heads][head_dim]`, see
-//! DESIGN.md) and the pool that hands its blocks out.
+//! DESIGN.md) and the [`KvCacheManager`] that hands its blocks out.
 
 mod block_hash;
+mod block_id;
 mod block_pool;
 mod events;
 mod free_queue;
+mod manager;
 
 pub use block_hash::{block_hash, block_hashes, extend_block_hashes, BlockHash, BLOCK_HASH_SEED};
-pub use block_pool::{BlockPool, BlockPoolError, PrefixCacheStats};
+pub use block_id::BlockId;
+pub use block_pool::PrefixCacheStats;
 pub use events::KvEvent;
+pub use manager::{ComputedBlocks, KvCacheManager, SeqBlocks};
 pub use tandem_kernels::KvCacheLayout;
 
 use candle_core::{CpuStorage, DType, Device, Storage, Tensor};

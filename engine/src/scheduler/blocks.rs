@@ -1,15 +1,21 @@
-//! The scheduler's KV bookkeeping: growing a sequence's block table,
-//! prefix-cache hits on admission, preemption, and registering full blocks.
+//! The scheduler's KV bookkeeping over the [`crate::kv_cache::KvCacheManager`]:
+//! admitting a waiting sequence (prefix-cache hits, then new blocks),
+//! growing a running one, and preemption when the pool runs short.
 
 use super::Scheduler;
-use crate::kv_cache::{extend_block_hashes, BlockPool};
-use crate::sequence::{SeqId, SeqStatus, Sequence};
+use crate::kv_cache::ComputedBlocks;
+use crate::sequence::{KvHandoff, SeqId, SeqStatus};
+
+/// What admitting a waiting sequence did.
+pub(super) enum Admitted {
+    /// It runs this step, with this many of its tokens.
+    Run(usize),
+    /// Its blocks are allocated and a pull of its remote prompt KV is
+    /// queued; it runs once the pull ends.
+    Loading,
+}
 
 impl Scheduler {
-    fn blocks_for(&self, tokens: usize) -> usize {
-        tokens.div_ceil(self.config.block_size)
-    }
-
     /// Gives running sequence `id` blocks for `n` more tokens, preempting the
     /// newest running sequences while the pool is short. False when `id`
     /// itself had to be preempted.
@@ -20,16 +26,12 @@ impl Scheduler {
         preempted: &mut Vec<SeqId>,
     ) -> bool {
         loop {
-            let seq = &self.seqs[&id];
-            let need = self
-                .blocks_for(seq.num_computed + n)
-                .saturating_sub(seq.block_table.len());
-            if let Some(new) = self.pool.allocate(need) {
-                self.seqs
-                    .get_mut(&id)
-                    .expect("running ids exist")
-                    .block_table
-                    .extend(new);
+            let seq = self.seqs.get_mut(&id).expect("running ids exist");
+            let num_tokens = seq.num_computed() + n;
+            if self
+                .kv
+                .allocate_slots(seq.blocks_mut(), num_tokens, ComputedBlocks::none())
+            {
                 return true;
             }
             let victim = *self.running.last().expect("id is running");
@@ -46,84 +48,48 @@ impl Scheduler {
     fn preempt(&mut self, id: SeqId) {
         self.running.retain(|&r| r != id);
         let seq = self.seqs.get_mut(&id).expect("running ids exist");
-        self.pool
-            .release(seq.block_table.iter().rev())
-            .expect("a sequence holds each of its blocks once");
-        seq.block_table.clear();
-        seq.num_computed = 0;
-        seq.num_cached_blocks = 0;
-        seq.status = SeqStatus::Waiting;
-        seq.num_preemptions += 1;
+        seq.reset_for_recompute(&mut self.kv);
         self.num_preemptions += 1;
         self.waiting.push_front(id);
     }
 
-    /// Takes waiting sequence `id` in: reuses cached prefix blocks, allocates
-    /// the rest for up to `budget` new tokens. Returns the tokens scheduled,
-    /// or `None` (and changes nothing) when the pool cannot hold them.
-    pub(super) fn admit(&mut self, id: SeqId, budget: usize) -> Option<usize> {
-        let bs = self.config.block_size;
+    /// Takes waiting sequence `id` in: shares the blocks of its cached
+    /// prefix and allocates the rest, for up to `budget` new tokens of a
+    /// prompt computed here, or for every token of a prompt whose KV is on a
+    /// prefill worker (then the pull of what is not cached here is queued).
+    /// `None`, with nothing changed, when the pool cannot hold them.
+    pub(super) fn admit(&mut self, id: SeqId, budget: usize) -> Option<Admitted> {
         let seq = self.seqs.get_mut(&id).expect("waiting ids exist");
-        // The last token is always recomputed: its logits are needed.
-        let lookup_tokens = seq.tokens.len() - 1;
-        extend_block_hashes(&mut seq.block_hashes, &seq.tokens, bs);
-        let usable = (lookup_tokens / bs).min(seq.block_hashes.len());
-        let hits = self.pool.lookup(&seq.block_hashes[..usable]);
-        let cached_tokens = hits.len() * bs;
-        let n = (seq.tokens.len() - cached_tokens).min(budget);
-        let need = (cached_tokens + n).div_ceil(bs) - hits.len();
-        let new = self.take_blocks(&hits, need)?;
-        let seq = self.seqs.get_mut(&id).expect("waiting ids exist");
-        if seq.num_preemptions == 0 {
-            self.pool
-                .record_query(seq.prompt_len, cached_tokens.min(seq.prompt_len));
-            seq.num_cached_prompt_tokens = cached_tokens.min(seq.prompt_len);
-        }
-        seq.num_cached_blocks = hits.len();
-        seq.block_table = hits;
-        seq.block_table.extend(new);
-        seq.num_computed = cached_tokens;
-        seq.first_scheduled
-            .get_or_insert_with(std::time::Instant::now);
-        Some(n)
-    }
-}
-
-impl Scheduler {
-    /// Shares the prefix-cache `hits` and allocates `need` new blocks, or
-    /// changes nothing and returns `None` when the pool cannot do both.
-    pub(super) fn take_blocks(&mut self, hits: &[u32], need: usize) -> Option<Vec<u32>> {
-        // Hits that sit free count against the pool once we take them.
-        let revived = hits
-            .iter()
-            .filter(|&&b| self.pool.ref_count(b) == 0)
-            .count();
-        if self.pool.num_free() < need + revived {
+        let remote = matches!(seq.handoff(), KvHandoff::Load { .. });
+        // A local prompt always recomputes its last token, as its logits are
+        // needed; a remote one had its first token sampled on the prefill
+        // worker, so every full prompt block may come from the cache.
+        let max_hit = if remote {
+            seq.prompt_len()
+        } else {
+            seq.num_tokens() - 1
+        };
+        let computed = self.kv.computed_blocks(seq.blocks(), max_hit);
+        let (cached, hit_blocks) = (computed.num_tokens(), computed.len());
+        // A remote sequence needs slots for all its tokens at once.
+        let n = if remote {
+            seq.num_tokens() - cached
+        } else {
+            (seq.num_tokens() - cached).min(budget)
+        };
+        if !self
+            .kv
+            .allocate_slots(seq.blocks_mut(), cached + n, computed)
+        {
             return None;
         }
-        for &b in hits {
-            self.pool.share(b).expect("lookup returns pool blocks");
+        if let Some(hit) = seq.admit(cached) {
+            self.kv.record_query(seq.prompt_len(), hit);
         }
-        Some(self.pool.allocate(need).expect("room checked above"))
+        if remote {
+            return Some(self.start_load(id, hit_blocks));
+        }
+        seq.set_status(SeqStatus::Running);
+        Some(Admitted::Run(n))
     }
-}
-
-/// Registers the blocks of `seq` that became full and computed.
-pub(super) fn cache_full_blocks(pool: &mut BlockPool, seq: &mut Sequence, block_size: usize) {
-    let full = seq.num_computed / block_size;
-    if full <= seq.num_cached_blocks {
-        return;
-    }
-    extend_block_hashes(
-        &mut seq.block_hashes,
-        &seq.tokens[..full * block_size],
-        block_size,
-    );
-    let start = seq.num_cached_blocks;
-    let parent = start.checked_sub(1).map(|p| seq.block_hashes[p]);
-    let new: Vec<(u32, u64)> = (start..full)
-        .map(|b| (seq.block_table[b], seq.block_hashes[b]))
-        .collect();
-    pool.cache(&new, parent);
-    seq.num_cached_blocks = full;
 }

@@ -13,11 +13,13 @@ mod tests;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
+use blocks::Admitted;
+
 use crate::batch::{ForwardBatch, SeqChunk};
-use crate::kv_cache::{BlockPool, KvEvent, PrefixCacheStats};
+use crate::kv_cache::{KvCacheManager, KvEvent, SeqBlocks};
 use crate::kv_handoff::KvLoad;
 use crate::sampler::SampleInput;
-use crate::sequence::{FinishReason, KvHandoff, SeqId, SeqStatus, Sequence};
+use crate::sequence::{FinishReason, SeqId, SeqStatus, Sequence};
 
 #[derive(Clone, Debug)]
 pub struct SchedulerConfig {
@@ -67,7 +69,7 @@ impl SchedulerOutput {
 
 pub struct Scheduler {
     config: SchedulerConfig,
-    pool: BlockPool,
+    kv: KvCacheManager,
     seqs: HashMap<SeqId, Sequence>,
     waiting: VecDeque<SeqId>,
     running: Vec<SeqId>,
@@ -77,16 +79,16 @@ pub struct Scheduler {
     kv_loads: Vec<KvLoad>,
     /// Blocks of sequences aborted mid-pull: freed when the pull ends, as
     /// the transfer may still be writing into them.
-    orphaned_loads: HashMap<SeqId, Vec<u32>>,
+    orphaned_loads: HashMap<SeqId, SeqBlocks>,
     num_preemptions: u64,
 }
 
 impl Scheduler {
     pub fn new(config: SchedulerConfig, num_blocks: usize) -> Self {
-        let pool = BlockPool::with_prefix_caching(num_blocks, config.enable_prefix_caching);
+        let kv = KvCacheManager::new(num_blocks, config.block_size, config.enable_prefix_caching);
         Scheduler {
             config,
-            pool,
+            kv,
             seqs: HashMap::new(),
             waiting: VecDeque::new(),
             running: Vec::new(),
@@ -103,12 +105,12 @@ impl Scheduler {
 
     /// Most tokens one sequence may ever hold (prompt + output).
     pub fn token_capacity(&self) -> usize {
-        self.pool.num_blocks() * self.config.block_size
+        self.kv.num_blocks() * self.config.block_size
     }
 
     pub fn add(&mut self, seq: Sequence) {
-        self.waiting.push_back(seq.id);
-        self.seqs.insert(seq.id, seq);
+        self.waiting.push_back(seq.id());
+        self.seqs.insert(seq.id(), seq);
     }
 
     pub fn get(&self, id: SeqId) -> Option<&Sequence> {
@@ -131,24 +133,17 @@ impl Scheduler {
         !self.seqs.is_empty()
     }
 
-    pub fn kv_usage(&self) -> f64 {
-        self.pool.usage()
-    }
-
-    pub fn prefix_cache_stats(&self) -> PrefixCacheStats {
-        self.pool.stats()
-    }
-
     pub fn num_preemptions(&self) -> u64 {
         self.num_preemptions
     }
 
-    pub fn take_kv_events(&mut self) -> Vec<KvEvent> {
-        self.pool.take_events()
+    /// The KV blocks' state: usage, prefix-cache hits, cached hashes, leases.
+    pub fn kv_cache(&self) -> &KvCacheManager {
+        &self.kv
     }
 
-    pub fn pool(&self) -> &BlockPool {
-        &self.pool
+    pub fn take_kv_events(&mut self) -> Vec<KvEvent> {
+        self.kv.take_events()
     }
 
     /// Plans the next step.
@@ -179,26 +174,15 @@ impl Scheduler {
             let Some(&id) = self.waiting.front() else {
                 break;
             };
-            let n = if matches!(self.seqs[&id].handoff, KvHandoff::Load { .. }) {
-                match self.admit_remote(id) {
-                    None => break,
-                    Some(handoff::RemoteAdmit::Loading) => {
-                        self.waiting.pop_front();
-                        continue;
-                    }
-                    Some(handoff::RemoteAdmit::Ready) => 1,
-                }
-            } else {
-                match self.admit(id, budget) {
-                    Some(n) => n,
-                    None => break,
-                }
+            let Some(admitted) = self.admit(id, budget) else {
+                break;
             };
             self.waiting.pop_front();
-            self.running.push(id);
-            self.seqs.get_mut(&id).expect("waiting ids exist").status = SeqStatus::Running;
-            out.chunks.push(self.chunk(id, n));
-            budget -= n;
+            if let Admitted::Run(n) = admitted {
+                self.running.push(id);
+                out.chunks.push(self.chunk(id, n));
+                budget -= n;
+            }
         }
         out
     }
@@ -207,9 +191,9 @@ impl Scheduler {
         let s = &self.seqs[&id];
         ScheduledChunk {
             id,
-            start: s.num_computed,
+            start: s.num_computed(),
             len,
-            sample: s.num_computed + len == s.tokens.len(),
+            sample: s.num_computed() + len == s.num_tokens(),
         }
     }
 
@@ -221,9 +205,9 @@ impl Scheduler {
             .map(|c| {
                 let s = &self.seqs[&c.id];
                 SeqChunk {
-                    tokens: &s.tokens[c.start..c.start + c.len],
+                    tokens: &s.tokens()[c.start..c.start + c.len],
                     start: c.start,
-                    block_table: &s.block_table,
+                    block_table: s.block_table(),
                     wants_logits: c.sample,
                     all_logits: false,
                 }
@@ -237,8 +221,8 @@ impl Scheduler {
     pub fn mark_computed(&mut self, out: &SchedulerOutput) {
         for c in &out.chunks {
             if let Some(seq) = self.seqs.get_mut(&c.id) {
-                seq.num_computed = c.start + c.len;
-                blocks::cache_full_blocks(&mut self.pool, seq, self.config.block_size);
+                seq.set_num_computed(c.start + c.len);
+                self.kv.cache_blocks(seq.blocks_mut(), c.start + c.len);
             }
         }
     }
@@ -259,17 +243,16 @@ impl Scheduler {
 
     /// Removes a sequence (finished, stopped or aborted) and frees its blocks.
     pub fn finish(&mut self, id: SeqId, _reason: FinishReason) -> Option<Sequence> {
-        let seq = self.seqs.remove(&id)?;
+        let mut seq = self.seqs.remove(&id)?;
         self.running.retain(|&r| r != id);
         self.waiting.retain(|&w| w != id);
-        if seq.status == SeqStatus::LoadingKv {
+        if seq.status() == SeqStatus::LoadingKv {
+            // The pull may still be writing into its blocks.
             self.loading.retain(|&l| l != id);
-            self.orphaned_loads.insert(id, seq.block_table.clone());
+            self.orphaned_loads.insert(id, seq.take_blocks());
             return Some(seq);
         }
-        self.pool
-            .release(seq.block_table.iter().rev())
-            .expect("a sequence holds each of its blocks once");
+        self.kv.free(seq.blocks_mut());
         Some(seq)
     }
 }

@@ -6,8 +6,12 @@ use std::collections::HashMap;
 use proptest::prelude::*;
 
 use super::*;
+use crate::kv_cache::{block_hashes, BlockId};
+use crate::kv_handoff::{BlockPair, KvHandle};
 use crate::sampler::{SampledToken, SamplingParams};
-use crate::sequence::{Request, StopConditions};
+use crate::sequence::{KvHandoff, Request, StopConditions};
+
+const BLOCK_SIZE: usize = 4;
 
 fn seq(id: SeqId, prompt: Vec<u32>, max_tokens: usize) -> Sequence {
     seq_with(id, prompt, max_tokens, KvHandoff::None)
@@ -28,6 +32,7 @@ fn seq_with(id: SeqId, prompt: Vec<u32>, max_tokens: usize, handoff: KvHandoff) 
             handoff,
         },
         0,
+        BLOCK_SIZE,
     )
 }
 
@@ -35,7 +40,7 @@ fn sched(num_blocks: usize, max_num_seqs: usize, budget: usize) -> Scheduler {
     let cfg = SchedulerConfig {
         max_num_seqs,
         max_num_batched_tokens: budget,
-        block_size: 4,
+        block_size: BLOCK_SIZE,
         enable_prefix_caching: true,
     };
     Scheduler::new(cfg, num_blocks)
@@ -62,24 +67,24 @@ fn step(s: &mut Scheduler, token: u32) -> (SchedulerOutput, Vec<SeqId>) {
 
 /// Every block's count equals the number of live sequences holding it.
 fn check_ref_counts(s: &Scheduler) {
-    let mut holders: HashMap<u32, u32> = HashMap::new();
+    let mut holders: HashMap<BlockId, u32> = HashMap::new();
     for seq in s.seqs.values() {
-        for &b in &seq.block_table {
+        for &b in seq.block_table() {
             *holders.entry(b).or_default() += 1;
         }
     }
-    let pool = s.pool();
-    for b in 0..pool.num_blocks() as u32 {
+    let kv = s.kv_cache();
+    for b in (0..kv.num_blocks() as u32).map(BlockId) {
         assert_eq!(
-            pool.ref_count(b),
+            kv.ref_count(b),
             holders.get(&b).copied().unwrap_or(0),
             "block {b}"
         );
     }
     let used = holders.len();
     assert_eq!(
-        pool.num_free() + used,
-        pool.num_blocks(),
+        kv.num_free_blocks() + used,
+        kv.num_blocks(),
         "free + used = total"
     );
 }
@@ -161,10 +166,10 @@ fn shared_prefix_reuses_blocks_and_computes_only_the_rest() {
     };
     assert_eq!(p.chunks[1], hit, "only the 3 uncached tokens are computed");
     // The hit is the very same blocks, now held by both sequences.
-    let first_blocks = s.get(1).unwrap().block_table[..3].to_vec();
-    assert_eq!(s.get(2).unwrap().block_table[..3], first_blocks[..]);
-    assert!(first_blocks.iter().all(|&b| s.pool().ref_count(b) == 2));
-    let stats = s.prefix_cache_stats();
+    let first_blocks = s.get(1).unwrap().block_table()[..3].to_vec();
+    assert_eq!(s.get(2).unwrap().block_table()[..3], first_blocks[..]);
+    assert!(first_blocks.iter().all(|&b| s.kv_cache().ref_count(b) == 2));
+    let stats = s.kv_cache().prefix_cache_stats();
     assert_eq!((stats.queries, stats.hits), (13 + 15, 12));
     check_ref_counts(&s);
 }
@@ -207,7 +212,7 @@ fn running_out_of_blocks_preempts_the_newest_and_finishes_everything() {
     finished.sort();
     assert_eq!(finished, vec![1, 2], "nobody is dropped");
     assert!(preemptions > 0, "the pool was too small for both at once");
-    assert_eq!(s.pool().num_free(), 4);
+    assert_eq!(s.kv_cache().num_free_blocks(), 4);
 }
 
 #[derive(Clone, Debug)]
@@ -276,15 +281,16 @@ proptest! {
             check_ref_counts(&s);
         }
         prop_assert!(!s.has_unfinished(), "every request finishes");
-        prop_assert_eq!(s.pool().num_free(), s.pool().num_blocks());
+        prop_assert_eq!(s.kv_cache().num_free_blocks(), s.kv_cache().num_blocks());
     }
 }
 
 fn remote_seq(id: SeqId, prompt: Vec<u32>, first: u32, remote_blocks: Vec<u32>) -> Sequence {
-    let remote = crate::sequence::RemoteKv {
-        source: std::sync::Arc::new(Vec::new()),
+    let remote = KvHandle {
+        agent: Default::default(),
         lease: 7,
-        block_ids: remote_blocks,
+        num_tokens: prompt.len(),
+        block_ids: remote_blocks.into_iter().map(BlockId).collect(),
         block_hashes: Vec::new(),
     };
     let handoff = KvHandoff::Load {
@@ -310,8 +316,14 @@ fn a_remote_prompt_pulls_only_the_blocks_not_cached_here() {
     assert_eq!(loads.len(), 1);
     assert_eq!(loads[0].reused_blocks, 2);
     let seq2 = s.get(2).unwrap();
-    assert_eq!(loads[0].pairs, vec![(102, seq2.block_table[2])]);
-    assert_eq!(seq2.status, SeqStatus::LoadingKv);
+    assert_eq!(
+        loads[0].pairs,
+        vec![BlockPair {
+            remote: BlockId(102),
+            local: seq2.block_table()[2]
+        }]
+    );
+    assert_eq!(seq2.status(), SeqStatus::LoadingKv);
     s.kv_loaded(2, true);
     // Decoding resumes at the first token sampled remotely.
     let (plan, _) = step(&mut s, 51);
@@ -324,6 +336,30 @@ fn a_remote_prompt_pulls_only_the_blocks_not_cached_here() {
             sample: true
         }]
     );
+    check_ref_counts(&s);
+}
+
+#[test]
+fn a_remote_prompt_cached_here_in_full_decodes_at_once() {
+    let mut s = sched(16, 4, 64);
+    s.add(seq(1, (1..=9).collect(), 1));
+    while s.has_unfinished() {
+        step(&mut s, 99);
+    }
+    // 8 prompt tokens = 2 full blocks, both cached: nothing to pull.
+    s.add(remote_seq(2, (1..=8).collect(), 50, vec![100, 101]));
+    let (plan, _) = step(&mut s, 51);
+    assert!(s.take_kv_loads().is_empty());
+    assert_eq!(
+        plan.chunks,
+        vec![ScheduledChunk {
+            id: 2,
+            start: 8,
+            len: 1,
+            sample: true
+        }]
+    );
+    assert_eq!(s.get(2).unwrap().num_cached_prompt_tokens(), 8);
     check_ref_counts(&s);
 }
 
@@ -353,15 +389,15 @@ fn aborting_mid_pull_frees_the_blocks_only_when_the_pull_ends() {
     s.add(remote_seq(4, (1..=10).collect(), 50, vec![5, 6, 7]));
     s.schedule();
     s.take_kv_loads();
-    let free_before = s.pool().num_free();
+    let free_before = s.kv_cache().num_free_blocks();
     s.finish(4, FinishReason::Abort);
     assert_eq!(
-        s.pool().num_free(),
+        s.kv_cache().num_free_blocks(),
         free_before,
         "the transfer may still write them"
     );
     s.kv_loaded(4, true);
-    assert_eq!(s.pool().num_free(), 8);
+    assert_eq!(s.kv_cache().num_free_blocks(), 8);
 }
 
 #[test]
@@ -369,16 +405,21 @@ fn a_detached_prefill_keeps_its_blocks_until_released() {
     let mut s = sched(8, 4, 64);
     s.add(seq(5, (1..=10).collect(), 4));
     step(&mut s, 9);
-    let (blocks, prompt_len, hashes) = s.detach(5).unwrap();
-    assert_eq!((blocks.len(), prompt_len), (3, 10));
+    let handle = s.detach(5).unwrap();
+    assert_eq!(
+        (handle.lease, handle.block_ids.len(), handle.num_tokens),
+        (5, 3, 10)
+    );
     let prompt: Vec<u32> = (1..=10).collect();
     assert_eq!(
-        hashes,
-        crate::kv_cache::block_hashes(&prompt[..8], 4),
+        handle.block_hashes,
+        block_hashes(&prompt[..8], 4),
         "the two full blocks"
     );
-    assert_eq!(s.pool().num_free(), 5);
-    s.release_blocks(&blocks);
-    assert_eq!(s.pool().num_free(), 8);
+    assert_eq!(s.kv_cache().num_free_blocks(), 5);
+    assert_eq!(s.kv_cache().num_leases(), 1);
+    assert!(s.release_lease(5));
+    assert!(!s.release_lease(5), "released once");
+    assert_eq!(s.kv_cache().num_free_blocks(), 8);
     assert!(!s.has_unfinished());
 }

@@ -11,6 +11,7 @@ use super::request::{RequestOutput, ServingError, StopReason, Timings, Usage};
 use crate::detokenizer::IncrementalDetokenizer;
 use crate::engine_core::StepOutput;
 use crate::error::Result;
+use crate::sampler::SampledToken;
 use crate::sequence::FinishReason;
 use crate::stop::{StopMatcher, StopOutcome};
 use crate::tokenizer::Tokenizer;
@@ -58,18 +59,37 @@ impl OutputBuilder {
         }
     }
 
-    /// Builds the update for one sampled token. A completed stop string
-    /// finishes the request here (the caller must then end it in the core).
-    pub fn on_token(&mut self, tok: &Tokenizer, out: StepOutput) -> Result<RequestOutput> {
+    /// The engine's step output for this request: [`Self::on_token`] plus
+    /// its schedule (for the timings) and its KV handoff.
+    pub(super) fn on_step(&mut self, tok: &Tokenizer, out: StepOutput) -> Result<RequestOutput> {
+        if self.first_scheduled.is_none() {
+            self.first_scheduled = out.first_scheduled;
+        }
+        let mut update = self.on_token(tok, out.token, out.finished, out.cached_tokens)?;
+        update.kv_handoff = out.handoff;
+        Ok(update)
+    }
+
+    /// Builds the update for one sampled token; `finished` is set when it
+    /// ended the sequence, `cached_tokens` counts the prompt tokens that
+    /// came from the prefix cache. A completed stop string finishes the
+    /// request here (the caller must then end it where it runs).
+    pub fn on_token(
+        &mut self,
+        tok: &Tokenizer,
+        token: SampledToken,
+        finished: Option<FinishReason>,
+        cached_tokens: usize,
+    ) -> Result<RequestOutput> {
         let now = Instant::now();
         self.first_token.get_or_insert(now);
         self.usage.completion_tokens += 1;
-        self.usage.cached_tokens = out.cached_tokens;
+        self.usage.cached_tokens = cached_tokens;
         // A token that ended the sequence as EOS / stop id is not text.
-        let delta = if out.finished == Some(FinishReason::Stop) {
+        let delta = if finished == Some(FinishReason::Stop) {
             String::new()
         } else {
-            self.detok.push(tok, out.token.token)?
+            self.detok.push(tok, token.token)?
         };
         // As vLLM, stop strings only count once min_tokens were produced.
         let outcome = if self.usage.completion_tokens <= self.min_tokens {
@@ -81,10 +101,10 @@ impl OutputBuilder {
             self.stop.push(&delta)
         };
         let mut text = outcome.release;
-        let mut finish_reason = out.finished;
-        let mut stop_reason = match out.finished {
-            Some(FinishReason::Stop) if self.stop_token_ids.contains(&out.token.token) => {
-                Some(StopReason::TokenId(out.token.token))
+        let mut finish_reason = finished;
+        let mut stop_reason = match finished {
+            Some(FinishReason::Stop) if self.stop_token_ids.contains(&token.token) => {
+                Some(StopReason::TokenId(token.token))
             }
             _ => None,
         };
@@ -105,9 +125,6 @@ impl OutputBuilder {
                 None => text.push_str(&self.stop.flush()),
             }
         }
-        if self.first_scheduled.is_none() {
-            self.first_scheduled = out.first_scheduled;
-        }
         let scheduled = self
             .first_scheduled
             .unwrap_or(self.arrival)
@@ -120,14 +137,14 @@ impl OutputBuilder {
             e2e: now - self.arrival,
         });
         Ok(RequestOutput {
-            token_ids: vec![out.token.token],
-            samples: vec![out.token],
+            token_ids: vec![token.token],
+            samples: vec![token],
             text,
             finish_reason,
             stop_reason,
             usage: self.usage,
             timings,
-            kv_handoff: out.handoff,
+            kv_handoff: None,
         })
     }
 }

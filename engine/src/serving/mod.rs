@@ -36,7 +36,10 @@ pub(crate) enum Command {
 }
 
 /// Every cached block hash now, and the events that follow it.
-pub type KvSnapshot = (Vec<BlockHash>, broadcast::Receiver<KvEvent>);
+pub struct KvSnapshot {
+    pub hashes: Vec<BlockHash>,
+    pub events: broadcast::Receiver<KvEvent>,
+}
 
 /// A cheap, cloneable handle to the engine thread.
 #[derive(Clone)]

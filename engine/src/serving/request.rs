@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::kv_handoff::HeldKv;
+use crate::kv_handoff::KvHandle;
 use crate::sampler::SampledToken;
 use crate::sequence::{FinishReason, Request};
 
@@ -71,7 +71,7 @@ pub struct RequestOutput {
     pub timings: Option<Timings>,
     /// Prefill role: the request ended here after its first token and its
     /// prompt KV is held for a decode worker (`finish_reason` is `None`).
-    pub kv_handoff: Option<HeldKv>,
+    pub kv_handoff: Option<KvHandle>,
 }
 
 /// The engine could not run a request to its end.

@@ -10,7 +10,7 @@ use tokio::sync::broadcast;
 
 use super::live::{LiveRequest, OutputBuilder};
 use super::request::ServingError;
-use super::Command;
+use super::{Command, KvSnapshot};
 use crate::engine_core::{EngineCore, EngineStats};
 use crate::kv_cache::KvEvent;
 use crate::kv_handoff::{KvLoadDone, KvLoader};
@@ -167,7 +167,10 @@ impl EngineThread {
                 // Subscribed before the snapshot, with no step in between,
                 // so the subscriber misses nothing.
                 let rx = self.kv_events.subscribe();
-                let _ = reply.send((self.core.cached_block_hashes(), rx));
+                let _ = reply.send(KvSnapshot {
+                    hashes: self.core.cached_block_hashes(),
+                    events: rx,
+                });
             }
             Command::Shutdown => return false,
         }
@@ -224,7 +227,7 @@ impl EngineThread {
             let Some(req) = self.live.get_mut(&id) else {
                 continue;
             };
-            let update = req.out.on_token(&self.tokenizer, out);
+            let update = req.out.on_step(&self.tokenizer, out);
             let (finished, delivered) = match update {
                 Ok(update) => {
                     let finished = update.finish_reason.is_some() || update.kv_handoff.is_some();

@@ -124,9 +124,7 @@ pub fn run_on(args: WorkerArgs, default_host: IpAddr) -> anyhow::Result<()> {
         role: args.role,
         engine: engine.clone(),
         block_size: args.engine.block_size,
-        agent_metadata: agent
-            .as_ref()
-            .map(|a| Arc::from(worker::wire::KvHandle::encode_agent(&a.metadata()))),
+        agent_metadata: agent.as_ref().map(|a| Arc::from(a.metadata())),
         leases,
         token: args
             .internal_token

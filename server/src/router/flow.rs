@@ -10,25 +10,45 @@ use std::sync::Arc;
 
 use async_stream::stream;
 use futures::stream::{BoxStream, StreamExt};
-use tandem_engine::kv_cache::block_hashes;
+use tandem_engine::kv_cache::{block_hashes, BlockHash};
+use tandem_engine::kv_handoff::KvHandle;
 use tandem_engine::serving::{ServingError, ServingRequest};
 
 use super::client::CallError;
 use super::pool::{Assignment, Worker};
-use super::RouterInner;
-use crate::worker::wire::{DecodeRequest, KvHandle, StreamLine, TokenOutput};
+use super::{Choice, RouterInner};
+use crate::worker::wire::{DecodeRequest, StreamLine, TokenOutput};
 use crate::worker::Role;
 
 /// Token updates from the workers, in order; the caller turns them into
 /// text. `cached_tokens` of every update is the prefill worker's hit.
 pub type TokenStream = BoxStream<'static, Result<TokenOutput, ServingError>>;
 
+/// A prompt a prefill worker computed, its KV held there for the decode
+/// worker to pull.
+struct Prefilled {
+    worker: Arc<Worker>,
+    kv: KvHandle,
+    /// What the prefill worker sampled (the first token).
+    output_tokens: Vec<u32>,
+    /// Prompt tokens the prefill worker found in its prefix cache: every
+    /// later update reports these.
+    cached_tokens: usize,
+}
+
+impl Prefilled {
+    /// Gives the lease back: no decode worker will pull it.
+    fn abandon(&self, router: &RouterInner) {
+        router.release_later(self.worker.clone(), self.kv.lease);
+    }
+}
+
 pub fn run(router: Arc<RouterInner>, req: ServingRequest) -> TokenStream {
     stream! {
         let prompt = req.request.prompt_tokens.clone();
         let hashes = block_hashes(&prompt, router.block_size);
         let mut tried_decode: Vec<String> = Vec::new();
-        let Some((decode, score)) = router.choose(Role::Decode, &hashes, &tried_decode) else {
+        let Some(Choice { worker: decode, score }) = router.choose(Role::Decode, &hashes, &tried_decode) else {
             yield Err(no_workers("decode"));
             return;
         };
@@ -39,20 +59,20 @@ pub fn run(router: Arc<RouterInner>, req: ServingRequest) -> TokenStream {
             && router.pool.has_role(Role::Prefill)
             && uncached >= router.config.pd_threshold;
 
-        let mut handoff: Option<(Arc<Worker>, KvHandle, Vec<u32>, usize)> = None;
+        let mut handoff: Option<Prefilled> = None;
         if remote {
             match prefill(&router, &req, &hashes).await {
-                PrefillOutcome::Done(first, worker, kv) => {
+                PrefillOutcome::Done { first, worker, kv } => {
                     router.metrics.disaggregated.increment(1);
-                    let cached = first.cached_tokens;
+                    let cached_tokens = first.cached_tokens;
                     let finished = first.finish_reason.is_some();
-                    let tokens: Vec<u32> = first.samples.iter().map(|s| s.token).collect();
+                    let output_tokens: Vec<u32> = first.samples.iter().map(|s| s.token).collect();
                     yield Ok(first);
                     if finished {
                         return;
                     }
                     match kv {
-                        Some(kv) => handoff = Some((worker, kv, tokens, cached)),
+                        Some(kv) => handoff = Some(Prefilled { worker, kv, output_tokens, cached_tokens }),
                         None => {
                             yield Err(ServingError::Engine("the prefill worker neither finished the request nor held its KV".into()));
                             return;
@@ -80,10 +100,10 @@ pub fn run(router: Arc<RouterInner>, req: ServingRequest) -> TokenStream {
             let worker = match current.take() {
                 Some(w) => w,
                 None => match router.choose(Role::Decode, &hashes, &tried_decode) {
-                    Some((w, _)) => w,
+                    Some(choice) => choice.worker,
                     None => {
-                        if let Some((p, kv, _, _)) = &handoff {
-                            router.release_later(p.clone(), kv.lease);
+                        if let Some(p) = &handoff {
+                            p.abandon(&router);
                         }
                         yield Err(no_workers("decode"));
                         return;
@@ -93,8 +113,8 @@ pub fn run(router: Arc<RouterInner>, req: ServingRequest) -> TokenStream {
             tried_decode.push(worker.url.clone());
             let assignment = worker.assign();
             let call = match &handoff {
-                Some((_, kv, tokens, _)) => {
-                    let body = DecodeRequest { request: req.clone(), output_tokens: tokens.clone(), kv: kv.clone() };
+                Some(p) => {
+                    let body = DecodeRequest { request: req.clone(), output_tokens: p.output_tokens.clone(), kv: p.kv.clone() };
                     router.pool.client().decode(&worker.url, &body).await
                 }
                 None => router.pool.client().generate(&worker.url, &req).await,
@@ -102,8 +122,8 @@ pub fn run(router: Arc<RouterInner>, req: ServingRequest) -> TokenStream {
             match call {
                 Ok(lines) => break WithAssignment { lines, _assignment: assignment },
                 Err(CallError::Refused(e)) => {
-                    if let Some((p, kv, _, _)) = &handoff {
-                        router.release_later(p.clone(), kv.lease);
+                    if let Some(p) = &handoff {
+                        p.abandon(&router);
                     }
                     yield Err(e.into());
                     return;
@@ -115,7 +135,7 @@ pub fn run(router: Arc<RouterInner>, req: ServingRequest) -> TokenStream {
                 }
             }
         };
-        let prefill_cached = handoff.as_ref().map(|h| h.3);
+        let prefill_cached = handoff.as_ref().map(|p| p.cached_tokens);
         while let Some(line) = lines.lines.next().await {
             match line {
                 Ok(StreamLine::Output(mut out)) => {
@@ -150,15 +170,24 @@ struct WithAssignment {
 }
 
 enum PrefillOutcome {
-    Done(TokenOutput, Arc<Worker>, Option<KvHandle>),
+    /// `first` is the first token; `kv` is absent when it finished the request.
+    Done {
+        first: TokenOutput,
+        worker: Arc<Worker>,
+        kv: Option<KvHandle>,
+    },
     Refused(ServingError),
     NoneLeft,
 }
 
 /// Tries prefill workers, best first, until one answers.
-async fn prefill(router: &RouterInner, req: &ServingRequest, hashes: &[u64]) -> PrefillOutcome {
+async fn prefill(
+    router: &RouterInner,
+    req: &ServingRequest,
+    hashes: &[BlockHash],
+) -> PrefillOutcome {
     let mut tried: Vec<String> = Vec::new();
-    while let Some((worker, _)) = router.choose(Role::Prefill, hashes, &tried) {
+    while let Some(Choice { worker, .. }) = router.choose(Role::Prefill, hashes, &tried) {
         tried.push(worker.url.clone());
         let _assignment = worker.assign();
         let started = std::time::Instant::now();
@@ -168,7 +197,11 @@ async fn prefill(router: &RouterInner, req: &ServingRequest, hashes: &[u64]) -> 
                     .metrics
                     .prefill_seconds
                     .record(started.elapsed().as_secs_f64());
-                return PrefillOutcome::Done(resp.output, worker.clone(), resp.kv);
+                return PrefillOutcome::Done {
+                    first: resp.output,
+                    worker: worker.clone(),
+                    kv: resp.kv,
+                };
             }
             Err(CallError::Refused(e)) => return PrefillOutcome::Refused(e.into()),
             Err(e) => {

@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use futures::stream::StreamExt;
 use rand::SeedableRng;
-use tandem_engine::engine_core::{EngineStats, StepOutput};
+use tandem_engine::engine_core::EngineStats;
 use tandem_engine::kv_cache::{BlockHash, PrefixCacheStats};
 use tandem_engine::serving::{OutputBuilder, ServingError, ServingRequest};
 use tandem_engine::stop::StopMatcher;
@@ -39,6 +39,12 @@ pub struct RouterConfig {
     pub pd_threshold: usize,
 }
 
+/// A worker picked for a request, and how it scored.
+pub struct Choice {
+    pub worker: Arc<Worker>,
+    pub score: Score,
+}
+
 pub struct RouterInner {
     pub pool: Arc<WorkerPool>,
     pub config: RouterConfig,
@@ -50,12 +56,7 @@ pub struct RouterInner {
 
 impl RouterInner {
     /// The best healthy worker for `role` not in `exclude`, with its score.
-    pub fn choose(
-        &self,
-        role: Role,
-        hashes: &[BlockHash],
-        exclude: &[String],
-    ) -> Option<(Arc<Worker>, Score)> {
+    pub fn choose(&self, role: Role, hashes: &[BlockHash], exclude: &[String]) -> Option<Choice> {
         let workers: Vec<Arc<Worker>> = self
             .pool
             .healthy(role)
@@ -67,9 +68,9 @@ impl RouterInner {
         }
         if self.config.routing == Routing::RoundRobin {
             let i = self.round_robin.fetch_add(1, Ordering::Relaxed) % workers.len();
-            let w = workers[i].clone();
-            let overlap = scoring::overlap(hashes, &w.cached());
-            self.metrics.decision(role, &w.url);
+            let worker = workers[i].clone();
+            let overlap = scoring::overlap(hashes, &worker.cached());
+            self.metrics.decision(role, &worker.url);
             let score = Score {
                 total: 0.0,
                 overlap_blocks: overlap,
@@ -77,7 +78,7 @@ impl RouterInner {
                 queue: 0.0,
                 kv: 0.0,
             };
-            return Some((w, score));
+            return Some(Choice { worker, score });
         }
         let weights = match self.config.routing {
             Routing::LeastLoaded => Weights {
@@ -96,7 +97,7 @@ impl RouterInner {
                 cached: c,
             })
             .collect();
-        let (i, scores) = {
+        let scoring::Pick { chosen: i, scores } = {
             let mut rng = self.rng.lock().expect("rng lock");
             scoring::pick(hashes, &candidates, &weights, &mut *rng)?
         };
@@ -110,7 +111,10 @@ impl RouterInner {
             "routing decision"
         );
         self.metrics.decision(role, &workers[i].url);
-        Some((workers[i].clone(), scores[i]))
+        Some(Choice {
+            worker: workers[i].clone(),
+            score: scores[i],
+        })
     }
 
     /// Gives a prefill lease back without waiting (the request ended before
@@ -197,15 +201,8 @@ impl Backend for RouterBackend {
                 };
                 let n = out.samples.len();
                 for (i, sample) in out.samples.into_iter().enumerate() {
-                    let step = StepOutput {
-                        id: 0,
-                        token: sample,
-                        finished: if i + 1 == n { out.finish_reason } else { None },
-                        cached_tokens: out.cached_tokens,
-                        first_scheduled: None,
-                        handoff: None,
-                    };
-                    match builder.on_token(&tokenizer, step) {
+                    let finished = if i + 1 == n { out.finish_reason } else { None };
+                    match builder.on_token(&tokenizer, sample, finished, out.cached_tokens) {
                         Ok(update) => {
                             let done = update.finish_reason.is_some();
                             yield Ok(update);

@@ -71,14 +71,22 @@ pub fn score(prompt: &[BlockHash], c: &Candidate, max_queue: usize, w: &Weights)
     }
 }
 
-/// Index of the best candidate (random among near-ties) and every score.
-/// `None` when there are no candidates.
+/// What [`pick`] decided.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Pick {
+    /// Index of the best candidate (random among near-ties).
+    pub chosen: usize,
+    /// Every candidate's score, in their order.
+    pub scores: Vec<Score>,
+}
+
+/// The best candidate and every score; `None` when there are no candidates.
 pub fn pick(
     prompt: &[BlockHash],
     candidates: &[Candidate],
     w: &Weights,
     rng: &mut impl rand::Rng,
-) -> Option<(usize, Vec<Score>)> {
+) -> Option<Pick> {
     if candidates.is_empty() {
         return None;
     }
@@ -97,7 +105,7 @@ pub fn pick(
         .filter(|&i| scores[i].total >= best - TIE)
         .collect();
     let chosen = tied[rng.random_range(0..tied.len())];
-    Some((chosen, scores))
+    Some(Pick { chosen, scores })
 }
 
 #[cfg(test)]
@@ -111,15 +119,19 @@ mod tests {
         kv_usage: 1.0,
     };
 
-    fn set(h: &[u64]) -> HashSet<u64> {
-        h.iter().copied().collect()
+    fn hashes(h: &[u64]) -> Vec<BlockHash> {
+        h.iter().map(|&h| BlockHash(h)).collect()
+    }
+
+    fn set(h: &[u64]) -> HashSet<BlockHash> {
+        hashes(h).into_iter().collect()
     }
 
     #[test]
     fn overlap_counts_only_the_leading_run() {
         let cached = set(&[1, 2, 4]);
-        assert_eq!(overlap(&[1, 2, 3, 4], &cached), 2);
-        assert_eq!(overlap(&[3, 1], &cached), 0);
+        assert_eq!(overlap(&hashes(&[1, 2, 3, 4]), &cached), 2);
+        assert_eq!(overlap(&hashes(&[3, 1]), &cached), 0);
     }
 
     #[test]
@@ -139,9 +151,9 @@ mod tests {
         ];
         let mut rng = rand::rngs::StdRng::seed_from_u64(1);
         for _ in 0..20 {
-            let (i, scores) = pick(&[10, 11, 12, 13], &cands, &W, &mut rng).unwrap();
-            assert_eq!(i, 1);
-            assert_eq!(scores[1].overlap_blocks, 3);
+            let p = pick(&hashes(&[10, 11, 12, 13]), &cands, &W, &mut rng).unwrap();
+            assert_eq!(p.chosen, 1);
+            assert_eq!(p.scores[1].overlap_blocks, 3);
         }
     }
 
@@ -161,8 +173,8 @@ mod tests {
             },
         ];
         let mut rng = rand::rngs::StdRng::seed_from_u64(2);
-        let (i, _) = pick(&[10, 11, 12, 13, 14, 15, 16, 17], &cands, &W, &mut rng).unwrap();
-        assert_eq!(i, 0);
+        let prompt = hashes(&[10, 11, 12, 13, 14, 15, 16, 17]);
+        assert_eq!(pick(&prompt, &cands, &W, &mut rng).unwrap().chosen, 0);
     }
 
     #[test]
@@ -178,7 +190,7 @@ mod tests {
         let mut rng = rand::rngs::StdRng::seed_from_u64(3);
         let mut seen = [0usize; 4];
         for _ in 0..400 {
-            seen[pick(&[1, 2], &cands, &W, &mut rng).unwrap().0] += 1;
+            seen[pick(&hashes(&[1, 2]), &cands, &W, &mut rng).unwrap().chosen] += 1;
         }
         assert!(seen.iter().all(|&n| n > 50), "{seen:?}");
     }
@@ -186,6 +198,6 @@ mod tests {
     #[test]
     fn no_candidates_no_pick() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(4);
-        assert!(pick(&[1], &[], &W, &mut rng).is_none());
+        assert!(pick(&hashes(&[1]), &[], &W, &mut rng).is_none());
     }
 }

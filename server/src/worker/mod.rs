@@ -46,8 +46,9 @@ pub struct WorkerState {
     pub role: Role,
     pub engine: EngineHandle,
     pub block_size: usize,
-    /// This worker's transfer-agent metadata, base64 (prefill role).
-    pub agent_metadata: Option<Arc<str>>,
+    /// This worker's transfer-agent metadata (prefill role): goes into
+    /// every KV handle it gives out.
+    pub agent_metadata: Option<Arc<[u8]>>,
     pub leases: Arc<Leases>,
     pub token: Option<Arc<str>>,
     /// True once the worker is shutting down: endless streams (KV events)

@@ -2,7 +2,6 @@
 //! error after the stream started arrives as an `error` line.
 
 use std::convert::Infallible;
-use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
@@ -12,11 +11,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures::{Stream, StreamExt};
-use tandem_engine::sequence::{KvHandoff, RemoteKv};
-use tandem_engine::serving::{RequestOutput, ServingError, ServingRequest};
+use tandem_engine::sequence::KvHandoff;
+use tandem_engine::serving::{KvSnapshot, RequestOutput, ServingError, ServingRequest};
 
 use super::wire::{
-    DecodeRequest, KvEventLine, KvHandle, PrefillResponse, ReleaseRequest, StreamLine, TokenOutput,
+    DecodeRequest, KvEventLine, PrefillResponse, ReleaseRequest, StreamLine, TokenOutput,
     WireError, WorkerStatus, TOKEN_HEADER,
 };
 use super::{Role, WorkerState};
@@ -118,20 +117,15 @@ async fn prefill(
     };
     req.request.handoff = KvHandoff::Hold;
     let mut stream = state.engine.add_request(req);
-    let first = match stream.next().await {
+    let mut first = match stream.next().await {
         Some(Ok(out)) => out,
         Some(Err(e)) => return error(status_of(&e), &e),
         None => return error(StatusCode::SERVICE_UNAVAILABLE, &ServingError::Shutdown),
     };
-    let kv = first.kv_handoff.as_ref().map(|held| {
-        state.leases.hold(held.lease);
-        KvHandle {
-            agent: agent.to_string(),
-            lease: held.lease,
-            block_ids: held.block_ids.clone(),
-            block_hashes: held.block_hashes.clone(),
-            num_tokens: held.num_tokens,
-        }
+    let kv = first.kv_handoff.take().map(|mut handle| {
+        state.leases.hold(handle.lease);
+        handle.agent = agent;
+        handle
     });
     Json(PrefillResponse {
         output: TokenOutput::from(&first),
@@ -150,24 +144,10 @@ async fn decode(State(state): State<WorkerState>, Json(req): Json<DecodeRequest>
             ),
         );
     }
-    let source = match req.kv.agent_bytes() {
-        Ok(b) => Arc::new(b),
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                &ServingError::Rejected(format!("kv.agent is not base64: {e}")),
-            )
-        }
-    };
     let mut request = req.request;
     request.request.handoff = KvHandoff::Load {
         output_tokens: req.output_tokens,
-        remote: RemoteKv {
-            source,
-            lease: req.kv.lease,
-            block_ids: req.kv.block_ids,
-            block_hashes: req.kv.block_hashes,
-        },
+        remote: req.kv,
     };
     ndjson(token_lines(Backend::generate(&state.engine, request)))
 }
@@ -181,11 +161,11 @@ async fn release(State(state): State<WorkerState>, Json(req): Json<ReleaseReques
 /// stops or this reader falls too far behind (it then reconnects and gets
 /// a fresh snapshot).
 async fn kv_events(State(state): State<WorkerState>) -> Response {
-    let Some((hashes, rx)) = state.engine.kv_snapshot().await else {
+    let Some(KvSnapshot { hashes, events }) = state.engine.kv_snapshot().await else {
         return error(StatusCode::SERVICE_UNAVAILABLE, &ServingError::Shutdown);
     };
     let first = futures::stream::once(async move { KvEventLine::Snapshot { hashes } });
-    let rest = futures::stream::unfold(rx, |mut rx| async move {
+    let rest = futures::stream::unfold(events, |mut rx| async move {
         match rx.recv().await {
             Ok(event) => Some((KvEventLine::Event(event), rx)),
             Err(_) => None,

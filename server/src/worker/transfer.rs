@@ -99,11 +99,12 @@ impl LoaderInner {
     }
 
     fn pull(&self, load: &KvLoad) -> Result<u64, String> {
-        let remote = self.peer(&load.remote.source)?;
+        let remote = self.peer(&load.remote.agent)?;
         let notify = load.remote.lease.to_le_bytes();
+        let pairs: Vec<(u32, u32)> = load.pairs.iter().map(|p| (p.remote.0, p.local.0)).collect();
         let done = self
             .agent
-            .read(&remote, &load.pairs, Some(&notify))
+            .read(&remote, &pairs, Some(&notify))
             .map_err(|e| e.to_string())?
             .wait()
             .map_err(|e| e.to_string())?;

@@ -2,39 +2,15 @@
 //! and the router (client side) so the two cannot drift. Streams are
 //! newline-delimited JSON, one [`StreamLine`] per line.
 
-use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use tandem_engine::kv_cache::{BlockHash, KvEvent};
+use tandem_engine::kv_handoff::KvHandle;
 use tandem_engine::sampler::SampledToken;
 use tandem_engine::sequence::FinishReason;
 use tandem_engine::serving::{RequestOutput, ServingError, ServingRequest};
 
 /// Header carrying `--internal-token`.
 pub const TOKEN_HEADER: &str = "x-tandem-internal-token";
-
-/// Where a prefill worker keeps a prompt's KV for a decode worker.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct KvHandle {
-    /// The prefill worker's transfer-agent metadata, base64.
-    pub agent: String,
-    pub lease: u64,
-    /// The prompt's blocks on the prefill worker, in token order.
-    pub block_ids: Vec<u32>,
-    /// Chained hashes of the prompt's full blocks (the decode worker
-    /// checks them against its own).
-    pub block_hashes: Vec<tandem_engine::kv_cache::BlockHash>,
-    pub num_tokens: usize,
-}
-
-impl KvHandle {
-    pub fn encode_agent(bytes: &[u8]) -> String {
-        base64::engine::general_purpose::STANDARD.encode(bytes)
-    }
-
-    pub fn agent_bytes(&self) -> Result<Vec<u8>, base64::DecodeError> {
-        base64::engine::general_purpose::STANDARD.decode(&self.agent)
-    }
-}
 
 /// Tokens one step produced for one request, without text: the router
 /// detokenizes the whole sequence itself, so text never depends on which
@@ -107,7 +83,8 @@ pub enum StreamLine {
 }
 
 /// `POST /internal/prefill`'s answer: the first token, and where its KV
-/// waits (absent when the request already finished).
+/// waits (absent when the request already finished): the engine's own
+/// handle, with the prefill worker's agent metadata filled in.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct PrefillResponse {
     pub output: TokenOutput,
