@@ -12,8 +12,9 @@ pub use request::{RequestOutput, ServingError, ServingRequest, StopReason, Timin
 pub use stream::RequestStream;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
+use parking_lot::Mutex;
 use tokio::sync::broadcast;
 
 use crate::engine_core::{EngineCore, EngineStats};
@@ -123,7 +124,7 @@ impl EngineHandle {
 
     /// Load as of the last step.
     pub fn stats(&self) -> EngineStats {
-        *self.stats.lock().expect("stats lock")
+        *self.stats.lock()
     }
 
     /// Prefix-cache changes from now on.

@@ -3,9 +3,10 @@
 
 use std::collections::HashMap;
 use std::sync::mpsc::{Receiver, Sender, TryRecvError};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use tokio::sync::broadcast;
 
 use super::live::{LiveRequest, OutputBuilder};
@@ -252,7 +253,7 @@ impl EngineThread {
     }
 
     fn publish(&mut self) {
-        *self.stats.lock().expect("stats lock") = self.core.stats();
+        *self.stats.lock() = self.core.stats();
         for event in self.core.take_kv_events() {
             // Nobody listening is fine: events are advisory.
             let _ = self.kv_events.send(event);

@@ -4,10 +4,11 @@
 //! work, and disk work and token counting run on blocking threads.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Instant;
 
 use indexmap::IndexMap;
+use parking_lot::RwLock;
 
 use super::embedder::Embedder;
 use super::error::RagError;
@@ -46,10 +47,6 @@ pub struct RagService {
     pub chat: ChatSettings,
 }
 
-fn poisoned<T>(_: T) -> RagError {
-    RagError::Internal("an index lock was poisoned by a panic".into())
-}
-
 impl RagService {
     pub fn new(embedder: Arc<dyn Embedder>, storage_root: PathBuf, chat: ChatSettings) -> Self {
         RagService {
@@ -69,20 +66,13 @@ impl RagService {
         validate_index_name(name)?;
         self.indexes
             .read()
-            .map_err(poisoned)?
             .get(name)
             .cloned()
             .ok_or_else(|| RagError::IndexNotFound(name.to_string()))
     }
 
     pub fn list_indexes(&self) -> Result<Vec<String>, RagError> {
-        Ok(self
-            .indexes
-            .read()
-            .map_err(poisoned)?
-            .keys()
-            .cloned()
-            .collect())
+        Ok(self.indexes.read().keys().cloned().collect())
     }
 
     /// Embeds texts, timing it for `rag_embedding_*`.
@@ -145,17 +135,14 @@ impl RagService {
         if docs.is_empty() {
             return Ok(Vec::new());
         }
-        let existing = self.indexes.read().map_err(poisoned)?.get(name).cloned();
+        let existing = self.indexes.read().get(name).cloned();
         let mut out = Vec::with_capacity(docs.len());
         let mut new = Vec::new();
         for d in docs {
             let doc_id = doc_id_of(&d.text);
             let known = existing
                 .as_ref()
-                .map(|ix| ix.read().map(|ix| ix.contains(&doc_id)))
-                .transpose()
-                .map_err(poisoned)?
-                .unwrap_or(false);
+                .is_some_and(|ix| ix.read().contains(&doc_id));
             if !known && !new.iter().any(|(id, _): &(String, Document)| *id == doc_id) {
                 new.push((doc_id.clone(), d.clone()));
             }
@@ -172,13 +159,13 @@ impl RagService {
             prepared.push((id, d, chunks));
         }
         let shared = {
-            let mut map = self.indexes.write().map_err(poisoned)?;
+            let mut map = self.indexes.write();
             map.entry(name.to_string())
                 .or_insert_with(|| Arc::new(RwLock::new(Index::new(self.embedder.dimension()))))
                 .clone()
         };
         let start = Instant::now();
-        let mut ix = shared.write().map_err(poisoned)?;
+        let mut ix = shared.write();
         for (id, d, chunks) in prepared {
             if !ix.contains(&id) {
                 ix.put(&id, d.text, d.metadata, chunks);
@@ -198,7 +185,7 @@ impl RagService {
         filter: Option<&Metadata>,
     ) -> Result<(Vec<Document>, usize), RagError> {
         let ix = self.get(name)?;
-        let ix = ix.read().map_err(poisoned)?;
+        let ix = ix.read();
         Ok(ix.list(offset, limit, max_text_length, filter))
     }
 
@@ -212,7 +199,7 @@ impl RagService {
         let mut resp = UpdateDocumentResponse::default();
         let mut changed = Vec::new();
         {
-            let ix = shared.read().map_err(poisoned)?;
+            let ix = shared.read();
             for d in docs {
                 match ix.get(&d.doc_id) {
                     None => resp.not_found_documents.push(d),
@@ -225,7 +212,7 @@ impl RagService {
         }
         for d in changed {
             let chunks = self.chunk_and_embed(&d.text, &d.metadata).await?;
-            let mut ix = shared.write().map_err(poisoned)?;
+            let mut ix = shared.write();
             if ix.contains(&d.doc_id) {
                 ix.put(&d.doc_id, d.text.clone(), d.metadata.clone(), chunks);
                 resp.updated_documents.push(d);
@@ -243,7 +230,7 @@ impl RagService {
     ) -> Result<DeleteDocumentResponse, RagError> {
         let shared = self.get(name)?;
         let start = Instant::now();
-        let mut ix = shared.write().map_err(poisoned)?;
+        let mut ix = shared.write();
         let mut resp = DeleteDocumentResponse::default();
         for id in ids {
             if ix.remove(&id) {
@@ -261,7 +248,6 @@ impl RagService {
         validate_index_name(name)?;
         self.indexes
             .write()
-            .map_err(poisoned)?
             .shift_remove(name)
             .map(|_| ())
             .ok_or_else(|| RagError::IndexNotFound(name.to_string()))
@@ -286,10 +272,7 @@ impl RagService {
             .pop()
             .unwrap_or_default();
         let search_start = Instant::now();
-        let hits = shared
-            .read()
-            .map_err(poisoned)?
-            .retrieve(query, &vector, k, filter);
+        let hits = shared.read().retrieve(query, &vector, k, filter);
         self.metrics
             .on_store_op("query", true, search_start.elapsed().as_secs_f64());
         let scores: Vec<f32> = hits.iter().map(|h| h.fused.score).collect();
@@ -309,7 +292,7 @@ impl RagService {
         let this = self.clone();
         let (name, dir) = (name.to_string(), target.clone());
         run_blocking(move || {
-            let ix = shared.read().map_err(poisoned)?;
+            let ix = shared.read();
             persist::persist(&ix, &name, this.embedder.model_name(), &dir)
         })
         .await?;
@@ -331,7 +314,7 @@ impl RagService {
                 None => return Err(RagError::PathNotFound(path.unwrap_or(name).to_string())),
             }
         }
-        if !overwrite && self.indexes.read().map_err(poisoned)?.contains_key(name) {
+        if !overwrite && self.indexes.read().contains_key(name) {
             return Err(RagError::IndexExists(name.to_string()));
         }
         let (model, dim) = (
@@ -340,7 +323,7 @@ impl RagService {
         );
         let src = dir.clone();
         let loaded = run_blocking(move || persist::load(&src, &model, dim)).await?;
-        let mut map = self.indexes.write().map_err(poisoned)?;
+        let mut map = self.indexes.write();
         if !overwrite && map.contains_key(name) {
             return Err(RagError::IndexExists(name.to_string()));
         }
@@ -351,13 +334,11 @@ impl RagService {
     /// SIGTERM: every index to `<storage>/<name>` (KAITO's prestop hook).
     /// Returns how many were written; failures are logged and skipped.
     pub fn persist_all(&self) -> usize {
-        let Ok(map) = self.indexes.read() else {
-            return 0;
-        };
+        let map = self.indexes.read();
         let mut written = 0;
         for (name, shared) in map.iter() {
             let result = resolve_index_dir(&self.storage_root, name, None).and_then(|dir| {
-                let ix = shared.read().map_err(poisoned)?;
+                let ix = shared.read();
                 persist::persist(&ix, name, self.embedder.model_name(), &dir)
             });
             match result {
@@ -394,7 +375,6 @@ impl RagService {
                     );
                     self.indexes
                         .write()
-                        .map_err(poisoned)?
                         .insert(name, Arc::new(RwLock::new(l.index)));
                     loaded += 1;
                 }

@@ -11,10 +11,11 @@ mod pool;
 pub mod scoring;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use futures::stream::StreamExt;
+use parking_lot::Mutex;
 use rand::SeedableRng;
 use tandem_engine::engine_core::EngineStats;
 use tandem_engine::kv_cache::{BlockHash, PrefixCacheStats};
@@ -98,7 +99,7 @@ impl RouterInner {
             })
             .collect();
         let scoring::Pick { chosen: i, scores } = {
-            let mut rng = self.rng.lock().expect("rng lock");
+            let mut rng = self.rng.lock();
             scoring::pick(hashes, &candidates, &weights, &mut *rng)?
         };
         drop(candidates);

@@ -7,10 +7,11 @@
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
+use parking_lot::{Mutex, RwLock, RwLockReadGuard};
 use tandem_engine::kv_cache::{BlockHash, KvEvent};
 
 use super::client::WorkerClient;
@@ -59,7 +60,7 @@ impl Worker {
     }
 
     pub fn status(&self) -> Option<WorkerStatus> {
-        self.status.lock().expect("status lock").clone()
+        self.status.lock().clone()
     }
 
     /// Running plus waiting, or the router's own count if larger (the
@@ -76,8 +77,8 @@ impl Worker {
         self.status().map(|s| s.kv_usage).unwrap_or(0.0)
     }
 
-    pub fn cached(&self) -> std::sync::RwLockReadGuard<'_, HashSet<BlockHash>> {
-        self.cached.read().expect("cache lock")
+    pub fn cached(&self) -> RwLockReadGuard<'_, HashSet<BlockHash>> {
+        self.cached.read()
     }
 
     /// Counts a request routed here until the guard drops.
@@ -87,7 +88,7 @@ impl Worker {
     }
 
     fn apply(&self, line: KvEventLine) {
-        let mut cached = self.cached.write().expect("cache lock");
+        let mut cached = self.cached.write();
         match line {
             KvEventLine::Snapshot { hashes } => *cached = hashes.into_iter().collect(),
             KvEventLine::Event(KvEvent::BlockStored { hashes, .. }) => cached.extend(hashes),
@@ -137,7 +138,7 @@ impl WorkerPool {
     }
 
     pub fn workers(&self) -> Vec<Arc<Worker>> {
-        self.workers.read().expect("workers lock").clone()
+        self.workers.read().clone()
     }
 
     /// Healthy workers that can play `role`: `Both` workers decode (whole
@@ -196,7 +197,7 @@ impl WorkerPool {
                 }
             }
         }
-        let mut workers = self.workers.write().expect("workers lock");
+        let mut workers = self.workers.write();
         workers.retain(|w| {
             let keep = found.iter().any(|(u, r)| *u == w.url && *r == w.role);
             if !keep {
@@ -243,7 +244,7 @@ async fn poll(w: Arc<Worker>, client: WorkerClient) {
                 if !w.is_healthy() {
                     tracing::info!(url = w.url, "worker healthy");
                 }
-                *w.status.lock().expect("status lock") = Some(s);
+                *w.status.lock() = Some(s);
                 w.healthy.store(true, Ordering::Release);
             }
             outcome => {
@@ -275,7 +276,7 @@ async fn follow_kv_events(w: Arc<Worker>, client: WorkerClient) {
                 }
             }
             // Stream ended: what we knew may be stale.
-            w.cached.write().expect("cache lock").clear();
+            w.cached.write().clear();
         }
         tokio::time::sleep(POLL_EVERY).await;
     }

@@ -4,9 +4,10 @@
 //! so a decode worker that died does not pin memory for long.
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use tandem_engine::serving::EngineHandle;
 
 use super::metrics::KvMetrics;
@@ -31,7 +32,7 @@ impl Leases {
     /// Starts the clock on a lease the engine just created. Needs a Tokio
     /// runtime (the expiry is a timer task).
     pub fn hold(self: &Arc<Self>, lease: u64) {
-        self.held.lock().expect("leases lock").insert(lease);
+        self.held.lock().insert(lease);
         let this = Arc::downgrade(self);
         let timeout = self.timeout;
         tokio::spawn(async move {
@@ -61,6 +62,6 @@ impl Leases {
     }
 
     fn take(&self, lease: u64) -> bool {
-        self.held.lock().expect("leases lock").remove(&lease)
+        self.held.lock().remove(&lease)
     }
 }

@@ -6,10 +6,11 @@
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use parking_lot::Mutex;
 use tandem_engine::engine_core::EngineCore;
 use tandem_engine::kv_handoff::{KvLoad, KvLoadDone, KvLoader};
 use tandem_transport::{Agent, BackendConfig, LayoutDescriptor, Region, RemoteAgent, UcxConfig};
@@ -86,7 +87,7 @@ impl LoaderInner {
         let mut h = DefaultHasher::new();
         metadata.hash(&mut h);
         let key = h.finish();
-        let mut peers = self.peers.lock().expect("peers lock");
+        let mut peers = self.peers.lock();
         if let Some(p) = peers.get(&key) {
             return Ok(p.clone());
         }

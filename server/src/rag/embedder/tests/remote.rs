@@ -1,11 +1,12 @@
 //! The remote embedders against stand-in services on 127.0.0.1.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::{Json, Router};
+use parking_lot::Mutex;
 use serde_json::{json, Value};
 
 use super::super::remote_openai::endpoint;
@@ -36,7 +37,7 @@ async fn kaito(
     headers: HeaderMap,
     Json(body): Json<Value>,
 ) -> Json<Value> {
-    seen.0.lock().unwrap().push((body.clone(), auth(&headers)));
+    seen.0.lock().push((body.clone(), auth(&headers)));
     let text = body["inputs"].as_str().unwrap();
     let v = json!([text.len() as f32, 4.0, 0.0]);
     Json(if text.starts_with("nested") {
@@ -64,7 +65,7 @@ async fn kaito_remote_embeds_each_text_with_the_token_and_normalizes() {
     assert_eq!(v[0], vec![0.6, 0.8, 0.0]); // [3, 4, 0] normalized
     assert!((v[1][0] - 10.0 / 116f32.sqrt()).abs() < 1e-6);
     assert_eq!(v[2], vec![0.0, 1.0, 0.0]);
-    let seen = seen.0.lock().unwrap();
+    let seen = seen.0.lock();
     assert_eq!(seen.len(), 4, "one probe, then one request per text");
     assert!(seen
         .iter()
@@ -93,7 +94,7 @@ async fn openai(
     headers: HeaderMap,
     Json(body): Json<Value>,
 ) -> Json<Value> {
-    seen.0.lock().unwrap().push((body.clone(), auth(&headers)));
+    seen.0.lock().push((body.clone(), auth(&headers)));
     let inputs = body["input"].as_array().unwrap();
     let data: Vec<Value> = inputs
         .iter()
@@ -118,7 +119,7 @@ async fn openai_remote_sends_batches_and_restores_order() {
     );
     let v = e.embed(vec!["a".into(), "bb".into()]).await.unwrap();
     assert_eq!(v, vec![vec![0.0, 1.0], vec![0.0, 1.0]]);
-    let seen = seen.0.lock().unwrap();
+    let seen = seen.0.lock();
     assert_eq!(seen[1].0["input"], json!(["a", "bb"]));
     assert_eq!(seen[1].0["model"], json!("text-embedding-3-small"));
     assert_eq!(seen[1].1, None);
