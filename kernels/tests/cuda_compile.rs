@@ -6,8 +6,9 @@
 //! printed too (`cargo nextest run --no-capture` or `cargo test -- --nocapture`).
 //!
 //! In CI (`CI` set) a missing libnvrtc or CUDA headers fails the test;
-//! elsewhere it is skipped with the reason. scripts/python_env.sh installs
-//! both from wheels into .venv and exports what this test needs.
+//! elsewhere it is skipped with the reason. `TANDEM_CUDA_WHEELS=1 source
+//! scripts/python_env.sh` installs both from wheels into .venv and exports
+//! what this test needs (scripts/test.sh does).
 #![cfg(feature = "cuda")]
 
 use tandem_kernels::cuda::{
@@ -57,7 +58,8 @@ fn every_kernel_source_compiles_for_sm_90_without_warnings() {
     if !nvrtc_available() {
         unavailable(
             "libnvrtc was not found (put the nvidia-cuda-nvrtc-cu12 wheel's lib directory, \
-             $TANDEM_NVRTC_LIB_DIR after `source scripts/python_env.sh`, on LD_LIBRARY_PATH)",
+             $TANDEM_NVRTC_LIB_DIR after `TANDEM_CUDA_WHEELS=1 source scripts/python_env.sh`, on \
+             LD_LIBRARY_PATH)",
         );
         return;
     }

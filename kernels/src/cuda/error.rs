@@ -12,16 +12,17 @@ use crate::error::KernelError;
 pub enum CudaKernelError {
     #[error(
         "libnvrtc (the CUDA runtime compiler) was not found: put the directory holding \
-         libnvrtc.so.12 on LD_LIBRARY_PATH (scripts/python_env.sh installs the \
-         nvidia-cuda-nvrtc-cu12 wheel into .venv and exports TANDEM_NVRTC_LIB_DIR; a CUDA \
-         toolkit has it in lib64/)"
+         libnvrtc.so.12 on LD_LIBRARY_PATH (`TANDEM_CUDA_WHEELS=1 source \
+         scripts/python_env.sh` installs the nvidia-cuda-nvrtc-cu12 wheel into .venv and \
+         exports that directory as TANDEM_NVRTC_LIB_DIR; a CUDA toolkit has it in lib64/)"
     )]
     NvrtcNotFound,
 
     #[error(
         "no CUDA include directory with cuda_bf16.h found (searched {searched:?}): set \
-         TANDEM_CUDA_INCLUDE to one (scripts/python_env.sh exports it for the \
-         nvidia-cuda-runtime-cu12 wheel in .venv) or CUDA_HOME to a CUDA toolkit"
+         TANDEM_CUDA_INCLUDE to one (`TANDEM_CUDA_WHEELS=1 source scripts/python_env.sh` \
+         exports it for the nvidia-cuda-runtime-cu12 wheel in .venv) or CUDA_HOME to a CUDA \
+         toolkit"
     )]
     HeadersNotFound { searched: Vec<PathBuf> },
 

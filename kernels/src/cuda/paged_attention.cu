@@ -42,6 +42,11 @@ constexpr u32 WARPS = 4;
 constexpr u32 THREADS = WARPS * 32;
 constexpr u32 CHUNK = 32;  // keys per step: one per lane
 constexpr u32 NO_PARTIAL = 0xffffffffu;
+// Blocks per multiprocessor the register budget is sized for (at most 128
+// registers a thread, no spills): four blocks of 128 threads, which the
+// shared memory of a head_dim-128 bf16 tile (37 KB) also allows on sm_80
+// and sm_90.
+constexpr u32 MIN_BLOCKS = 4;
 
 // Mirrors `WorkItem` in cuda/plan.rs (ten u32 words).
 struct WorkItem {
@@ -369,7 +374,7 @@ __device__ void combine(T* __restrict__ out, const float* __restrict__ part_acc,
 // Entry points: paged_attention_<dtype>_hd<32 * DV> handles head_dim up to
 // 32 * DV; the host picks the smallest that fits.
 #define TANDEM_ATTENTION_DV(SUFFIX, T, DV, HD)                                                  \
-    extern "C" __global__ void __launch_bounds__(tandem::attn::THREADS)                         \
+    extern "C" __global__ void __launch_bounds__(tandem::attn::THREADS, tandem::attn::MIN_BLOCKS) \
         paged_attention_##SUFFIX##_hd##HD(T* out, const T* q, const T* arena,                   \
                                           const u32* block_tables,                              \
                                           const tandem::attn::WorkItem* items, float* part_acc, \
