@@ -8,7 +8,7 @@ use cudarc::driver::{CudaSlice, CudaView, CudaViewMut, DeviceRepr, LaunchConfig,
 
 use super::device::{CudaElement, CudaKernels};
 use super::error::CudaKernelError;
-use super::ops::{index_u32, need, product};
+use super::ops::{index_u32, need, per_row, product};
 use super::plan::{plan, PlanShape};
 use super::sources::ATTENTION_HEAD_DIMS;
 use crate::checks::check_slot_mapping;
@@ -313,18 +313,7 @@ impl CudaKernels {
             .arg(&args.5)
             .arg(&args.6)
             .arg(&args.7);
-        let cfg = LaunchConfig {
-            grid_dim: (args.0, 1, 1),
-            block_dim: (
-                (row * std::mem::size_of::<T>())
-                    .div_ceil(16)
-                    .next_multiple_of(32)
-                    .clamp(32, 1024) as u32,
-                1,
-                1,
-            ),
-            shared_mem_bytes: 0,
-        };
+        let cfg = per_row(args.0, row, std::mem::size_of::<T>());
         // SAFETY: arguments match `reshape_and_cache` in reshape_and_cache.cu.
         // The slot mapping was checked on the host (one entry per token, -1
         // or < num_blocks * block_size; the kernel re-checks the range), so

@@ -43,7 +43,7 @@ pub(crate) fn product(op: &'static str, what: &'static str, a: usize, b: usize) 
 
 /// One block per row; enough 32-thread warps to give each thread about one
 /// 16-byte word of a `row_elems` row (at most 1024 threads).
-fn per_row(rows: u32, row_elems: usize, elem_bytes: usize) -> LaunchConfig {
+pub(crate) fn per_row(rows: u32, row_elems: usize, elem_bytes: usize) -> LaunchConfig {
     let words = (row_elems * elem_bytes).div_ceil(16);
     let threads = words.next_multiple_of(32).clamp(32, 1024) as u32;
     LaunchConfig {
