@@ -17,3 +17,24 @@ if [ "$(cat .venv/tandem-deps 2>/dev/null)" != "${PY_DEPS[*]} ${PY_NODEPS[*]}" ]
     .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps "${PY_NODEPS[@]}"
     echo "${PY_DEPS[*]} ${PY_NODEPS[*]}" > .venv/tandem-deps
 fi
+
+# With TANDEM_CUDA_WHEELS=1 (scripts/test.sh sets it): what compiling the CUDA
+# kernels needs, without a CUDA toolkit or GPU. NVRTC (libnvrtc.so.12 and its
+# builtins library) and the CUDA headers the kernels include (cuda_bf16.h and
+# the cuda_fp16.h it includes) from NVIDIA's wheels, the same CUDA release
+# for both. About 95 MB to download, once. Exported for the kernels' tests:
+#   TANDEM_NVRTC_LIB_DIR  the directory holding libnvrtc.so.12; put it on
+#                         LD_LIBRARY_PATH for the process that compiles
+#   TANDEM_CUDA_INCLUDE   the directory holding cuda_bf16.h
+CUDA_WHEELS=(nvidia-cuda-nvrtc-cu12==12.9.86 nvidia-cuda-runtime-cu12==12.9.79)
+if [ "${TANDEM_CUDA_WHEELS:-0}" = 1 ]; then
+    if [ "$(cat .venv/tandem-cuda-deps 2>/dev/null)" != "${CUDA_WHEELS[*]}" ]; then
+        echo "installing ${CUDA_WHEELS[*]} into .venv ..." >&2
+        .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps "${CUDA_WHEELS[@]}"
+        echo "${CUDA_WHEELS[*]}" > .venv/tandem-cuda-deps
+    fi
+    nvidia_dir=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["platlib"])')/nvidia
+    export TANDEM_NVRTC_LIB_DIR="$nvidia_dir/cuda_nvrtc/lib"
+    export TANDEM_CUDA_INCLUDE="$nvidia_dir/cuda_runtime/include"
+    unset nvidia_dir
+fi

@@ -5,11 +5,22 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/bootstrap.sh
-# Before the Rust tests: they load the default embedding model from .venv.
-source scripts/python_env.sh
+# Before the Rust tests: they load the default embedding model from .venv;
+# TANDEM_CUDA_WHEELS=1 adds NVRTC and the CUDA headers for the CUDA check below.
+TANDEM_CUDA_WHEELS=1 source scripts/python_env.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo nextest run --workspace --no-fail-fast
+
+# The `cuda` features build and lint without a CUDA toolkit or GPU; the
+# kernels' tests compile every CUDA kernel for sm_90 with NVRTC from the
+# wheels (CI=true makes a missing NVRTC an error) and skip the GPU tests.
+# Only the CUDA tests run again: the CPU ones did above.
+CUDA_FEATURES=tandem-kernels/cuda,tandem-transport/cuda
+cargo clippy -p tandem-kernels -p tandem-transport --features "$CUDA_FEATURES" --all-targets -- -D warnings
+LD_LIBRARY_PATH="$TANDEM_NVRTC_LIB_DIR${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
+    cargo nextest run -p tandem-kernels --features tandem-kernels/cuda --no-fail-fast \
+    -E 'binary(/^cuda_/) | test(/^cuda::/)'
 
 # The Python suite starts the tandem binary nextest built for the server's
 # integration tests: the same build, nothing compiled twice (a separate

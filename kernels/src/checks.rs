@@ -66,6 +66,34 @@ pub(crate) fn check_dims(
     Ok(())
 }
 
+/// Checks `slot_mapping` has one entry per token and each is -1 (skip) or
+/// a slot of the arena.
+pub(crate) fn check_slot_mapping(
+    slot_mapping: &[i64],
+    num_tokens: usize,
+    layout: &KvCacheLayout,
+) -> Result<(), KernelError> {
+    if slot_mapping.len() != num_tokens {
+        return Err(KernelError::SlotMappingLength {
+            expected: num_tokens,
+            got: slot_mapping.len(),
+        });
+    }
+    let num_slots = layout.num_slots();
+    if let Some((token, &slot)) = slot_mapping
+        .iter()
+        .enumerate()
+        .find(|(_, &s)| s != -1 && (s < 0 || s as u64 >= num_slots as u64))
+    {
+        return Err(KernelError::SlotOutOfRange {
+            token,
+            slot,
+            num_slots,
+        });
+    }
+    Ok(())
+}
+
 /// The arena's element range in its storage; the arena must be contiguous so
 /// block offsets from [`KvCacheLayout`] hold.
 pub(crate) fn arena_range(

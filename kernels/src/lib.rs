@@ -4,7 +4,9 @@
 //! num_kv_heads, head_dim]` (see [`KvCacheLayout`]). [`reshape_and_cache`]
 //! writes a step's new K/V into it; [`paged_attention`] runs attention for a
 //! mixed batch of prefill chunks and decode tokens described by
-//! [`AttentionMetadata`]. CPU only for now (rayon, AVX2+FMA when present).
+//! [`AttentionMetadata`]. They run on the CPU (rayon, AVX2+FMA when
+//! present); feature `cuda` adds the GPU versions (module `cuda`), compiled at
+//! run time with NVRTC.
 //!
 //! Bad inputs are refused before any memory is touched, with a
 //! [`KernelError`] wrapped in `candle_core::Error::Wrapped`. candle keeps it
@@ -13,6 +15,8 @@
 
 mod checks;
 mod cpu;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 mod element;
 mod error;
 mod layout;

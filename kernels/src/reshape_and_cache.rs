@@ -1,7 +1,9 @@
 //! Writes one layer's new K and V rows into their arena slots: the paged
 //! equivalent of appending to a dense KV cache.
 
-use crate::checks::{arena_range, check_arena, check_dims, check_dtype, RowView};
+use crate::checks::{
+    arena_range, check_arena, check_dims, check_dtype, check_slot_mapping, RowView,
+};
 use crate::element::Element;
 use crate::error::KernelError;
 use crate::layout::{KvCacheLayout, K, V};
@@ -30,26 +32,7 @@ pub fn reshape_and_cache(
     let expected = [num_tokens, layout.num_kv_heads, layout.head_dim];
     check_dims(OP, "k", k.dims(), &expected)?;
     check_dims(OP, "v", v.dims(), &expected)?;
-    if slot_mapping.len() != num_tokens {
-        return Err(KernelError::SlotMappingLength {
-            expected: num_tokens,
-            got: slot_mapping.len(),
-        }
-        .into());
-    }
-    let num_slots = layout.num_slots();
-    if let Some((token, &slot)) = slot_mapping
-        .iter()
-        .enumerate()
-        .find(|(_, &s)| s != -1 && (s < 0 || s as u64 >= num_slots as u64))
-    {
-        return Err(KernelError::SlotOutOfRange {
-            token,
-            slot,
-            num_slots,
-        }
-        .into());
-    }
+    check_slot_mapping(slot_mapping, num_tokens, layout)?;
     arena.inplace_op3(
         k,
         v,
