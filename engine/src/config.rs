@@ -79,7 +79,7 @@ pub struct RopeConfig {
 }
 
 /// The parsed, validated model configuration.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ModelConfig {
     pub architecture: Architecture,
     pub vocab_size: usize,
