@@ -505,3 +505,80 @@ fn smollm2_gguf_answers_a_chat_question() {
     println!("SmolLM2: {text:?}");
     assert!(text.contains("Paris"), "{text}");
 }
+
+/// Each `tokenizer.ggml.pre` name splits text as the Hugging Face
+/// pre-tokenizer of the model family it stands for (as written in those
+/// models' tokenizer.json files) does.
+#[test]
+fn pre_tokenizer_names_match_their_hf_pre_tokenizers() {
+    let byte_level =
+        r#"{"type":"ByteLevel","add_prefix_space":false,"trim_offsets":false,"use_regex":false}"#;
+    let split = |regex: &str| {
+        format!(
+            r#"{{"type":"Sequence","pretokenizers":[{{"type":"Split","pattern":{{"Regex":{}}},"behavior":"Isolated","invert":false}},{byte_level}]}}"#,
+            serde_json::to_string(regex).unwrap()
+        )
+    };
+    let cases = [
+        (
+            "qwen2",
+            split(r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"),
+        ),
+        (
+            "llama-bpe",
+            split(r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"),
+        ),
+        (
+            "smollm",
+            r#"{"type":"Sequence","pretokenizers":[{"type":"Digits","individual_digits":true},{"type":"ByteLevel","add_prefix_space":false,"trim_offsets":true,"use_regex":true}]}"#.to_string(),
+        ),
+    ];
+    let corpus = [
+        "It'S 2024: we'LL pay $1234567.89!!\r\n\r\n  next\tline",
+        "def f(x):\n    return x**2  # squares\n\n\n",
+        "Größe 東京タワー привет 😀 ١٢٣ ½",
+        "<|im_start|>user\nhi<|im_end|>",
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let written = write_gguf("qwen2", GgmlDType::F32, dir.path());
+    for (pre, hf_pre) in cases {
+        let mut content =
+            gguf_file::Content::read(&mut std::fs::File::open(&written.path).unwrap()).unwrap();
+        content
+            .metadata
+            .insert("tokenizer.ggml.pre".into(), Value::String(pre.into()));
+        let file = GgufFile {
+            path: written.path.clone(),
+            content,
+        };
+        let ours = file.tokenizer().unwrap();
+        let mut json = read_json(&fixture("qwen2").join("tokenizer.json"));
+        json["pre_tokenizer"] = serde_json::from_str(&hf_pre).unwrap();
+        let theirs: tokenizers::Tokenizer = json.to_string().parse().unwrap();
+        for text in corpus {
+            let want = theirs.encode(text, false).unwrap().get_ids().to_vec();
+            assert_eq!(ours.encode(text, false).unwrap(), want, "{pre}: {text:?}");
+        }
+    }
+}
+
+/// Quantized weights move logits a little, not a lot: a gross-error bound (a
+/// wrong permutation or layout moves them by about their own size). On this
+/// random-weight fixture Q8_0 moves the largest logit by about 4%; exactness
+/// is what `dequantized_tensors_equal_candles_dequantizer` checks.
+#[test]
+fn q8_0_gguf_logits_stay_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let written = write_gguf("qwen2", GgmlDType::Q8_0, dir.path());
+    let gguf = LoadedModel::load(&written.path, DType::F32).unwrap();
+    let hf = LoadedModel::load(&fixture("qwen2"), DType::F32).unwrap();
+    let prompt: Vec<u32> = (0..40).map(|i| (i * 37 + 5) % 380).collect();
+    let reference = logits(&hf, &prompt);
+    let diff = max_abs_diff(&logits(&gguf, &prompt), &reference);
+    let scale = reference.iter().flatten().fold(0f32, |m, x| m.max(x.abs()));
+    println!("qwen2 Q8_0 GGUF vs safetensors max |Δlogit| {diff:.2e} (max |logit| {scale:.2})");
+    assert!(
+        diff > 0.0 && diff < 0.1 * scale,
+        "Q8_0 moved logits by {diff} of {scale}"
+    );
+}
