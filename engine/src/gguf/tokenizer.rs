@@ -21,7 +21,7 @@ use crate::error::{EngineError, Result};
 use crate::tokenizer::Tokenizer;
 
 /// llama.cpp's `token_type` values that mark special tokens.
-const TOKEN_TYPE_CONTROL: i64 = 3;
+pub(super) const TOKEN_TYPE_CONTROL: i64 = 3;
 const TOKEN_TYPE_USER_DEFINED: i64 = 4;
 
 /// The split regex llama.cpp (llama-vocab.cpp) uses for Llama 3 and Qwen 2;
@@ -34,7 +34,7 @@ fn llama3_style_regex(digits: &str) -> String {
 
 const SUPPORTED_PRE: &str = "gpt2, default, smollm, starcoder, refact, llama-bpe, llama3, qwen2";
 
-fn tok_err(e: impl std::fmt::Display) -> EngineError {
+pub(super) fn tok_err(e: impl std::fmt::Display) -> EngineError {
     EngineError::Tokenizer(format!("building the tokenizer from GGUF metadata: {e}"))
 }
 
@@ -68,39 +68,12 @@ impl GgufFile {
         }
     }
 
-    fn strings(&self, key: &str) -> Result<Vec<String>> {
-        self.array(key)
-            .ok_or_else(|| self.missing(key))?
-            .iter()
-            .map(|v| match v {
-                Value::String(s) => Ok(s.clone()),
-                _ => Err(self.missing(key)),
-            })
-            .collect()
-    }
-
-    pub fn tokenizer(&self) -> Result<Tokenizer> {
-        let model = self.string("tokenizer.ggml.model")?;
-        if model != "gpt2" {
-            let hint = if model == "llama" {
-                " (SentencePiece tokenizers are not supported yet)"
-            } else {
-                ""
-            };
-            return Err(self.unsupported(format!(
-                "tokenizer model {model:?}{hint}; supported: gpt2 (byte-level BPE)"
-            )));
-        }
-        let tokens = self.strings("tokenizer.ggml.tokens")?;
+    /// GPT-2 style byte-level BPE with the pre-tokenizer `pre` names.
+    fn byte_level_bpe(&self, tokens: &[String]) -> Result<tokenizers::Tokenizer> {
         let merges = self.strings("tokenizer.ggml.merges")?;
-        let types: Vec<i64> = self
-            .array("tokenizer.ggml.token_type")
-            .map(|a| a.iter().map(|v| as_i64(v).unwrap_or(1)).collect())
-            .unwrap_or_default();
         let pre = self
             .string("tokenizer.ggml.pre")
             .unwrap_or_else(|_| "default".into());
-
         let mut vocab = Vocab::default();
         for (id, token) in tokens.iter().enumerate() {
             vocab.insert(token.clone(), id as u32);
@@ -120,6 +93,42 @@ impl GgufFile {
         let mut inner = tokenizers::Tokenizer::new(bpe);
         inner.with_pre_tokenizer(Some(self.pre_tokenizer(&pre)?));
         inner.with_decoder(Some(ByteLevelDecoder::default()));
+        Ok(inner)
+    }
+
+    pub(super) fn strings(&self, key: &str) -> Result<Vec<String>> {
+        self.array(key)
+            .ok_or_else(|| self.missing(key))?
+            .iter()
+            .map(|v| match v {
+                Value::String(s) => Ok(s.clone()),
+                _ => Err(self.missing(key)),
+            })
+            .collect()
+    }
+
+    pub fn tokenizer(&self) -> Result<Tokenizer> {
+        let model = self.string("tokenizer.ggml.model")?;
+        let tokens = self.strings("tokenizer.ggml.tokens")?;
+        let types: Vec<i64> = self
+            .array("tokenizer.ggml.token_type")
+            .map(|a| a.iter().map(|v| as_i64(v).unwrap_or(1)).collect())
+            .unwrap_or_default();
+        // What each family does by default when the file does not say.
+        let (mut inner, mut processors, default_add_bos) = match model.as_str() {
+            "gpt2" => {
+                let processor: PostProcessorWrapper =
+                    tokenizers::processors::byte_level::ByteLevel::new(false, false, true).into();
+                (self.byte_level_bpe(&tokens)?, vec![processor], false)
+            }
+            "llama" => (self.sentencepiece_bpe(&tokens, &types)?, Vec::new(), true),
+            other => {
+                return Err(self.unsupported(format!(
+                    "tokenizer model {other:?} (tokenizer.ggml.model); supported: \
+                     gpt2 (byte-level BPE), llama (SentencePiece BPE)"
+                )))
+            }
+        };
 
         let special = |kind: i64| {
             tokens
@@ -146,12 +155,10 @@ impl GgufFile {
         let eos = token_of("tokenizer.ggml.eos_token_id");
         let add_bos = self
             .opt_bool("tokenizer.ggml.add_bos_token")
-            .unwrap_or(false);
+            .unwrap_or(default_add_bos);
         let add_eos = self
             .opt_bool("tokenizer.ggml.add_eos_token")
             .unwrap_or(false);
-        let mut processors: Vec<PostProcessorWrapper> =
-            vec![tokenizers::processors::byte_level::ByteLevel::new(false, false, true).into()];
         let template_tokens: Vec<&String> = [
             bos.as_ref().filter(|_| add_bos),
             eos.as_ref().filter(|_| add_eos),
@@ -185,7 +192,9 @@ impl GgufFile {
                 .map_err(tok_err)?;
             processors.push(template.into());
         }
-        inner.with_post_processor(Some(ProcessorSequence::new(processors)));
+        if !processors.is_empty() {
+            inner.with_post_processor(Some(ProcessorSequence::new(processors)));
+        }
 
         let chat_template = self.string("tokenizer.chat_template").ok();
         Ok(Tokenizer::from_parts(inner, bos, eos, chat_template))
