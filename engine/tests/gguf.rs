@@ -11,6 +11,7 @@ use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{DType, Device, Tensor};
 use serde_json::Value as Json;
 use tandem_engine::batch::{ForwardBatch, SeqChunk};
+use tandem_engine::config::RopeScaling;
 use tandem_engine::gguf::{gguf_tensor_name, GgufFile, GgufWeights};
 use tandem_engine::kv_cache::{ComputedBlocks, KvCache, KvCacheManager, SeqBlocks};
 use tandem_engine::model_dir::ModelFiles;
@@ -43,6 +44,29 @@ fn permute(w: &Tensor, heads: usize) -> Tensor {
         .unwrap()
         .reshape(dims)
         .unwrap()
+}
+
+/// convert_hf_to_gguf's `rope_freqs` for Llama 3.1 scaling: one divisor per
+/// frequency.
+fn llama3_rope_factors(theta: f64, head_dim: usize, rope: &Json) -> Vec<f32> {
+    let f = |k: &str| rope[k].as_f64().unwrap() as f32;
+    let (factor, low, high) = (f("factor"), f("low_freq_factor"), f("high_freq_factor"));
+    let old_context = f("original_max_position_embeddings");
+    let (low_wavelen, high_wavelen) = (old_context / low, old_context / high);
+    (0..head_dim / 2)
+        .map(|i| {
+            let freq = 1.0 / (theta as f32).powf((2 * i) as f32 / head_dim as f32);
+            let wavelen = 2.0 * std::f32::consts::PI / freq;
+            if wavelen < high_wavelen {
+                1.0
+            } else if wavelen > low_wavelen {
+                factor
+            } else {
+                let smooth = (old_context / wavelen - low) / (high - low);
+                1.0 / ((1.0 - smooth) / factor + smooth)
+            }
+        })
+        .collect()
 }
 
 /// What a fixture written as GGUF holds, by GGUF tensor name.
@@ -84,12 +108,12 @@ fn write_gguf(name: &str, dtype: GgmlDType, dir: &Path) -> Written {
     }
     if let Some(rope) = cfg.get("rope_parameters").or(cfg.get("rope_scaling")) {
         if rope["rope_type"] == "llama3" {
-            // What convert_hf_to_gguf writes for Llama 3.1 rope scaling.
-            let freqs = Tensor::ones(8, DType::F32, &Device::Cpu).unwrap();
-            tensors.insert(
-                "rope_freqs.weight".into(),
-                QTensor::quantize(&freqs, GgmlDType::F32).unwrap(),
-            );
+            let head_dim = cfg["head_dim"].as_u64().unwrap() as usize;
+            let theta = rope.get("rope_theta").or(cfg.get("rope_theta")).unwrap();
+            let freqs = llama3_rope_factors(theta.as_f64().unwrap(), head_dim, rope);
+            let freqs = Tensor::new(freqs, &Device::Cpu).unwrap();
+            let q = QTensor::quantize(&freqs, GgmlDType::F32).unwrap();
+            tensors.insert("rope_freqs.weight".into(), q);
         }
     }
 
@@ -243,6 +267,14 @@ fn check_f32_parity(name: &str) {
 
     let mut expected = hf.config.clone();
     expected.checkpoint_dtype = gguf.config.checkpoint_dtype.clone();
+    if let RopeScaling::Llama3 { .. } = expected.rope.scaling {
+        // GGUF carries Llama 3.1 scaling as per-frequency factors.
+        assert!(matches!(
+            gguf.config.rope.scaling,
+            RopeScaling::FrequencyFactors(_)
+        ));
+        expected.rope.scaling = gguf.config.rope.scaling.clone();
+    }
     assert_eq!(gguf.config, expected, "{name}: config");
     assert_eq!(gguf.eos_token_ids, hf.eos_token_ids, "{name}: eos ids");
     assert_eq!(gguf.tokenizer.chat_template, hf.tokenizer.chat_template);
@@ -258,6 +290,12 @@ fn check_f32_parity(name: &str) {
 #[test]
 fn f32_gguf_llama_tied_matches_safetensors() {
     check_f32_parity("llama_tied");
+}
+
+/// GQA (4 heads, 2 KV heads) and Llama 3.1 rope scaling via rope_freqs.
+#[test]
+fn f32_gguf_llama_matches_safetensors() {
+    check_f32_parity("llama");
 }
 
 #[test]
@@ -422,10 +460,14 @@ fn load_err(path: &Path) -> String {
 #[test]
 fn unsupported_gguf_files_are_named() {
     let dir = tempfile::tempdir().unwrap();
-    // Llama 3.1 rope factors.
-    let written = write_gguf("llama", GgmlDType::F32, dir.path());
-    let msg = load_err(&written.path);
-    assert!(msg.contains("rope_freqs.weight"), "{msg}");
+    let written = write_gguf("qwen2", GgmlDType::F32, dir.path());
+    let mut yarn = GgufFile::open(&written.path).unwrap();
+    yarn.content.metadata.insert(
+        "qwen2.rope.scaling.type".into(),
+        Value::String("yarn".into()),
+    );
+    let msg = yarn.model_config().unwrap_err().to_string();
+    assert!(msg.contains("\"yarn\""), "{msg}");
 
     let q = QTensor::quantize(
         &Tensor::zeros((2, 32), DType::F32, &Device::Cpu).unwrap(),

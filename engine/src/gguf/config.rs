@@ -5,8 +5,9 @@
 use serde_json::{json, Value as Json};
 
 use super::{GgufFile, SUPPORTED_ARCHITECTURES};
-use crate::config::{Architecture, ModelConfig};
-use crate::error::Result;
+use crate::config::{Architecture, ModelConfig, RopeScaling};
+use crate::error::{EngineError, Result};
+use candle_core::Device;
 
 impl GgufFile {
     pub fn model_architecture(&self) -> Result<Architecture> {
@@ -24,13 +25,6 @@ impl GgufFile {
         let arch = self.model_architecture()?;
         let a = self.architecture()?;
         let key = |k: &str| format!("{a}.{k}");
-        if self.has_tensor("rope_freqs.weight") {
-            return Err(self.unsupported(
-                "per-frequency rope factors (rope_freqs.weight, Llama 3.1-style rope scaling) \
-                 are not supported yet; use a model with plain or linear rope scaling"
-                    .into(),
-            ));
-        }
         let rope_scaling = match self.get(&key("rope.scaling.type")) {
             None => Json::Null,
             Some(_) => match self.string(&key("rope.scaling.type"))?.as_str() {
@@ -74,6 +68,39 @@ impl GgufFile {
         });
         let mut config = ModelConfig::from_json(&config.to_string())?;
         config.checkpoint_dtype = Some(format!("gguf {:?}", embed.ggml_dtype));
+        if let Some(factors) = self.rope_frequency_factors()? {
+            if factors.len() != config.head_dim / 2 {
+                return Err(self.unsupported(format!(
+                    "rope_freqs.weight has {} factors; head_dim {} needs {}",
+                    factors.len(),
+                    config.head_dim,
+                    config.head_dim / 2
+                )));
+            }
+            config.rope.scaling = RopeScaling::FrequencyFactors(factors);
+        }
         Ok(config)
+    }
+
+    /// Llama 3.1 rope scaling as llama.cpp's converter stores it: one divisor
+    /// per frequency in the tensor `rope_freqs.weight`.
+    fn rope_frequency_factors(&self) -> Result<Option<Vec<f32>>> {
+        const NAME: &str = "rope_freqs.weight";
+        if !self.has_tensor(NAME) {
+            return Ok(None);
+        }
+        let mut file = std::fs::File::open(&self.path).map_err(|source| EngineError::Io {
+            path: self.path.clone(),
+            source,
+        })?;
+        let factors = self
+            .content
+            .tensor(&mut file, NAME, &Device::Cpu)
+            .and_then(|q| q.dequantize(&Device::Cpu)?.flatten_all()?.to_vec1::<f32>())
+            .map_err(|e| EngineError::Gguf {
+                path: self.path.clone(),
+                message: format!("reading {NAME}: {e}"),
+            })?;
+        Ok(Some(factors))
     }
 }
