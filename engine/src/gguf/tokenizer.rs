@@ -1,7 +1,8 @@
 //! A `tokenizers` tokenizer from `tokenizer.ggml.*` metadata: GPT-2 style
 //! byte-level BPE (`model = gpt2`) with the pre-tokenizer that llama.cpp's
-//! `pre` name stands for, special tokens from `token_type`, BOS/EOS ids and
-//! the chat template.
+//! `pre` name stands for, or SentencePiece BPE (`model = llama`, see
+//! `sentencepiece.rs`); special tokens from `token_type`, BOS/EOS and whether
+//! to add them, and the chat template.
 
 use candle_core::quantized::gguf_file::Value;
 use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
