@@ -70,6 +70,9 @@ pub enum RopeScaling {
         high_freq_factor: f64,
         original_max_position_embeddings: f64,
     },
+    /// One divisor per inverse frequency (`head_dim / 2` of them): how
+    /// llama.cpp's GGUF files carry Llama 3.1 scaling (`rope_freqs.weight`).
+    FrequencyFactors(Vec<f32>),
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -79,7 +82,7 @@ pub struct RopeConfig {
 }
 
 /// The parsed, validated model configuration.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ModelConfig {
     pub architecture: Architecture,
     pub vocab_size: usize,

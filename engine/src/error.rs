@@ -41,6 +41,10 @@ pub enum EngineError {
     },
     #[error("could not open safetensors file {path}: {message}")]
     Safetensors { path: PathBuf, message: String },
+    #[error("could not read GGUF file {path}: {message}")]
+    Gguf { path: PathBuf, message: String },
+    #[error("unsupported GGUF file {path}: {what}")]
+    UnsupportedGguf { path: PathBuf, what: String },
     #[error("tokenizer error: {0}")]
     Tokenizer(String),
     #[error("unsupported dtype {0:?}; use one of f32, bf16")]

@@ -8,6 +8,7 @@ pub mod detokenizer;
 pub mod engine_core;
 pub mod error;
 pub mod generation_config;
+pub mod gguf;
 pub mod kv_cache;
 pub mod kv_handoff;
 pub mod loader;
@@ -23,4 +24,4 @@ pub mod tokenizer;
 pub mod weights;
 
 pub use error::{EngineError, Result};
-pub use loader::{parse_dtype, EngineOptions, LoadedModel, ModelMeta};
+pub use loader::{parse_dtype, EngineOptions, LoadedModel, ModelMeta, ModelSource};

@@ -1,13 +1,15 @@
-//! Loads a Hugging Face model directory into a ready [`LoadedModel`].
+//! Loads a Hugging Face model directory or a GGUF file into a ready
+//! [`LoadedModel`].
 
 use candle_core::{DType, Device};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::config::ModelConfig;
 use crate::engine_core::EngineCore;
 use crate::error::{EngineError, Result};
 use crate::generation_config::GenerationDefaults;
+use crate::gguf::{GgufFile, GgufWeights};
 use crate::kv_cache::{default_kv_cache_memory, KvCache};
 use crate::model_dir::ModelFiles;
 use crate::models::{CausalLm, DecoderSpec};
@@ -38,8 +40,17 @@ pub struct EngineOptions {
     pub seed: u64,
 }
 
+/// Where a model was loaded from.
+#[derive(Clone, Debug)]
+pub enum ModelSource {
+    /// A Hugging Face directory (config.json, safetensors, tokenizer.json).
+    Directory(ModelFiles),
+    /// One GGUF file: config, tokenizer and weights all inside it.
+    Gguf(PathBuf),
+}
+
 pub struct LoadedModel {
-    pub files: ModelFiles,
+    pub source: ModelSource,
     pub config: ModelConfig,
     pub tokenizer: Arc<Tokenizer>,
     pub generation: GenerationDefaults,
@@ -52,7 +63,7 @@ pub struct LoadedModel {
 /// Everything about a model directory but its weights: what a router
 /// needs to tokenize, template and validate requests.
 pub struct ModelMeta {
-    pub files: ModelFiles,
+    pub source: ModelSource,
     pub config: ModelConfig,
     pub tokenizer: Arc<Tokenizer>,
     pub generation: GenerationDefaults,
@@ -60,14 +71,52 @@ pub struct ModelMeta {
 }
 
 impl ModelMeta {
-    pub fn load(dir: &Path) -> Result<Self> {
-        let files = ModelFiles::locate(dir)?;
+    /// Reads `model`: a Hugging Face directory, a `.gguf` file, or a
+    /// directory holding exactly one `.gguf` file (and no config.json).
+    pub fn load(model: &Path) -> Result<Self> {
+        if let Some(path) = crate::gguf::locate(model)? {
+            let gguf = GgufFile::open(&path)?;
+            return Ok(Self::from_gguf(&gguf)?.0);
+        }
+        let files = ModelFiles::locate(model)?;
         let config = ModelConfig::from_file(&files.config)?;
         let tokenizer = Tokenizer::load(&files)?;
         let generation = match &files.generation_config {
             Some(p) => GenerationDefaults::from_file(p)?,
             None => GenerationDefaults::default(),
         };
+        Ok(Self::assemble(
+            ModelSource::Directory(files),
+            config,
+            tokenizer,
+            generation,
+        ))
+    }
+
+    /// The metadata of an opened GGUF file (returned alongside, for its weights).
+    fn from_gguf(gguf: &GgufFile) -> Result<(Self, ModelConfig)> {
+        let config = gguf.model_config()?;
+        let tokenizer = gguf.tokenizer()?;
+        let generation = GenerationDefaults {
+            bos_token_id: config.bos_token_id,
+            eos_token_ids: gguf.stop_token_ids(),
+            ..GenerationDefaults::default()
+        };
+        let meta = Self::assemble(
+            ModelSource::Gguf(gguf.path.clone()),
+            config.clone(),
+            tokenizer,
+            generation,
+        );
+        Ok((meta, config))
+    }
+
+    fn assemble(
+        source: ModelSource,
+        config: ModelConfig,
+        tokenizer: Tokenizer,
+        generation: GenerationDefaults,
+    ) -> Self {
         let mut eos_token_ids = generation.eos_token_ids.clone();
         eos_token_ids.extend(&config.eos_token_ids);
         if let Some(id) = tokenizer
@@ -79,32 +128,45 @@ impl ModelMeta {
         }
         eos_token_ids.sort_unstable();
         eos_token_ids.dedup();
-        Ok(ModelMeta {
-            files,
+        ModelMeta {
+            source,
             config,
             tokenizer: Arc::new(tokenizer),
             generation,
             eos_token_ids,
-        })
+        }
     }
 }
 
 impl LoadedModel {
-    pub fn load(dir: &Path, dtype: DType) -> Result<Self> {
+    /// Loads `model` (see [`ModelMeta::load`]) with weights in `dtype`.
+    pub fn load(path: &Path, dtype: DType) -> Result<Self> {
+        let device = Device::Cpu;
+        let (meta, weights) = match crate::gguf::locate(path)? {
+            Some(path) => {
+                let gguf = GgufFile::open(&path)?;
+                let (meta, config) = ModelMeta::from_gguf(&gguf)?;
+                let arch = config.architecture.hf_name();
+                let weights = GgufWeights::new(gguf, &config);
+                (meta, Weights::from_gguf(weights, dtype, &device, arch))
+            }
+            None => {
+                let meta = ModelMeta::load(path)?;
+                let ModelSource::Directory(files) = &meta.source else {
+                    unreachable!("a model that is not GGUF loads from a directory")
+                };
+                let arch = meta.config.architecture.hf_name();
+                let weights = Weights::open(&files.weights, dtype, &device, arch)?;
+                (meta, weights)
+            }
+        };
         let ModelMeta {
-            files,
+            source,
             config,
             tokenizer,
             generation,
             eos_token_ids,
-        } = ModelMeta::load(dir)?;
-        let device = Device::Cpu;
-        let weights = Weights::open(
-            &files.weights,
-            dtype,
-            &device,
-            config.architecture.hf_name(),
-        )?;
+        } = meta;
         let model = CausalLm::load(
             &config,
             &DecoderSpec::for_config(&config),
@@ -112,14 +174,14 @@ impl LoadedModel {
             &device,
         )?;
         tracing::info!(
-            dir = %dir.display(),
+            model = %path.display(),
             architecture = config.architecture.hf_name(),
             parameters = config.num_parameters(),
             ?dtype,
             "model loaded"
         );
         Ok(LoadedModel {
-            files,
+            source,
             config,
             tokenizer,
             generation,
@@ -131,7 +193,7 @@ impl LoadedModel {
     /// Everything but the weights.
     pub fn meta(&self) -> ModelMeta {
         ModelMeta {
-            files: self.files.clone(),
+            source: self.source.clone(),
             config: self.config.clone(),
             tokenizer: self.tokenizer.clone(),
             generation: self.generation.clone(),

@@ -61,6 +61,21 @@ impl Tokenizer {
         })
     }
 
+    /// A tokenizer built in code (e.g. from GGUF metadata).
+    pub fn from_parts(
+        inner: tokenizers::Tokenizer,
+        bos_token: Option<String>,
+        eos_token: Option<String>,
+        chat_template: Option<String>,
+    ) -> Self {
+        Tokenizer {
+            inner,
+            bos_token,
+            eos_token,
+            chat_template,
+        }
+    }
+
     fn load_file(path: &Path) -> Result<tokenizers::Tokenizer> {
         tokenizers::Tokenizer::from_file(path)
             .map_err(|e| EngineError::Tokenizer(format!("{}: {e}", path.display())))

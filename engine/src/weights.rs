@@ -1,15 +1,22 @@
-//! Memory-mapped safetensors weights. Tensors are read one at a time straight
-//! from the mapping (and converted to the compute dtype), so loading never
-//! holds a second copy of the whole checkpoint.
+//! Model weights by Hugging Face tensor name, from memory-mapped safetensors
+//! or a GGUF file. Tensors are read one at a time (and converted to the
+//! compute dtype), so loading never holds a second copy of the whole
+//! checkpoint.
 
 use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device, Tensor};
 use std::path::PathBuf;
 
 use crate::error::{EngineError, Result};
+use crate::gguf::GgufWeights;
+
+enum Source {
+    Safetensors(MmapedSafetensors),
+    Gguf(GgufWeights),
+}
 
 pub struct Weights {
-    files: MmapedSafetensors,
+    source: Source,
     dtype: DType,
     device: Device,
     architecture: String,
@@ -37,11 +44,21 @@ impl Weights {
                 message: e.to_string(),
             })?;
         Ok(Weights {
-            files,
+            source: Source::Safetensors(files),
             dtype,
             device: device.clone(),
             architecture: architecture.to_string(),
         })
+    }
+
+    /// Weights of a GGUF file, dequantized as they are read.
+    pub fn from_gguf(gguf: GgufWeights, dtype: DType, device: &Device, architecture: &str) -> Self {
+        Weights {
+            source: Source::Gguf(gguf),
+            dtype,
+            device: device.clone(),
+            architecture: architecture.to_string(),
+        }
     }
 
     pub fn dtype(&self) -> DType {
@@ -49,18 +66,24 @@ impl Weights {
     }
 
     pub fn contains(&self, name: &str) -> bool {
-        self.files.get(name).is_ok()
+        match &self.source {
+            Source::Safetensors(files) => files.get(name).is_ok(),
+            Source::Gguf(gguf) => gguf.contains(name),
+        }
     }
 
     /// Loads `name`, checks its shape and converts it to the compute dtype.
     pub fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
-        let view = self
-            .files
-            .get(name)
-            .map_err(|_| EngineError::MissingTensor {
-                name: name.to_string(),
-                architecture: self.architecture.clone(),
-            })?;
+        let files = match &self.source {
+            Source::Safetensors(files) => files,
+            Source::Gguf(gguf) => {
+                return gguf.get(name, shape, self.dtype, &self.device, &self.architecture)
+            }
+        };
+        let view = files.get(name).map_err(|_| EngineError::MissingTensor {
+            name: name.to_string(),
+            architecture: self.architecture.clone(),
+        })?;
         if view.shape() != shape {
             return Err(EngineError::TensorShape {
                 name: name.to_string(),

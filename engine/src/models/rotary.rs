@@ -23,6 +23,11 @@ impl Rotary {
             .collect();
         match rope.scaling {
             RopeScaling::None => {}
+            RopeScaling::FrequencyFactors(ref factors) => {
+                for (f, d) in inv_freq.iter_mut().zip(factors) {
+                    *f /= d;
+                }
+            }
             RopeScaling::Linear { factor } => inv_freq.iter_mut().for_each(|f| *f /= factor as f32),
             RopeScaling::Llama3 {
                 factor,
