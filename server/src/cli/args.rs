@@ -10,8 +10,9 @@ use tandem_engine::EngineOptions;
 /// What every API server (worker or router) takes.
 #[derive(clap::Args, Debug, Clone)]
 pub struct HttpArgs {
-    /// Hugging Face model directory. Without it, the random-weight demo model
-    /// `small` is written to ./demo-models/small (once) and served.
+    /// Hugging Face model directory, or a GGUF file (or a directory holding
+    /// one; llama, qwen2, qwen3 architectures). Without it, the random-weight
+    /// demo model `small` is written to ./demo-models/small (once) and served.
     #[arg(long)]
     pub model: Option<PathBuf>,
     /// Names clients use in `model`; the first is reported (default: --model as given).

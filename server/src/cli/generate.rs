@@ -9,7 +9,7 @@ use tandem_engine::{parse_dtype, LoadedModel};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Hugging Face model directory (see `tandem demo-model`).
+    /// Hugging Face model directory (see `tandem demo-model`) or a GGUF file.
     #[arg(long)]
     model: PathBuf,
     /// A prompt; repeat the flag for several prompts (run as one batch).
