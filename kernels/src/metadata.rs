@@ -138,6 +138,23 @@ impl AttentionMetadata {
 }
 
 #[cfg(test)]
+impl AttentionMetadata {
+    /// Metadata with only the query and context lengths set, as the
+    /// attention planners' tests need it.
+    pub(crate) fn from_lens(q_lens: &[u32], ctx: &[u32]) -> Self {
+        let mut loc = vec![0];
+        for q in q_lens {
+            loc.push(loc.last().unwrap() + q);
+        }
+        Self {
+            query_start_loc: loc,
+            context_lens: ctx.to_vec(),
+            ..Default::default()
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

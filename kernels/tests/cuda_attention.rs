@@ -9,24 +9,13 @@ mod common;
 
 use candle_core::{DType, Tensor};
 use common::gpu::{download, kernels, upload, Elem};
-use common::{assert_close, build, reference, tolerance, Scenario, Seq};
+use common::{
+    assert_close, build, chunk, cpu_attention, decode, mixed_batch, reference, tolerance, Scenario,
+    Seq,
+};
 use half::{bf16, f16};
 use tandem_kernels::cuda::{AttentionConfig, CudaKernels, QStrides};
-use tandem_kernels::{paged_attention, reshape_and_cache, KvCacheLayout};
-
-fn decode(context_len: usize) -> Seq {
-    Seq {
-        context_len,
-        query_len: 1,
-    }
-}
-
-fn chunk(context_len: usize, query_len: usize) -> Seq {
-    Seq {
-        context_len,
-        query_len,
-    }
-}
+use tandem_kernels::{reshape_and_cache, KvCacheLayout};
 
 fn scenario(
     dtype: DType,
@@ -100,39 +89,18 @@ fn check<T: Elem>(k: &CudaKernels, s: &Scenario) {
     let (want, max_logit) = reference(s, &b);
     let tol = tolerance(s.dtype) + 1e-6 * max_logit;
     assert_close(&got, &want, tol).unwrap_or_else(|e| panic!("vs reference: {e}\n{s:?}"));
-    let cpu = paged_attention(
-        &b.q,
-        &b.arena,
-        &b.layout,
-        b.layer,
-        &b.meta,
-        s.softmax_scale,
-        s.sliding_window,
-    )
-    .unwrap();
+    let cpu = cpu_attention(s, &b).unwrap();
     // Two roundings to the dtype may differ by one ulp of the output.
     assert_close(&got, &common::to_f32_vec(&cpu), 2.0 * tol)
         .unwrap_or_else(|e| panic!("vs CPU kernel: {e}\n{s:?}"));
 }
 
-fn mixed() -> Vec<Seq> {
-    vec![
-        chunk(300, 40),
-        decode(1),
-        chunk(1000, 17),
-        decode(2048),
-        chunk(64, 64),
-        decode(17),
-        decode(512),
-    ]
-}
-
 #[test]
 fn mixed_batch_of_prefill_chunks_and_decodes_in_every_dtype() {
     let Some(k) = kernels() else { return };
-    check::<f32>(&k, &scenario(DType::F32, 2, 7, 64, mixed()));
-    check::<bf16>(&k, &scenario(DType::BF16, 2, 7, 64, mixed()));
-    check::<f16>(&k, &scenario(DType::F16, 2, 7, 64, mixed()));
+    check::<f32>(&k, &scenario(DType::F32, 2, 7, 64, mixed_batch()));
+    check::<bf16>(&k, &scenario(DType::BF16, 2, 7, 64, mixed_batch()));
+    check::<f16>(&k, &scenario(DType::F16, 2, 7, 64, mixed_batch()));
 }
 
 #[test]

@@ -21,12 +21,17 @@ fn random<T: Elem>(rng: &mut ChaCha8Rng, shape: &[usize], scale: f32) -> Tensor 
     tensor(&xs, shape, dtype::<T>())
 }
 
-/// Runs `f::<T>` for f32, bf16 and f16.
-macro_rules! for_each_dtype {
-    ($k:expr, $f:ident) => {
-        $f::<f32>($k);
-        $f::<bf16>($k);
-        $f::<f16>($k);
+/// The test `$name`: `$case::<T>` for f32, bf16 and f16 (skipped without
+/// a GPU).
+macro_rules! test_each_dtype {
+    ($name:ident, $case:ident) => {
+        #[test]
+        fn $name() {
+            let Some(k) = kernels() else { return };
+            $case::<f32>(&k);
+            $case::<bf16>(&k);
+            $case::<f16>(&k);
+        }
     };
 }
 
@@ -57,11 +62,7 @@ fn embedding_case<T: Elem>(k: &CudaKernels) {
     }
 }
 
-#[test]
-fn embedding_gathers_rows_exactly() {
-    let Some(k) = kernels() else { return };
-    for_each_dtype!(&k, embedding_case);
-}
+test_each_dtype!(embedding_gathers_rows_exactly, embedding_case);
 
 fn rms_norm_case<T: Elem>(k: &CudaKernels) {
     let mut rng = ChaCha8Rng::seed_from_u64(2);
@@ -110,11 +111,10 @@ fn rms_norm_case<T: Elem>(k: &CudaKernels) {
     }
 }
 
-#[test]
-fn rms_norm_and_fused_residual_add_match_the_cpu_path() {
-    let Some(k) = kernels() else { return };
-    for_each_dtype!(&k, rms_norm_case);
-}
+test_each_dtype!(
+    rms_norm_and_fused_residual_add_match_the_cpu_path,
+    rms_norm_case
+);
 
 fn rotary_case<T: Elem>(k: &CudaKernels) {
     let mut rng = ChaCha8Rng::seed_from_u64(3);
@@ -184,11 +184,7 @@ fn rotary_case<T: Elem>(k: &CudaKernels) {
     }
 }
 
-#[test]
-fn rotary_matches_candle_rope_on_q_and_k_in_place() {
-    let Some(k) = kernels() else { return };
-    for_each_dtype!(&k, rotary_case);
-}
+test_each_dtype!(rotary_matches_candle_rope_on_q_and_k_in_place, rotary_case);
 
 #[test]
 fn rotary_refuses_overlapping_heads_and_odd_rot_dim() {
@@ -253,11 +249,7 @@ fn silu_mul_case<T: Elem>(k: &CudaKernels) {
     }
 }
 
-#[test]
-fn silu_mul_matches_the_cpu_mlp_activation() {
-    let Some(k) = kernels() else { return };
-    for_each_dtype!(&k, silu_mul_case);
-}
+test_each_dtype!(silu_mul_matches_the_cpu_mlp_activation, silu_mul_case);
 
 #[test]
 fn short_buffers_are_refused_before_launch() {

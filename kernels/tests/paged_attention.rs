@@ -3,7 +3,7 @@
 mod common;
 
 use candle_core::{DType, Device, Tensor};
-use common::{build, check, Scenario, Seq};
+use common::{build, check, chunk, decode, mixed_batch, Scenario, Seq};
 use proptest::prelude::*;
 use tandem_kernels::{paged_attention, AttentionMetadata, KernelError, KvCacheLayout};
 
@@ -23,33 +23,11 @@ fn qwen_like(dtype: DType, seqs: Vec<Seq>) -> Scenario {
     }
 }
 
-fn decode(context_len: usize) -> Seq {
-    Seq {
-        context_len,
-        query_len: 1,
-    }
-}
-
-fn chunk(context_len: usize, query_len: usize) -> Seq {
-    Seq {
-        context_len,
-        query_len,
-    }
-}
-
 /// Three prefill chunks behind cached context (one a fresh prompt) and four
 /// decodes, in one call, for each dtype.
 #[test]
 fn mixed_batch_of_prefill_chunks_and_decodes() {
-    let seqs = vec![
-        chunk(300, 40),
-        decode(1),
-        chunk(1000, 17),
-        decode(2048),
-        chunk(64, 64),
-        decode(17),
-        decode(512),
-    ];
+    let seqs = mixed_batch();
     for dtype in DTYPES {
         check(&qwen_like(dtype, seqs.clone())).unwrap();
     }

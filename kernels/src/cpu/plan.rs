@@ -121,18 +121,6 @@ fn partition(tiles: &mut [Tile], blocks: &[Range<usize>], shape: &PlanShape) -> 
 mod tests {
     use super::*;
 
-    fn meta(q_lens: &[u32], ctx: &[u32]) -> AttentionMetadata {
-        let mut loc = vec![0];
-        for q in q_lens {
-            loc.push(loc.last().unwrap() + q);
-        }
-        AttentionMetadata {
-            query_start_loc: loc,
-            context_lens: ctx.to_vec(),
-            ..Default::default()
-        }
-    }
-
     fn shape(threads: usize, window: Option<usize>) -> PlanShape {
         PlanShape {
             num_kv_heads: 2,
@@ -153,7 +141,7 @@ mod tests {
 
     #[test]
     fn prefill_tiles_cover_every_row_and_only_causal_blocks() {
-        let p = plan(&meta(&[10], &[40]), &shape(1, None));
+        let p = plan(&AttentionMetadata::from_lens(&[10], &[40]), &shape(1, None));
         // 4096 / 128 = 32 query vectors, 32 / 7 = 4 tokens per tile -> tiles of 4, 4, 2 rows, for 2 KV heads.
         assert_eq!(p.tiles.len(), 6);
         assert_eq!(p.tiles[0].q_rows, 0..4);
@@ -165,14 +153,20 @@ mod tests {
 
     #[test]
     fn sliding_window_skips_blocks_before_the_window() {
-        let p = plan(&meta(&[1], &[100]), &shape(1, Some(20)));
+        let p = plan(
+            &AttentionMetadata::from_lens(&[1], &[100]),
+            &shape(1, Some(20)),
+        );
         // Position 99 sees 80..=99: blocks 5 and 6.
         assert_eq!(covered_blocks(&p, 0), vec![5, 6]);
     }
 
     #[test]
     fn lone_long_decode_is_partitioned_and_covers_each_block_once() {
-        let p = plan(&meta(&[1], &[2048]), &shape(2, None));
+        let p = plan(
+            &AttentionMetadata::from_lens(&[1], &[2048]),
+            &shape(2, None),
+        );
         assert!(p.items.len() > p.tiles.len());
         for t in 0..p.tiles.len() {
             assert_eq!(covered_blocks(&p, t), (0..128).collect::<Vec<_>>());
@@ -184,9 +178,12 @@ mod tests {
 
     #[test]
     fn big_batches_and_short_contexts_are_not_partitioned() {
-        let p = plan(&meta(&[1; 16], &[2048; 16]), &shape(2, None));
+        let p = plan(
+            &AttentionMetadata::from_lens(&[1; 16], &[2048; 16]),
+            &shape(2, None),
+        );
         assert_eq!(p.items.len(), p.tiles.len());
-        let p = plan(&meta(&[1], &[100]), &shape(2, None));
+        let p = plan(&AttentionMetadata::from_lens(&[1], &[100]), &shape(2, None));
         assert_eq!(p.items.len(), p.tiles.len());
     }
 }

@@ -8,7 +8,7 @@ use cudarc::driver::{CudaSlice, CudaView, CudaViewMut, DeviceRepr, LaunchConfig,
 
 use super::device::{CudaElement, CudaKernels};
 use super::error::CudaKernelError;
-use super::ops::{index_u32, need, per_row, product};
+use super::ops::{index_u32, launched, need, per_row, product};
 use super::plan::{plan, PlanShape};
 use super::sources::ATTENTION_HEAD_DIMS;
 use crate::checks::check_slot_mapping;
@@ -298,8 +298,7 @@ impl CudaKernels {
             index_u32(OP, "block_size", l.block_size)?,
             index_u32(OP, "num_kv_heads * head_dim", row)?,
         );
-        let f = self.function(&format!("reshape_and_cache_{}", T::SUFFIX))?;
-        let mut launch = self.stream.launch_builder(f);
+        let mut launch = self.launch_of::<T>(OP)?;
         launch
             .arg(arena)
             .arg(k)
@@ -319,9 +318,7 @@ impl CudaKernels {
         // or < num_blocks * block_size; the kernel re-checks the range), so
         // every write lands in the arena, whose length was checked; k and v
         // hold num_tokens rows at their strides.
-        unsafe { launch.launch(cfg) }
-            .map_err(CudaKernelError::driver("launching reshape_and_cache"))?;
-        Ok(())
+        launched(OP, unsafe { launch.launch(cfg) })
     }
 
     /// Attention of `q` over the cached K/V of `layer` for the batch `meta`
@@ -437,8 +434,7 @@ impl CudaKernels {
         // checked above; partial slots < num_partials, for which part_acc
         // and part_ml were sized (rows_per_item rows each); `shared` is what
         // the kernel computes for this head_dim and dtype.
-        unsafe { launch.launch(cfg) }
-            .map_err(CudaKernelError::driver(format!("launching {name}")))?;
+        launched(&name, unsafe { launch.launch(cfg) })?;
 
         if meta.num_splits > 0 {
             let name = format!(
@@ -463,8 +459,7 @@ impl CudaKernels {
             // split tiles name only partial slots the items above wrote
             // (launched earlier on the same stream) and output rows inside
             // `out`.
-            unsafe { launch.launch(cfg) }
-                .map_err(CudaKernelError::driver(format!("launching {name}")))?;
+            launched(&name, unsafe { launch.launch(cfg) })?;
         }
         Ok(())
     }

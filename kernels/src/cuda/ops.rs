@@ -3,7 +3,7 @@
 //! from the sizes, then launches on the kernels' stream (asynchronously).
 //! Buffers may be longer than needed (preallocated for the largest batch).
 
-use cudarc::driver::{CudaView, CudaViewMut, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaView, CudaViewMut, DriverError, LaunchArgs, LaunchConfig, PushKernelArg};
 
 use super::device::{CudaElement, CudaKernels};
 use super::error::CudaKernelError;
@@ -53,6 +53,44 @@ pub(crate) fn per_row(rows: u32, row_elems: usize, elem_bytes: usize) -> LaunchC
     }
 }
 
+/// The sizes a row-wise norm passes its kernel: `rows` rows of `hidden`.
+struct NormRows {
+    rows: u32,
+    hidden: u32,
+}
+
+/// Checks the buffers of a row-wise norm over `num_rows` rows of `hidden`
+/// (each of `row_buffers`, in order, holds them all; `weight` holds one
+/// row) and gives the kernel's sizes, or `None` when there is nothing to do.
+fn norm_rows(
+    op: &'static str,
+    num_rows: usize,
+    hidden: usize,
+    row_buffers: &[(&'static str, usize)],
+    weight_len: usize,
+) -> Result<Option<NormRows>> {
+    let elems = product(op, "num_rows * hidden", num_rows, hidden)?;
+    for &(what, len) in row_buffers {
+        need(op, what, len, elems)?;
+    }
+    need(op, "weight", weight_len, hidden)?;
+    if elems == 0 {
+        return Ok(None);
+    }
+    Ok(Some(NormRows {
+        rows: index_u32(op, "num_rows", num_rows)?,
+        hidden: index_u32(op, "hidden", hidden)?,
+    }))
+}
+
+/// Names a failed launch of kernel `op` (the launch's timing events, which
+/// the wrappers do not ask for, are dropped).
+pub(crate) fn launched<R>(op: &str, result: std::result::Result<R, DriverError>) -> Result<()> {
+    result
+        .map(drop)
+        .map_err(CudaKernelError::driver(format!("launching {op}")))
+}
+
 /// Where the q and k heads of each token are in the buffer `rotary_neox`
 /// rotates in place (usually the fused qkv activation: q at 0, k at
 /// `num_q_heads * head_dim`, tokens `(num_q_heads + 2 * num_kv_heads) *
@@ -74,6 +112,13 @@ pub struct RotaryLayout {
 }
 
 impl CudaKernels {
+    /// A launch of `op`'s instantiation for `T` (`{op}_{suffix}`) on the
+    /// kernels' stream, for the wrapper to push the arguments to.
+    pub(crate) fn launch_of<T: CudaElement>(&self, op: &str) -> Result<LaunchArgs<'_>> {
+        let f = self.function(&format!("{op}_{}", T::SUFFIX))?;
+        Ok(self.stream.launch_builder(f))
+    }
+
     /// `out[t, :] = table[ids[t], :]` for `t < num_tokens`; `table` is
     /// `[vocab, hidden]`. Ids must be below `vocab` (the runner checks them
     /// on the host); an id that is not gives a NaN row, never a stray read.
@@ -104,8 +149,7 @@ impl CudaKernels {
             index_u32(OP, "num_tokens", num_tokens)?,
             index_u32(OP, "hidden", hidden)?,
         );
-        let f = self.function(&format!("embedding_{}", T::SUFFIX))?;
-        let mut launch = self.stream.launch_builder(f);
+        let mut launch = self.launch_of::<T>(OP)?;
         launch
             .arg(out)
             .arg(table)
@@ -116,9 +160,9 @@ impl CudaKernels {
         // SAFETY: arguments match `embedding` in embedding.cu in order and
         // type; `out` holds num_tokens rows and `ids` num_tokens entries;
         // table rows are read only for ids < vocab = table.len() / hidden.
-        unsafe { launch.launch(per_row(n, hidden, std::mem::size_of::<T>())) }
-            .map_err(CudaKernelError::driver("launching embedding"))?;
-        Ok(())
+        launched(OP, unsafe {
+            launch.launch(per_row(n, hidden, std::mem::size_of::<T>()))
+        })
     }
 
     /// `out = x / sqrt(mean(x^2) + eps) * weight` over rows of `hidden`.
@@ -132,19 +176,13 @@ impl CudaKernels {
         eps: f32,
     ) -> Result<()> {
         const OP: &str = "rms_norm";
-        let elems = product(OP, "num_rows * hidden", num_rows, hidden)?;
-        need(OP, "out", out.len(), elems)?;
-        need(OP, "x", x.len(), elems)?;
-        need(OP, "weight", weight.len(), hidden)?;
-        if elems == 0 {
+        let buffers = [("out", out.len()), ("x", x.len())];
+        let Some(NormRows { rows, hidden: h }) =
+            norm_rows(OP, num_rows, hidden, &buffers, weight.len())?
+        else {
             return Ok(());
-        }
-        let (rows, h) = (
-            index_u32(OP, "num_rows", num_rows)?,
-            index_u32(OP, "hidden", hidden)?,
-        );
-        let f = self.function(&format!("rms_norm_{}", T::SUFFIX))?;
-        let mut launch = self.stream.launch_builder(f);
+        };
+        let mut launch = self.launch_of::<T>(OP)?;
         launch
             .arg(out)
             .arg(x)
@@ -154,9 +192,9 @@ impl CudaKernels {
             .arg(&eps);
         // SAFETY: arguments match `rms_norm` in rms_norm.cu; every buffer
         // holds num_rows * hidden elements (weight: hidden).
-        unsafe { launch.launch(per_row(rows, hidden, std::mem::size_of::<T>())) }
-            .map_err(CudaKernelError::driver("launching rms_norm"))?;
-        Ok(())
+        launched(OP, unsafe {
+            launch.launch(per_row(rows, hidden, std::mem::size_of::<T>()))
+        })
     }
 
     /// `residual += x` (rounded to `T`), then `out = rms_norm(residual)`:
@@ -173,20 +211,17 @@ impl CudaKernels {
         eps: f32,
     ) -> Result<()> {
         const OP: &str = "fused_add_rms_norm";
-        let elems = product(OP, "num_rows * hidden", num_rows, hidden)?;
-        need(OP, "out", out.len(), elems)?;
-        need(OP, "residual", residual.len(), elems)?;
-        need(OP, "x", x.len(), elems)?;
-        need(OP, "weight", weight.len(), hidden)?;
-        if elems == 0 {
+        let buffers = [
+            ("out", out.len()),
+            ("residual", residual.len()),
+            ("x", x.len()),
+        ];
+        let Some(NormRows { rows, hidden: h }) =
+            norm_rows(OP, num_rows, hidden, &buffers, weight.len())?
+        else {
             return Ok(());
-        }
-        let (rows, h) = (
-            index_u32(OP, "num_rows", num_rows)?,
-            index_u32(OP, "hidden", hidden)?,
-        );
-        let f = self.function(&format!("fused_add_rms_norm_{}", T::SUFFIX))?;
-        let mut launch = self.stream.launch_builder(f);
+        };
+        let mut launch = self.launch_of::<T>(OP)?;
         launch
             .arg(out)
             .arg(residual)
@@ -197,9 +232,9 @@ impl CudaKernels {
             .arg(&eps);
         // SAFETY: arguments match `fused_add_rms_norm` in rms_norm.cu; every
         // buffer holds num_rows * hidden elements (weight: hidden).
-        unsafe { launch.launch(per_row(rows, hidden, std::mem::size_of::<T>())) }
-            .map_err(CudaKernelError::driver("launching fused_add_rms_norm"))?;
-        Ok(())
+        launched(OP, unsafe {
+            launch.launch(per_row(rows, hidden, std::mem::size_of::<T>()))
+        })
     }
 
     /// Rotates the q and k heads of `x` in place ("rotate half" / NeoX
@@ -255,8 +290,7 @@ impl CudaKernels {
         let d = index_u32(OP, "head_dim", l.head_dim)?;
         let rot = index_u32(OP, "rot_dim", l.rot_dim)?;
         let (stride, q_off, k_off) = (l.token_stride as u64, l.q_offset as u64, l.k_offset as u64);
-        let f = self.function(&format!("rotary_neox_{}", T::SUFFIX))?;
-        let mut launch = self.stream.launch_builder(f);
+        let mut launch = self.launch_of::<T>(OP)?;
         launch
             .arg(x)
             .arg(cos)
@@ -277,9 +311,7 @@ impl CudaKernels {
         // k_end) - 1, is inside `x`; q and k heads are disjoint within a
         // token and tokens do not overlap (both end within token_stride), so
         // no element is touched by two threads.
-        unsafe { launch.launch(per_row(n, pairs, 16)) }
-            .map_err(CudaKernelError::driver("launching rotary_neox"))?;
-        Ok(())
+        launched(OP, unsafe { launch.launch(per_row(n, pairs, 16)) })
     }
 
     /// `out[t, i] = silu(gate_up[t, i]) * gate_up[t, inter + i]`; `gate_up`
@@ -307,13 +339,12 @@ impl CudaKernels {
             index_u32(OP, "num_tokens", num_tokens)?,
             index_u32(OP, "inter", inter)?,
         );
-        let f = self.function(&format!("silu_mul_{}", T::SUFFIX))?;
-        let mut launch = self.stream.launch_builder(f);
+        let mut launch = self.launch_of::<T>(OP)?;
         launch.arg(out).arg(gate_up).arg(&n).arg(&i);
         // SAFETY: arguments match `silu_mul` in silu_mul.cu; `out` holds
         // num_tokens * inter elements and `gate_up` twice that.
-        unsafe { launch.launch(per_row(n, inter, std::mem::size_of::<T>())) }
-            .map_err(CudaKernelError::driver("launching silu_mul"))?;
-        Ok(())
+        launched(OP, unsafe {
+            launch.launch(per_row(n, inter, std::mem::size_of::<T>()))
+        })
     }
 }

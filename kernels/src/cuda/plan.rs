@@ -205,18 +205,6 @@ fn tiles(meta: &AttentionMetadata, shape: &PlanShape) -> Vec<Tile> {
 mod tests {
     use super::*;
 
-    fn meta(q_lens: &[u32], ctx: &[u32]) -> AttentionMetadata {
-        let mut loc = vec![0];
-        for q in q_lens {
-            loc.push(loc.last().unwrap() + q);
-        }
-        AttentionMetadata {
-            query_start_loc: loc,
-            context_lens: ctx.to_vec(),
-            ..Default::default()
-        }
-    }
-
     fn shape(group: usize, rows: usize, window: Option<usize>, target: usize) -> PlanShape {
         PlanShape {
             num_kv_heads: 2,
@@ -290,7 +278,7 @@ mod tests {
 
     #[test]
     fn mixed_batch_is_covered_once_with_and_without_partitions() {
-        let m = meta(&[40, 1, 17, 1, 64, 1], &[300, 1, 1000, 2048, 64, 17]);
+        let m = AttentionMetadata::from_lens(&[40, 1, 17, 1, 64, 1], &[300, 1, 1000, 2048, 64, 17]);
         for (group, rows) in [(7, 32), (1, 32), (8, 32), (16, 16), (32, 16), (4, 64)] {
             for window in [None, Some(1), Some(100), Some(4096)] {
                 for target in [1, 64, 100_000] {
@@ -303,7 +291,7 @@ mod tests {
 
     #[test]
     fn tiles_pack_tokens_and_split_wide_groups() {
-        let m = meta(&[10], &[40]);
+        let m = AttentionMetadata::from_lens(&[10], &[40]);
         // group 7 in 32 rows: 4 tokens per item -> items of 4, 4, 2 tokens per KV head.
         let p = plan(&m, &shape(7, 32, None, 1));
         assert_eq!(p.items.len(), 6);
@@ -319,20 +307,27 @@ mod tests {
     #[test]
     fn lone_long_decode_is_partitioned_but_short_or_wide_batches_are_not() {
         let s = shape(7, 32, None, 264);
-        let p = plan(&meta(&[1], &[8192]), &s);
+        let p = plan(&AttentionMetadata::from_lens(&[1], &[8192]), &s);
         assert!(p.items.len() > 2 && p.splits.len() == 2);
         for it in &p.items {
             assert_ne!(it.partial, NO_PARTIAL);
             assert!(it.kv_hi - it.kv_lo >= MIN_PARTITION_TOKENS as u32);
         }
-        assert!(plan(&meta(&[1], &[300]), &s).splits.is_empty());
+        assert!(plan(&AttentionMetadata::from_lens(&[1], &[300]), &s)
+            .splits
+            .is_empty());
         let many = vec![1; 200];
-        assert!(plan(&meta(&many, &[4096; 200]), &s).splits.is_empty());
+        assert!(plan(&AttentionMetadata::from_lens(&many, &[4096; 200]), &s)
+            .splits
+            .is_empty());
     }
 
     #[test]
     fn sliding_window_starts_the_kv_range_at_the_window() {
-        let p = plan(&meta(&[1], &[100]), &shape(7, 32, Some(20), 1));
+        let p = plan(
+            &AttentionMetadata::from_lens(&[1], &[100]),
+            &shape(7, 32, Some(20), 1),
+        );
         assert_eq!((p.items[0].kv_lo, p.items[0].kv_hi), (80, 100));
     }
 }

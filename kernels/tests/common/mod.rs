@@ -21,6 +21,22 @@ pub struct Seq {
     pub query_len: usize,
 }
 
+/// A decode: one query token at the end of `context_len` cached tokens.
+pub fn decode(context_len: usize) -> Seq {
+    Seq {
+        context_len,
+        query_len: 1,
+    }
+}
+
+/// A prefill chunk: the last `query_len` of `context_len` tokens.
+pub fn chunk(context_len: usize, query_len: usize) -> Seq {
+    Seq {
+        context_len,
+        query_len,
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Scenario {
     pub dtype: DType,
@@ -245,16 +261,7 @@ pub fn assert_close(got: &[f32], want: &[f32], tol: f32) -> Result<(), String> {
 /// dtype's tolerance grows by 1e-6 per unit of the largest |logit|.
 pub fn check(s: &Scenario) -> Result<(), String> {
     let b = build(s);
-    let out = tandem_kernels::paged_attention(
-        &b.q,
-        &b.arena,
-        &b.layout,
-        b.layer,
-        &b.meta,
-        s.softmax_scale,
-        s.sliding_window,
-    )
-    .map_err(|e| e.to_string())?;
+    let out = cpu_attention(s, &b).map_err(|e| e.to_string())?;
     if out.dims() != b.q.dims() || out.dtype() != s.dtype {
         return Err(format!(
             "output {:?} {:?}, q {:?} {:?}",
@@ -267,4 +274,31 @@ pub fn check(s: &Scenario) -> Result<(), String> {
     let (want, max_logit) = reference(s, &b);
     let tol = tolerance(s.dtype) + 1e-6 * max_logit;
     assert_close(&to_f32_vec(&out), &want, tol).map_err(|e| format!("{e}\n{s:?}"))
+}
+
+/// Three prefill chunks behind cached context (one a fresh prompt) and
+/// four decodes: the ragged mixed batch both attention suites run.
+pub fn mixed_batch() -> Vec<Seq> {
+    vec![
+        chunk(300, 40),
+        decode(1),
+        chunk(1000, 17),
+        decode(2048),
+        chunk(64, 64),
+        decode(17),
+        decode(512),
+    ]
+}
+
+/// The CPU paged_attention of the scenario's batch.
+pub fn cpu_attention(s: &Scenario, b: &Batch) -> candle_core::Result<Tensor> {
+    tandem_kernels::paged_attention(
+        &b.q,
+        &b.arena,
+        &b.layout,
+        b.layer,
+        &b.meta,
+        s.softmax_scale,
+        s.sliding_window,
+    )
 }
