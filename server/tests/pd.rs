@@ -631,4 +631,22 @@ async fn a_kv_handle_for_other_tokens_is_refused() {
             .contains("block hashes"),
         "{text}"
     );
+    // A handle whose agent metadata is not base64 is refused before the
+    // engine sees it, as a WireError the router can read.
+    let mut bad = body.clone();
+    bad["kv"]["agent"] = json!("not base64!");
+    let resp = reqwest::Client::new()
+        .post(format!("{}/internal/decode", decode.url))
+        .header("x-tandem-internal-token", "t0k")
+        .json(&bad)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let err: Value = resp.json().await.unwrap();
+    assert_eq!(err["kind"], "rejected", "{err}");
+    assert!(
+        err["message"].as_str().unwrap().contains("kv.agent"),
+        "{err}"
+    );
 }

@@ -60,6 +60,27 @@ fn error(status: StatusCode, e: &ServingError) -> Response {
     (status, Json(WireError::from(e))).into_response()
 }
 
+/// A JSON body whose rejection is a 400 [`WireError`] like every other
+/// refusal here (axum's own is a plain-text 422 the router cannot read).
+struct WireJson<T>(T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> axum::extract::FromRequest<S> for WireJson<T> {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Response> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(body)) => Ok(WireJson(body)),
+            Err(rejection) => Err(error(
+                StatusCode::BAD_REQUEST,
+                &ServingError::Rejected(format!(
+                    "invalid internal request body: {}",
+                    rejection.body_text()
+                )),
+            )),
+        }
+    }
+}
+
 fn status_of(e: &ServingError) -> StatusCode {
     match e {
         ServingError::Rejected(_) => StatusCode::BAD_REQUEST,
@@ -97,14 +118,17 @@ fn token_lines(
 
 /// A whole request here (colocated workers, and decode workers computing
 /// a prompt themselves when no prefill worker could).
-async fn generate(State(state): State<WorkerState>, Json(req): Json<ServingRequest>) -> Response {
+async fn generate(
+    State(state): State<WorkerState>,
+    WireJson(req): WireJson<ServingRequest>,
+) -> Response {
     ndjson(token_lines(Backend::generate(&state.engine, req)))
 }
 
 /// Computes the prompt, samples the first token, holds the KV.
 async fn prefill(
     State(state): State<WorkerState>,
-    Json(mut req): Json<ServingRequest>,
+    WireJson(mut req): WireJson<ServingRequest>,
 ) -> Response {
     let Some(agent) = state.agent_metadata.clone() else {
         return error(
@@ -135,7 +159,10 @@ async fn prefill(
 }
 
 /// Pulls the prompt KV a prefill worker holds, then decodes.
-async fn decode(State(state): State<WorkerState>, Json(req): Json<DecodeRequest>) -> Response {
+async fn decode(
+    State(state): State<WorkerState>,
+    WireJson(req): WireJson<DecodeRequest>,
+) -> Response {
     if state.role == Role::Prefill {
         return error(
             StatusCode::BAD_REQUEST,
@@ -152,7 +179,10 @@ async fn decode(State(state): State<WorkerState>, Json(req): Json<DecodeRequest>
     ndjson(token_lines(Backend::generate(&state.engine, request)))
 }
 
-async fn release(State(state): State<WorkerState>, Json(req): Json<ReleaseRequest>) -> StatusCode {
+async fn release(
+    State(state): State<WorkerState>,
+    WireJson(req): WireJson<ReleaseRequest>,
+) -> StatusCode {
     state.leases.release(req.lease);
     StatusCode::NO_CONTENT
 }
