@@ -33,8 +33,19 @@ fn read_json(path: &Path) -> Json {
 
 /// convert_hf_to_gguf's `LlamaModel.permute` (the forward direction).
 fn permute(w: &Tensor, heads: usize) -> Tensor {
+    regroup(w, [heads, 2, w.dims()[0] / heads / 2])
+}
+
+/// The test's own inverse of [`permute`] (independent of the loader's).
+fn unpermute(w: &Tensor, heads: usize) -> Tensor {
+    regroup(w, [heads, w.dims()[0] / heads / 2, 2])
+}
+
+/// Splits the rows of `w` into `groups`, swaps the inner two axes, and
+/// flattens back to `w`'s shape.
+fn regroup(w: &Tensor, groups: [usize; 3]) -> Tensor {
     let dims = w.dims().to_vec();
-    let mut split = vec![heads, 2, dims[0] / heads / 2];
+    let mut split = groups.to_vec();
     split.extend_from_slice(&dims[1..]);
     w.reshape(split)
         .unwrap()
@@ -342,17 +353,7 @@ fn dequantized_tensors_equal_candles_dequantizer() {
                     _ => 0,
                 };
                 if name == "llama_tied" && heads > 0 {
-                    // The test's own inverse of `permute`.
-                    let dims = want.dims().to_vec();
-                    want = want
-                        .reshape((heads, dims[0] / heads / 2, 2, dims[1]))
-                        .unwrap()
-                        .transpose(1, 2)
-                        .unwrap()
-                        .contiguous()
-                        .unwrap()
-                        .reshape(dims)
-                        .unwrap();
+                    want = unpermute(&want, heads);
                 }
                 let got = weights.get_f32(hf, "test").unwrap();
                 assert_eq!(got.dims(), original.dims(), "{name} {dtype:?} {hf}");
