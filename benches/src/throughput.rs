@@ -11,6 +11,7 @@ use std::time::Instant;
 use tandem_engine::engine_core::EngineCore;
 use tandem_engine::models::CausalLm;
 use tandem_engine::offline::{generate, GenerateRequest, OfflineOptions};
+use tandem_engine::runner::{DeviceSpec, KvBudget, ModelRunner, RunnerOptions};
 use tandem_engine::sampler::SamplingParams;
 use tandem_engine::scheduler::SchedulerConfig;
 use tandem_engine::sequence::{Request, StopConditions};
@@ -32,6 +33,9 @@ pub struct Args {
     output_len: usize,
     #[arg(long, default_value = "f32")]
     dtype: String,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: DeviceSpec,
     /// Prompt length of the prefix-cache TTFT test (90 % of it shared).
     #[arg(long, default_value_t = 1024)]
     prefix_prompt_len: usize,
@@ -98,6 +102,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .collect();
         let opts = OfflineOptions {
             max_num_seqs: seqs,
+            device: args.device,
             ..OfflineOptions::default()
         };
         let t = Instant::now();
@@ -116,7 +121,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         );
         rows.push(row);
     }
-    let prefix = prefix_ttft(&model, &mut rng, args.prefix_prompt_len, cfg.vocab_size)?;
+    let prefix = prefix_ttft(
+        &model,
+        args.device,
+        &mut rng,
+        args.prefix_prompt_len,
+        cfg.vocab_size,
+    )?;
     eprintln!(
         "TTFT at {} tokens: cold {:.0} ms, 90% cached {:.0} ms ({:.1}x)",
         prefix.prompt_len, prefix.ttft_cold_ms, prefix.ttft_cached_ms, prefix.speedup
@@ -171,6 +182,7 @@ fn ttft(core: &mut EngineCore, id: u64, prompt: Vec<u32>) -> anyhow::Result<f64>
 
 fn prefix_ttft(
     model: &CausalLm,
+    device: DeviceSpec,
     rng: &mut impl Rng,
     prompt_len: usize,
     vocab: usize,
@@ -181,7 +193,17 @@ fn prefix_ttft(
         ..SchedulerConfig::default()
     };
     let blocks = 8 * prompt_len.div_ceil(config.block_size);
-    let mut core = EngineCore::new(model.clone(), Vec::new(), config, blocks, 0)?;
+    let runner = ModelRunner::new(
+        model,
+        &RunnerOptions {
+            device,
+            kv: KvBudget::Blocks(blocks),
+            block_size: config.block_size,
+            max_num_batched_tokens: config.max_num_batched_tokens,
+            max_num_seqs: config.max_num_seqs,
+        },
+    )?;
+    let mut core = EngineCore::new(runner, Vec::new(), config, 0)?;
     let shared = random_tokens(rng, shared_len, vocab);
     let with_suffix = |rng: &mut dyn rand::RngCore| {
         let mut p = shared.clone();

@@ -3,9 +3,9 @@
 //! this; nothing here knows about HTTP, channels or text.
 
 use crate::error::{EngineError, Result};
-use crate::kv_cache::{block_hashes, BlockHash, KvCache, KvEvent, PrefixCacheStats};
+use crate::kv_cache::{block_hashes, BlockHash, KvEvent, PrefixCacheStats};
 use crate::kv_handoff::{KvHandle, KvLoad};
-use crate::models::CausalLm;
+use crate::runner::ModelRunner;
 use crate::sampler::{sample_batch, SampledToken};
 use crate::scheduler::{Scheduler, SchedulerConfig};
 use crate::sequence::{FinishReason, KvHandoff, Request, SeqId, Sequence};
@@ -41,51 +41,49 @@ pub struct EngineStats {
 }
 
 pub struct EngineCore {
-    model: CausalLm,
-    kv_cache: KvCache,
+    runner: ModelRunner,
     scheduler: Scheduler,
     eos_token_ids: Vec<u32>,
     seed: u64,
 }
 
 impl EngineCore {
-    /// An engine over `num_blocks` KV blocks.
+    /// An engine over the runner's model and KV arena (whose block size
+    /// must be the scheduler's).
     pub fn new(
-        model: CausalLm,
+        runner: ModelRunner,
         eos_token_ids: Vec<u32>,
         config: SchedulerConfig,
-        num_blocks: usize,
         seed: u64,
     ) -> Result<Self> {
-        let layout = KvCache::layout_for(model.config(), num_blocks, config.block_size);
-        let kv_cache = KvCache::new(layout, model.dtype(), model.device())?;
+        let arena = runner.arena_info();
+        assert_eq!(
+            runner.layout().block_size,
+            config.block_size,
+            "the runner's arena and the scheduler use one block size"
+        );
         tracing::info!(
-            num_blocks,
+            device = %arena.device,
+            num_blocks = arena.num_blocks,
             block_size = config.block_size,
-            max_tokens = num_blocks * config.block_size,
-            kv_bytes = layout.block_elems() * num_blocks * model.dtype().size_in_bytes(),
+            max_tokens = arena.num_blocks * config.block_size,
+            kv_bytes = arena.bytes,
             "KV cache allocated"
         );
         Ok(EngineCore {
-            model,
-            kv_cache,
-            scheduler: Scheduler::new(config, num_blocks),
+            scheduler: Scheduler::new(config, arena.num_blocks),
+            runner,
             eos_token_ids,
             seed,
         })
     }
 
-    pub fn model(&self) -> &CausalLm {
-        &self.model
+    pub fn runner(&self) -> &ModelRunner {
+        &self.runner
     }
 
     pub fn scheduler(&self) -> &Scheduler {
         &self.scheduler
-    }
-
-    /// The KV arena, for registering it with a transfer agent.
-    pub fn kv_cache(&self) -> &KvCache {
-        &self.kv_cache
     }
 
     /// Queues a request after checking it can ever fit.
@@ -95,7 +93,7 @@ impl EngineCore {
             return Err(EngineError::EmptyPrompt);
         }
         let total = req.prompt_tokens.len() + req.stop.max_tokens;
-        let max_model_len = self.model.config().max_position_embeddings;
+        let max_model_len = self.runner.config().max_position_embeddings;
         if total > max_model_len {
             return Err(EngineError::TooLong {
                 tokens: total,
@@ -186,11 +184,7 @@ impl EngineCore {
             return Ok(Vec::new());
         }
         let batch = self.scheduler.forward_batch(&plan);
-        let logits = self
-            .model
-            .forward(&batch, &self.kv_cache)?
-            .flatten_all()?
-            .to_vec1::<f32>()?;
+        let logits = self.runner.forward(&batch)?;
         self.scheduler.mark_computed(&plan);
         let sampled: Vec<SeqId> = plan
             .chunks
@@ -200,7 +194,7 @@ impl EngineCore {
             .collect();
         let tokens = {
             let mut inputs = self.scheduler.sample_inputs(&sampled);
-            sample_batch(&logits, self.model.config().vocab_size, &mut inputs)
+            sample_batch(&logits, self.runner.config().vocab_size, &mut inputs)
         };
         let mut outputs = Vec::with_capacity(tokens.len());
         for (id, token) in sampled.into_iter().zip(tokens) {

@@ -67,6 +67,28 @@ pub enum EngineError {
     },
     #[error("the prefill worker's block hashes for this prompt differ from this worker's; prefill and decode workers must run the same tandem version with the same --block-size")]
     HandoffHashMismatch,
+    #[error(
+        "--device {value:?} is not a device: {reason}; use cpu, cuda or cuda:N (N the GPU's index)"
+    )]
+    BadDevice { value: String, reason: String },
+    #[error("--device {device} needs the `cuda` feature, which this tandem binary was built without: rebuild with `cargo build --release --features tandem-server/cuda` (no CUDA toolkit is needed to build), or use --device cpu")]
+    CudaNotBuilt { device: String },
+    #[error("--device {device}: {message} (--device cpu runs without a GPU)")]
+    Cuda { device: String, message: String },
+    #[error("--gpu-memory-utilization {fraction} leaves {available_mib} MiB for the KV cache on {device} after {used_mib} MiB of weights, activations and other processes (of {total_mib} MiB), too little for one {block_mib} MiB block: raise --gpu-memory-utilization, lower --max-num-batched-tokens, or free the GPU")]
+    GpuMemory {
+        device: String,
+        fraction: f64,
+        total_mib: usize,
+        used_mib: usize,
+        available_mib: usize,
+        block_mib: f64,
+    },
+    #[error("{what} is only available with --device cpu: {reason}")]
+    CpuOnly {
+        what: &'static str,
+        reason: &'static str,
+    },
     #[error(transparent)]
     Sampling(#[from] crate::sampler::SamplingError),
     #[error("tensor computation failed: {0}")]

@@ -15,6 +15,7 @@ pub mod loader;
 pub mod model_dir;
 pub mod models;
 pub mod offline;
+pub mod runner;
 pub mod sampler;
 pub mod scheduler;
 pub mod sequence;
@@ -25,3 +26,4 @@ pub mod weights;
 
 pub use error::{EngineError, Result};
 pub use loader::{parse_dtype, EngineOptions, LoadedModel, ModelMeta, ModelSource};
+pub use runner::{DeviceSpec, ModelRunner};

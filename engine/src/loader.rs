@@ -10,10 +10,10 @@ use crate::engine_core::EngineCore;
 use crate::error::{EngineError, Result};
 use crate::generation_config::GenerationDefaults;
 use crate::gguf::{GgufFile, GgufWeights};
-use crate::kv_cache::{default_kv_cache_memory, KvCache};
 use crate::model_dir::ModelFiles;
 use crate::models::{CausalLm, DecoderSpec};
 use crate::offline::{generate, GenerateOutput, GenerateRequest, GenerateStats, OfflineOptions};
+use crate::runner::{DeviceSpec, KvBudget, ModelRunner, RunnerOptions};
 use crate::scheduler::SchedulerConfig;
 use crate::serving::EngineHandle;
 use crate::tokenizer::Tokenizer;
@@ -30,7 +30,7 @@ pub fn parse_dtype(s: &str) -> Result<DType> {
 }
 
 /// How a serving engine is sized.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct EngineOptions {
     pub scheduler: SchedulerConfig,
     /// Bytes for the KV cache (`--kv-cache-memory`); `None` picks a default
@@ -38,6 +38,26 @@ pub struct EngineOptions {
     pub kv_cache_memory: Option<usize>,
     /// Seed for requests that carry none.
     pub seed: u64,
+    /// Where the model and KV cache live (`--device`).
+    pub device: DeviceSpec,
+    /// On a GPU with no `kv_cache_memory`: the share of the device's total
+    /// memory the worker may use (`--gpu-memory-utilization`, as in vLLM).
+    pub gpu_memory_utilization: f64,
+}
+
+/// vLLM's default share of a GPU's memory.
+pub const DEFAULT_GPU_MEMORY_UTILIZATION: f64 = 0.9;
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            scheduler: SchedulerConfig::default(),
+            kv_cache_memory: None,
+            seed: 0,
+            device: DeviceSpec::Cpu,
+            gpu_memory_utilization: DEFAULT_GPU_MEMORY_UTILIZATION,
+        }
+    }
 }
 
 /// Where a model was loaded from.
@@ -220,15 +240,26 @@ impl LoadedModel {
     /// The engine core without its thread: a disaggregated worker registers
     /// the KV arena with its transfer agent before starting it.
     pub fn build_core(&self, opts: &EngineOptions) -> Result<EngineCore> {
-        let bs = opts.scheduler.block_size;
-        let dtype = self.model.dtype();
-        let bytes = opts.kv_cache_memory.unwrap_or_else(default_kv_cache_memory);
-        let num_blocks = KvCache::blocks_for_memory(&self.config, bs, dtype, bytes);
+        let kv = match opts.kv_cache_memory {
+            Some(bytes) => KvBudget::Bytes(bytes),
+            None => KvBudget::Auto {
+                gpu_memory_utilization: opts.gpu_memory_utilization,
+            },
+        };
+        let runner = ModelRunner::new(
+            &self.model,
+            &RunnerOptions {
+                device: opts.device,
+                kv,
+                block_size: opts.scheduler.block_size,
+                max_num_batched_tokens: opts.scheduler.max_num_batched_tokens,
+                max_num_seqs: opts.scheduler.max_num_seqs,
+            },
+        )?;
         EngineCore::new(
-            self.model.clone(),
+            runner,
             self.eos_token_ids.clone(),
             opts.scheduler.clone(),
-            num_blocks,
             opts.seed,
         )
     }

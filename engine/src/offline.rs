@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use crate::engine_core::EngineCore;
 use crate::error::Result;
 use crate::models::CausalLm;
+use crate::runner::{DeviceSpec, KvBudget, ModelRunner, RunnerOptions};
 use crate::sampler::{SampledToken, SamplingParams};
 use crate::scheduler::SchedulerConfig;
 use crate::sequence::{Request, SeqId, StopConditions};
@@ -60,6 +61,8 @@ pub struct OfflineOptions {
     pub enable_prefix_caching: bool,
     /// Seed for requests that carry none.
     pub seed: u64,
+    /// Where the model runs (`--device`).
+    pub device: DeviceSpec,
 }
 
 impl Default for OfflineOptions {
@@ -71,6 +74,7 @@ impl Default for OfflineOptions {
             num_blocks: None,
             enable_prefix_caching: true,
             seed: 0,
+            device: DeviceSpec::Cpu,
         }
     }
 }
@@ -97,13 +101,17 @@ pub fn generate(
         block_size: bs,
         enable_prefix_caching: opts.enable_prefix_caching,
     };
-    let mut core = EngineCore::new(
-        model.clone(),
-        eos_token_ids.to_vec(),
-        config,
-        num_blocks,
-        opts.seed,
+    let runner = ModelRunner::new(
+        model,
+        &RunnerOptions {
+            device: opts.device,
+            kv: KvBudget::Blocks(num_blocks),
+            block_size: bs,
+            max_num_batched_tokens: opts.max_batched_tokens,
+            max_num_seqs: opts.max_num_seqs,
+        },
     )?;
+    let mut core = EngineCore::new(runner, eos_token_ids.to_vec(), config, opts.seed)?;
     let mut outputs: Vec<GenerateOutput> = requests
         .iter()
         .map(|_| GenerateOutput {

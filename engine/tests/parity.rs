@@ -7,8 +7,9 @@ use std::path::PathBuf;
 
 use candle_core::{DType, Device, Tensor};
 use tandem_engine::batch::{ForwardBatch, SeqChunk};
-use tandem_engine::kv_cache::{ComputedBlocks, KvCache, KvCacheManager, SeqBlocks};
+use tandem_engine::kv_cache::{ComputedBlocks, KvCacheManager, SeqBlocks};
 use tandem_engine::offline::{GenerateRequest, OfflineOptions};
+use tandem_engine::runner::{DeviceSpec, KvBudget, ModelRunner, RunnerOptions};
 use tandem_engine::sampler::SamplingParams;
 use tandem_engine::LoadedModel;
 
@@ -81,6 +82,7 @@ fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
 /// whose oracle top-1 leads top-2 by more than `decisive_gap` got another argmax.
 fn teacher_forced(
     model: &LoadedModel,
+    device: DeviceSpec,
     cases: &[Case],
     chunk_sizes: &[usize],
     block_size: usize,
@@ -95,8 +97,17 @@ fn teacher_forced(
         })
         .collect();
     let blocks: usize = seqs.iter().map(|s| s.len().div_ceil(block_size)).sum();
-    let layout = KvCache::layout_for(&model.config, blocks, block_size);
-    let kv = KvCache::new(layout, model.model.dtype(), model.model.device()).unwrap();
+    let mut runner = ModelRunner::new(
+        &model.model,
+        &RunnerOptions {
+            device,
+            kv: KvBudget::Blocks(blocks),
+            block_size,
+            max_num_batched_tokens: seqs.iter().map(Vec::len).sum(),
+            max_num_seqs: seqs.len(),
+        },
+    )
+    .unwrap();
     let mut kv_blocks = KvCacheManager::new(blocks, block_size, false);
     // Allocate in reverse interleaved order so block tables are not sequential.
     let mut tables: Vec<SeqBlocks> = seqs.iter().map(|_| SeqBlocks::default()).collect();
@@ -130,11 +141,12 @@ fn teacher_forced(
             owners.push((i, computed[i], n));
         }
         let batch = ForwardBatch::build(&chunks, block_size);
-        let logits: Vec<Vec<f32>> = model.model.forward(&batch, &kv).unwrap().to_vec2().unwrap();
+        let flat = runner.forward(&batch).unwrap();
+        let logits: Vec<&[f32]> = flat.chunks(model.config.vocab_size).collect();
         let mut row = 0;
         for &(i, start, n) in &owners {
             for p in start..start + n {
-                let (ours, oracle) = (&logits[row], &cases[i].logits[p]);
+                let (ours, oracle) = (logits[row], &cases[i].logits[p]);
                 worst = worst.max(max_abs_diff(ours, oracle));
                 if top2_gap(oracle) > decisive_gap && argmax(ours) != argmax(oracle) {
                     argmax_flips += 1;
@@ -149,11 +161,12 @@ fn teacher_forced(
 
 fn teacher_forced_max_diff(
     model: &LoadedModel,
+    device: DeviceSpec,
     cases: &[Case],
     chunk_sizes: &[usize],
     block_size: usize,
 ) -> f32 {
-    teacher_forced(model, cases, chunk_sizes, block_size, f32::INFINITY).0
+    teacher_forced(model, device, cases, chunk_sizes, block_size, f32::INFINITY).0
 }
 
 fn argmax(v: &[f32]) -> usize {
@@ -171,7 +184,7 @@ fn top2_gap(v: &[f32]) -> f32 {
     v[top] - second
 }
 
-fn greedy_tokens(model: &LoadedModel, cases: &[Case]) -> Vec<Vec<u32>> {
+fn greedy_tokens(model: &LoadedModel, device: DeviceSpec, cases: &[Case]) -> Vec<Vec<u32>> {
     let requests: Vec<GenerateRequest> = cases
         .iter()
         .map(|c| GenerateRequest {
@@ -181,27 +194,34 @@ fn greedy_tokens(model: &LoadedModel, cases: &[Case]) -> Vec<Vec<u32>> {
             ignore_eos: true,
         })
         .collect();
-    let (outputs, _) = model
-        .generate(&requests, &OfflineOptions::default())
-        .unwrap();
+    let opts = OfflineOptions {
+        device,
+        ..OfflineOptions::default()
+    };
+    let (outputs, _) = model.generate(&requests, &opts).unwrap();
     outputs.into_iter().map(|o| o.token_ids).collect()
 }
 
 fn check_f32(name: &str) {
+    check_f32_on(name, DeviceSpec::Cpu, F32_TOL);
+}
+
+/// f32 logits on `device` within `tol` of transformers' for every case, in
+/// mixed chunked batches and whole prompts, and the same greedy tokens.
+fn check_f32_on(name: &str, device: DeviceSpec, tol: f32) {
     let model = LoadedModel::load(&fixtures().join(format!("models/{name}")), DType::F32).unwrap();
     let cases = load_cases(name, "generated_ids", "logits");
-    let mixed = teacher_forced_max_diff(&model, &cases, &[1, 7, 16, 33], 16);
-    let whole = teacher_forced_max_diff(&model, &cases, &[10_000], 32);
-    println!("{name}: max |Δlogit| mixed chunks {mixed:.2e}, whole prompts {whole:.2e}");
-    assert!(
-        mixed <= F32_TOL,
-        "{name}: mixed-batch logits differ by {mixed}"
+    let mixed = teacher_forced_max_diff(&model, device, &cases, &[1, 7, 16, 33], 16);
+    let whole = teacher_forced_max_diff(&model, device, &cases, &[10_000], 32);
+    println!(
+        "{name} on {device}: max |Δlogit| mixed chunks {mixed:.2e}, whole prompts {whole:.2e}"
     );
+    assert!(mixed <= tol, "{name}: mixed-batch logits differ by {mixed}");
     assert!(
-        whole <= F32_TOL,
+        whole <= tol,
         "{name}: single-chunk logits differ by {whole}"
     );
-    let got = greedy_tokens(&model, &cases);
+    let got = greedy_tokens(&model, device, &cases);
     for (i, (g, c)) in got.iter().zip(&cases).enumerate() {
         assert_eq!(
             g, &c.generated,
@@ -260,6 +280,10 @@ fn bf16_weights_with_f32_compute_match_transformers() {
 /// differ only where the f32 top-1 leads top-2 by less than twice that bound.
 #[test]
 fn bf16_compute_is_as_accurate_as_transformers_bf16() {
+    check_bf16_on(DeviceSpec::Cpu);
+}
+
+fn check_bf16_on(device: DeviceSpec) {
     let sidecar: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(fixtures().join("oracle/qwen2_bf16.json")).unwrap(),
     )
@@ -271,14 +295,21 @@ fn bf16_compute_is_as_accurate_as_transformers_bf16() {
     // transformers' bf16 logits were taken over the f32 greedy tokens.
     let vs_hf_bf16 = teacher_forced_max_diff(
         &model,
+        device,
         &load_cases("qwen2_bf16", "generated_ids", "logits_bf16"),
         &[1, 7, 16, 33],
         16,
     );
     let f32_cases = load_cases("qwen2_bf16", "generated_ids", "logits");
-    let (vs_f32, flips) =
-        teacher_forced(&model, &f32_cases, &[1, 7, 16, 33], 16, 2.0 * hf_bf16_error);
-    println!("bf16: max |Δlogit| vs transformers bf16 {vs_hf_bf16:.3}, vs f32 {vs_f32:.3} (transformers bf16 vs f32: {hf_bf16_error:.3})");
+    let (vs_f32, flips) = teacher_forced(
+        &model,
+        device,
+        &f32_cases,
+        &[1, 7, 16, 33],
+        16,
+        2.0 * hf_bf16_error,
+    );
+    println!("bf16 on {device}: max |Δlogit| vs transformers bf16 {vs_hf_bf16:.3}, vs f32 {vs_f32:.3} (transformers bf16 vs f32: {hf_bf16_error:.3})");
     assert!(
         vs_f32 <= hf_bf16_error,
         "our bf16 is further from f32 ({vs_f32}) than transformers' bf16 ({hf_bf16_error})"
@@ -314,6 +345,7 @@ fn f16_weights_load_and_stay_close() {
     let model = LoadedModel::load(dir.path(), DType::F32).unwrap();
     let (worst, flips) = teacher_forced(
         &model,
+        DeviceSpec::Cpu,
         &load_cases("llama", "generated_ids", "logits"),
         &[1, 7, 16, 33],
         16,
@@ -322,4 +354,47 @@ fn f16_weights_load_and_stay_close() {
     println!("llama with f16 weights: max |Δlogit| {worst:.4}");
     assert!(worst <= 0.05, "f16 weights moved logits by {worst}");
     assert_eq!(flips, 0);
+}
+
+/// The same oracle checks with the model on a GPU (`--device cuda`); each
+/// test prints why and returns when this machine has no CUDA driver.
+#[cfg(feature = "cuda")]
+mod cuda {
+    use super::*;
+
+    /// f32 on the GPU: cuBLAS and the kernels sum in another order than
+    /// transformers on the CPU (split-K GEMMs, warp-tree reductions), a few
+    /// ulp per sum over these 64-96-wide layers; 1e-3 leaves a margin of
+    /// 10x over the CPU bound for that, and is far below any real error
+    /// (a wrong head, rotation or slot moves logits by > 0.1).
+    const GPU_F32_TOL: f32 = 1e-3;
+
+    fn gpu() -> Option<DeviceSpec> {
+        if !tandem_kernels::cuda::driver_available() {
+            println!("skipped: no CUDA driver (libcuda.so.1) on this machine");
+            return None;
+        }
+        Some(DeviceSpec::Cuda { ordinal: 0 })
+    }
+
+    #[test]
+    fn f32_on_the_gpu_matches_transformers() {
+        let Some(device) = gpu() else { return };
+        for name in [
+            "llama",
+            "llama_tied",
+            "qwen2",
+            "qwen3",
+            "mistral",
+            "qwen2_bf16",
+        ] {
+            check_f32_on(name, device, GPU_F32_TOL);
+        }
+    }
+
+    #[test]
+    fn bf16_on_the_gpu_is_as_accurate_as_transformers_bf16() {
+        let Some(device) = gpu() else { return };
+        check_bf16_on(device);
+    }
 }

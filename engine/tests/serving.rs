@@ -34,7 +34,7 @@ fn engine(model: &LoadedModel, num_blocks: usize, max_num_seqs: usize) -> Engine
         .start_engine(&EngineOptions {
             scheduler,
             kv_cache_memory: Some(bytes),
-            seed: 0,
+            ..EngineOptions::default()
         })
         .unwrap()
 }

@@ -6,13 +6,14 @@
 
 mod common;
 
+use candle_core::DType;
 use candle_core::{Device, Tensor};
 use common::gpu::{download, dtype, kernels, upload, upload_slice, Elem};
 use common::{assert_close, random_values, tensor, to_f32_vec, tolerance};
 use half::{bf16, f16};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use tandem_kernels::cuda::{CudaKernels, RotaryLayout};
+use tandem_kernels::cuda::{Blas, CudaKernels, GemmShape, HeadRows, RotaryLayout};
 
 /// Random values of `T`, as a CPU tensor of `shape`.
 fn random<T: Elem>(rng: &mut ChaCha8Rng, shape: &[usize], scale: f32) -> Tensor {
@@ -250,6 +251,101 @@ fn silu_mul_case<T: Elem>(k: &CudaKernels) {
 }
 
 test_each_dtype!(silu_mul_matches_the_cpu_mlp_activation, silu_mul_case);
+
+fn head_rms_norm_case<T: Elem>(k: &CudaKernels) {
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let eps = 1e-6;
+    // (tokens, q heads, kv heads, head dim): Qwen3-like and odd.
+    for (n, hq, hkv, d) in [(6, 16, 8, 128), (3, 3, 1, 20)] {
+        let width = (hq + 2 * hkv) * d;
+        let qkv = random::<T>(&mut rng, &[n, width], 3.0);
+        let (wq, wk) = (
+            random::<T>(&mut rng, &[d], 1.0),
+            random::<T>(&mut rng, &[d], 1.0),
+        );
+        // The CPU path: narrow q and k out of qkv, norm each head row.
+        let norm = |offset: usize, heads: usize, w: &Tensor| {
+            let part = qkv.narrow(1, offset, heads * d).unwrap();
+            let rows = part.contiguous().unwrap().reshape((n, heads, d)).unwrap();
+            candle_nn::ops::rms_norm(&rows, w, eps)
+                .unwrap()
+                .reshape((n, heads * d))
+                .unwrap()
+        };
+        let v = qkv.narrow(1, (hq + hkv) * d, hkv * d).unwrap();
+        let want = Tensor::cat(&[norm(0, hq, &wq), norm(hq * d, hkv, &wk), v], 1).unwrap();
+        let mut xd = upload::<T>(k, &qkv);
+        for (w, heads, offset) in [(&wq, hq, 0), (&wk, hkv, hq * d)] {
+            let rows = HeadRows {
+                num_tokens: n,
+                num_heads: heads,
+                head_dim: d,
+                token_stride: width,
+                offset,
+            };
+            k.head_rms_norm(
+                &mut xd.as_view_mut(),
+                &upload::<T>(k, w).as_view(),
+                &rows,
+                eps,
+            )
+            .unwrap();
+        }
+        let tol = tolerance(T::DTYPE);
+        assert_close(&download(k, &xd, n * width), &to_f32_vec(&want), tol).unwrap();
+    }
+}
+
+test_each_dtype!(
+    per_head_rms_norm_matches_qwen3_q_k_norm_in_place,
+    head_rms_norm_case
+);
+
+fn gemm_case<T: Elem>(k: &CudaKernels) {
+    let mut rng = ChaCha8Rng::seed_from_u64(6);
+    let blas = Blas::new(k.stream().clone()).unwrap();
+    // (rows, in, out): one decode token, a prefill chunk, odd sizes.
+    for (rows, in_dim, out_dim) in [(1, 896, 1152), (37, 64, 96), (5, 20, 7)] {
+        let x = random::<T>(&mut rng, &[rows, in_dim], 1.0);
+        let w = random::<T>(&mut rng, &[out_dim, in_dim], 0.1);
+        let bias = random::<T>(&mut rng, &[out_dim], 1.0);
+        let shape = GemmShape {
+            rows,
+            in_dim,
+            out_dim,
+        };
+        let (xd, wd) = (upload::<T>(k, &x), upload::<T>(k, &w));
+        // f32 output (the LM head): the exact product of the rounded inputs.
+        let f32_of = |t: &Tensor| t.to_dtype(DType::F32).unwrap();
+        let exact = f32_of(&x).matmul(&f32_of(&w).t().unwrap()).unwrap();
+        let mut logits = k.stream().alloc_zeros::<f32>(rows * out_dim).unwrap();
+        blas.linear(
+            &mut logits.as_view_mut(),
+            &xd.as_view(),
+            &wd.as_view(),
+            shape,
+            false,
+        )
+        .unwrap();
+        let got = k.stream().clone_dtoh(&logits).unwrap();
+        assert_close(&got, &to_f32_vec(&exact), 1e-4).unwrap();
+        // T output with the bias already in y: the CPU linear's one rounding.
+        let want = tandem_kernels::linear(&x, &w, Some(&bias)).unwrap();
+        let mut y = upload::<T>(k, &bias.unsqueeze(0).unwrap().repeat((rows, 1)).unwrap());
+        blas.linear(
+            &mut y.as_view_mut(),
+            &xd.as_view(),
+            &wd.as_view(),
+            shape,
+            true,
+        )
+        .unwrap();
+        let tol = 2.0 * tolerance(T::DTYPE);
+        assert_close(&download(k, &y, rows * out_dim), &to_f32_vec(&want), tol).unwrap();
+    }
+}
+
+test_each_dtype!(cublas_linear_matches_the_cpu_linear, gemm_case);
 
 #[test]
 fn short_buffers_are_refused_before_launch() {

@@ -166,6 +166,14 @@ fn check_config_validates_flags_without_starting() {
             &["worker", "--role", "prefill", "--kv-lease-timeout", "0"],
             "--kv-lease-timeout",
         ),
+        (
+            &["worker", "--role", "both", "--device", "tpu"],
+            "use cpu, cuda or cuda:N",
+        ),
+        (
+            &["serve", "--gpu-memory-utilization", "1.5"],
+            "not a fraction in (0, 1]",
+        ),
     ] {
         let mut a = args.to_vec();
         a.push("--check-config");
@@ -174,4 +182,44 @@ fn check_config_validates_flags_without_starting() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(complaint), "{a:?}: {err}");
     }
+}
+
+/// `--device cuda` where it cannot work says why: a binary built without
+/// the `cuda` feature names the feature and the rebuild; one built with it,
+/// on a machine without an NVIDIA driver, names the missing driver.
+#[test]
+fn cuda_device_without_a_gpu_names_the_cause() {
+    let libcuda_present = [
+        "/usr/lib/x86_64-linux-gnu/libcuda.so.1",
+        "/usr/lib64/libcuda.so.1",
+    ]
+    .iter()
+    .any(|p| Path::new(p).exists());
+    if libcuda_present {
+        println!("skipped: this machine has an NVIDIA driver");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("tiny");
+    demo(&model);
+    let out = tandem(&[
+        "generate",
+        "--model",
+        model.to_str().unwrap(),
+        "--prompt",
+        "x",
+        "--device",
+        "cuda:0",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let cause = if cfg!(feature = "cuda") {
+        "the CUDA driver (libcuda.so.1) was not found"
+    } else {
+        "needs the `cuda` feature"
+    };
+    assert!(
+        err.contains("--device cuda:0") && err.contains(cause),
+        "{err}"
+    );
 }

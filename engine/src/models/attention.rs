@@ -69,8 +69,22 @@ impl Attention {
         })
     }
 
+    /// The fused q/k/v projection (`[(heads + 2 * kv_heads) * head_dim, hidden]`).
+    pub fn qkv(&self) -> &Linear {
+        &self.qkv
+    }
+
+    pub fn o_proj(&self) -> &Linear {
+        &self.o_proj
+    }
+
+    /// Qwen3's per-head norms of q and k.
+    pub fn qk_norm(&self) -> Option<&(RmsNorm, RmsNorm)> {
+        self.qk_norm.as_ref()
+    }
+
     /// `x`: `[tokens, hidden]` → `[tokens, hidden]`.
-    pub fn forward(&self, x: &Tensor, ctx: &StepContext) -> Result<Tensor> {
+    pub(crate) fn forward(&self, x: &Tensor, ctx: &StepContext) -> Result<Tensor> {
         let tokens = x.dim(0)?;
         let (hq, hkv, d) = (self.num_heads, self.num_kv_heads, self.head_dim);
         let qkv = self.qkv.forward(x)?;

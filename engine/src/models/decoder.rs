@@ -14,6 +14,25 @@ use crate::error::Result;
 use crate::kv_cache::KvCache;
 use crate::weights::Weights;
 
+/// One decoder block's layers, borrowed (see [`CausalLm::parts`]).
+pub struct LayerParts<'a> {
+    pub input_norm: &'a RmsNorm,
+    pub attn: &'a Attention,
+    pub post_attn_norm: &'a RmsNorm,
+    pub mlp: &'a Mlp,
+}
+
+/// A loaded model's weights as its forward pass uses them (q/k/v and
+/// gate/up already fused), for a runner on another device to copy.
+pub struct DecoderParts<'a> {
+    pub embed: &'a Tensor,
+    pub layers: Vec<LayerParts<'a>>,
+    pub norm: &'a RmsNorm,
+    /// The LM head; its weight is `embed` itself when the config ties them.
+    pub lm_head: &'a Linear,
+    pub rotary: &'a Rotary,
+}
+
 #[derive(Clone)]
 struct Block {
     input_norm: RmsNorm,
@@ -87,6 +106,25 @@ impl CausalLm {
 
     pub fn device(&self) -> &Device {
         &self.device
+    }
+
+    pub fn parts(&self) -> DecoderParts<'_> {
+        DecoderParts {
+            embed: &self.embed,
+            layers: self
+                .blocks
+                .iter()
+                .map(|b| LayerParts {
+                    input_norm: &b.input_norm,
+                    attn: &b.attn,
+                    post_attn_norm: &b.post_attn_norm,
+                    mlp: &b.mlp,
+                })
+                .collect(),
+            norm: &self.norm,
+            lm_head: &self.lm_head,
+            rotary: &self.rotary,
+        }
     }
 
     /// Runs one mixed varlen batch and returns f32 logits `[logits_indices.len(), vocab]`.

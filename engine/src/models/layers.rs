@@ -56,6 +56,15 @@ impl Linear {
     pub fn from_weight(weight: Tensor) -> Self {
         Linear { weight, bias: None }
     }
+
+    /// `[out, in]`.
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
+    pub fn bias(&self) -> Option<&Tensor> {
+        self.bias.as_ref()
+    }
 }
 
 impl Module for Linear {
@@ -78,6 +87,10 @@ impl RmsNorm {
             weight: w.get(name, &[dim])?,
             eps: eps as f32,
         })
+    }
+
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
     }
 }
 
@@ -116,6 +129,15 @@ impl Mlp {
             )?,
             intermediate,
         })
+    }
+
+    /// The fused `[2 * intermediate, hidden]` gate/up projection (gate first).
+    pub fn gate_up(&self) -> &Linear {
+        &self.gate_up
+    }
+
+    pub fn down(&self) -> &Linear {
+        &self.down
     }
 }
 

@@ -15,7 +15,10 @@ mod rotary;
 use candle_core::Tensor;
 use tandem_kernels::AttentionMetadata;
 
-pub use decoder::CausalLm;
+pub use attention::Attention;
+pub use decoder::{CausalLm, DecoderParts, LayerParts};
+pub use layers::{Linear, Mlp, RmsNorm};
+pub use rotary::{Rotary, RotaryTables};
 
 use crate::config::{Architecture, ModelConfig};
 use crate::kv_cache::KvCache;

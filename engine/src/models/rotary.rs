@@ -7,6 +7,12 @@ use candle_core::{DType, Device, Tensor};
 
 use crate::config::{RopeConfig, RopeScaling};
 
+/// Per-token rotation tables (see [`Rotary::tables`]).
+pub struct RotaryTables {
+    pub cos: Vec<f32>,
+    pub sin: Vec<f32>,
+}
+
 #[derive(Clone)]
 pub struct Rotary {
     /// One inverse frequency per pair of dimensions, already scaled.
@@ -66,6 +72,15 @@ impl Rotary {
         dtype: DType,
         device: &Device,
     ) -> candle_core::Result<(Tensor, Tensor)> {
+        let RotaryTables { cos, sin } = self.tables(positions);
+        let shape = (positions.len(), self.inv_freq.len());
+        let cos = Tensor::from_vec(cos, shape, device)?.to_dtype(dtype)?;
+        let sin = Tensor::from_vec(sin, shape, device)?.to_dtype(dtype)?;
+        Ok((cos, sin))
+    }
+
+    /// cos and sin as f32 values, row-major `[positions.len(), head_dim / 2]`.
+    pub fn tables(&self, positions: &[u32]) -> RotaryTables {
         let half = self.inv_freq.len();
         let mut cos = Vec::with_capacity(positions.len() * half);
         let mut sin = Vec::with_capacity(positions.len() * half);
@@ -76,10 +91,7 @@ impl Rotary {
                 sin.push(angle.sin());
             }
         }
-        let shape = (positions.len(), half);
-        let cos = Tensor::from_vec(cos, shape, device)?.to_dtype(dtype)?;
-        let sin = Tensor::from_vec(sin, shape, device)?.to_dtype(dtype)?;
-        Ok((cos, sin))
+        RotaryTables { cos, sin }
     }
 
     /// Rotates `x` of shape `[tokens, heads, head_dim]`.

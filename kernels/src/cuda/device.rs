@@ -4,13 +4,15 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use cudarc::cublas::sys::cudaDataType_t;
 use cudarc::driver::sys::CUdevice_attribute;
 use cudarc::driver::{CudaContext, CudaFunction, CudaStream, DeviceRepr, ValidAsZeroBits};
 use cudarc::nvrtc::Ptx;
 use half::{bf16, f16};
 
+use super::cache;
 use super::error::CudaKernelError;
-use super::nvrtc::{compile, cuda_include_dir};
+use super::nvrtc::cuda_include_dir;
 use super::sources::SOURCES;
 
 mod sealed {
@@ -24,16 +26,21 @@ mod sealed {
 pub trait CudaElement: DeviceRepr + ValidAsZeroBits + Copy + sealed::Sealed {
     /// Entry-point suffix (`rms_norm_bf16`, ...).
     const SUFFIX: &'static str;
+    /// The type as cuBLAS names it.
+    const BLAS_TYPE: cudaDataType_t;
 }
 
 impl CudaElement for f32 {
     const SUFFIX: &'static str = "f32";
+    const BLAS_TYPE: cudaDataType_t = cudaDataType_t::CUDA_R_32F;
 }
 impl CudaElement for bf16 {
     const SUFFIX: &'static str = "bf16";
+    const BLAS_TYPE: cudaDataType_t = cudaDataType_t::CUDA_R_16BF;
 }
 impl CudaElement for f16 {
     const SUFFIX: &'static str = "f16";
+    const BLAS_TYPE: cudaDataType_t = cudaDataType_t::CUDA_R_16F;
 }
 
 /// Whether a CUDA driver can be loaded (`libcuda.so`), the first thing to
@@ -64,7 +71,8 @@ pub struct CudaKernels {
 impl CudaKernels {
     /// Compiles every source with NVRTC for the stream's device (its own
     /// `compute_XY`; the driver finishes the PTX at load) and loads it.
-    /// Takes a few seconds; do it once per process and device.
+    /// The PTX is cached in memory and on disk (see `cache.rs`): the first
+    /// compile on a machine takes seconds, later ones none.
     pub fn new(stream: Arc<CudaStream>) -> Result<Self, CudaKernelError> {
         let ctx = stream.context().clone();
         let (major, minor) = ctx
@@ -86,7 +94,11 @@ impl CudaKernels {
         let compiled: Vec<_> = std::thread::scope(|scope| {
             let jobs: Vec<_> = SOURCES
                 .iter()
-                .map(|source| scope.spawn(move || compile(source, arch_ref, include_ref, &[])))
+                .map(|source| {
+                    scope.spawn(move || {
+                        cache::ptx(source, arch_ref, include_ref).map(|ptx| (source, ptx))
+                    })
+                })
                 .collect();
             jobs.into_iter()
                 .map(|job| {
@@ -97,10 +109,9 @@ impl CudaKernels {
         });
         let mut functions = HashMap::new();
         for compiled in compiled {
-            let compiled = compiled?;
-            let source = compiled.source;
+            let (source, ptx) = compiled?;
             let module = ctx
-                .load_module(Ptx::from_src(compiled.ptx))
+                .load_module(Ptx::from_src(&*ptx))
                 .map_err(CudaKernelError::driver(format!("loading {}", source.name)))?;
             for name in source.entry_points() {
                 let f = module

@@ -47,6 +47,9 @@ pub enum CudaKernelError {
         source: DriverError,
     },
 
+    #[error("cuBLAS failed while {context}: {message}")]
+    Blas { context: String, message: String },
+
     #[error("{op}: {what} has {len} elements but needs at least {needed}")]
     BufferTooSmall {
         op: &'static str,

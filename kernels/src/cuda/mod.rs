@@ -16,16 +16,20 @@
 //! the kernel on the stream.
 
 mod attention;
+mod cache;
 mod device;
 mod error;
+mod gemm;
 mod nvrtc;
 mod ops;
 mod plan;
 mod sources;
 
 pub use attention::{AttentionConfig, DeviceAttentionMetadata, QStrides};
+pub use cache::KERNEL_CACHE_ENV;
 pub use device::{driver_available, open_device, CudaElement, CudaKernels};
 pub use error::CudaKernelError;
+pub use gemm::{Blas, GemmShape};
 pub use nvrtc::{compile, cuda_include_dir, nvrtc_available, nvrtc_version, Compiled, INCLUDE_ENV};
-pub use ops::RotaryLayout;
+pub use ops::{HeadRows, RotaryLayout};
 pub use sources::{KernelSource, ATTENTION_HEAD_DIMS, DTYPE_SUFFIXES, SOURCES};

@@ -111,6 +111,17 @@ pub struct RotaryLayout {
     pub k_offset: usize,
 }
 
+/// Where the head rows [`CudaKernels::head_rms_norm`] normalises are: head
+/// `h` of token `t` starts at `t * token_stride + offset + h * head_dim`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HeadRows {
+    pub num_tokens: usize,
+    pub num_heads: usize,
+    pub head_dim: usize,
+    pub token_stride: usize,
+    pub offset: usize,
+}
+
 impl CudaKernels {
     /// A launch of `op`'s instantiation for `T` (`{op}_{suffix}`) on the
     /// kernels' stream, for the wrapper to push the arguments to.
@@ -235,6 +246,66 @@ impl CudaKernels {
         launched(OP, unsafe {
             launch.launch(per_row(rows, hidden, std::mem::size_of::<T>()))
         })
+    }
+
+    /// Per-head RMSNorm in place (Qwen3's q/k norm): every head row of
+    /// `heads` inside `x` is normalised over `head_dim` with `weight`.
+    pub fn head_rms_norm<T: CudaElement>(
+        &self,
+        x: &mut CudaViewMut<'_, T>,
+        weight: &CudaView<'_, T>,
+        heads: &HeadRows,
+        eps: f32,
+    ) -> Result<()> {
+        const OP: &str = "head_rms_norm";
+        let row = product(OP, "num_heads * head_dim", heads.num_heads, heads.head_dim)?;
+        if row + heads.offset > heads.token_stride {
+            return Err(CudaKernelError::Unsupported {
+                op: OP,
+                reason: format!(
+                    "{} heads of {} at offset {} do not fit in a token stride of {}",
+                    heads.num_heads, heads.head_dim, heads.offset, heads.token_stride
+                ),
+            });
+        }
+        need(OP, "weight", weight.len(), heads.head_dim)?;
+        if heads.num_tokens == 0 || row == 0 {
+            return Ok(());
+        }
+        let last = product(
+            OP,
+            "num_tokens * token_stride",
+            heads.num_tokens - 1,
+            heads.token_stride,
+        )?;
+        need(OP, "x", x.len(), last + heads.offset + row)?;
+        let n = index_u32(OP, "num_tokens", heads.num_tokens)?;
+        let h = index_u32(OP, "num_heads", heads.num_heads)?;
+        let d = index_u32(OP, "head_dim", heads.head_dim)?;
+        let (stride, offset) = (heads.token_stride as u64, heads.offset as u64);
+        let mut launch = self.launch_of::<T>(OP)?;
+        launch
+            .arg(x)
+            .arg(weight)
+            .arg(&n)
+            .arg(&h)
+            .arg(&d)
+            .arg(&stride)
+            .arg(&offset)
+            .arg(&eps);
+        // One warp per head, up to 32 warps.
+        let threads = 32 * heads.num_heads.min(32) as u32;
+        let cfg = LaunchConfig {
+            grid_dim: (n, 1, 1),
+            block_dim: (threads, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: arguments match `head_rms_norm` in rms_norm.cu; the last
+        // element touched, (num_tokens - 1) * token_stride + offset +
+        // num_heads * head_dim - 1, is inside `x`; head rows end within the
+        // token stride, so no element belongs to two rows; `weight` holds
+        // head_dim values.
+        launched(OP, unsafe { launch.launch(cfg) })
     }
 
     /// Rotates the q and k heads of `x` in place ("rotate half" / NeoX

@@ -12,6 +12,12 @@
 // Grid: one block per row (gridDim.x == num_rows); blockDim.x a multiple of
 // 32, at most 1024. Two passes over the row: sum of squares, then scale;
 // the second pass reads what the first wrote (same thread, same indices).
+//
+//   head_rms_norm:      the same norm, in place, over each head row of q or k
+//                       inside the fused qkv activation (Qwen3's q_norm and
+//                       k_norm): row h of token t starts at
+//                       x + t * token_stride + offset + h * head_dim.
+//                       One block per token, one warp per head row.
 
 namespace tandem {
 
@@ -76,6 +82,29 @@ __device__ void rms_norm(T* __restrict__ out, T* residual, const T* x,
     }
 }
 
+template <typename T>
+__device__ void head_rms_norm(T* x, const T* __restrict__ weight, u32 num_tokens, u32 num_heads,
+                              u32 head_dim, u64 token_stride, u64 offset, float eps) {
+    const u32 t = blockIdx.x;
+    if (t >= num_tokens) return;
+    const u32 lane = threadIdx.x & 31;
+    const u32 warps = blockDim.x >> 5;
+    for (u32 h = threadIdx.x >> 5; h < num_heads; h += warps) {
+        T* row = x + u64(t) * token_stride + offset + u64(h) * head_dim;
+        float sum_sq = 0.0f;
+        for (u32 c = lane; c < head_dim; c += 32) {
+            const float a = to_f32(row[c]);
+            sum_sq += a * a;
+        }
+        // Every lane reads its own elements before the shuffle and writes
+        // only them after it: in place is safe.
+        const float inv_rms = rsqrtf(warp_sum(sum_sq) / float(head_dim) + eps);
+        for (u32 c = lane; c < head_dim; c += 32) {
+            row[c] = from_f32<T>(to_f32(row[c]) * inv_rms * to_f32(weight[c]));
+        }
+    }
+}
+
 }  // namespace tandem
 
 #define TANDEM_RMS_NORM(SUFFIX, T)                                                        \
@@ -88,5 +117,11 @@ __device__ void rms_norm(T* __restrict__ out, T* residual, const T* x,
         fused_add_rms_norm_##SUFFIX(T* out, T* residual, const T* x, const T* weight,     \
                                     u32 num_rows, u32 hidden, float eps) {                \
         tandem::rms_norm<T, true>(out, residual, x, weight, num_rows, hidden, eps);       \
+    }                                                                                     \
+    extern "C" __global__ void __launch_bounds__(1024)                                    \
+        head_rms_norm_##SUFFIX(T* x, const T* weight, u32 num_tokens, u32 num_heads,      \
+                               u32 head_dim, u64 token_stride, u64 offset, float eps) {   \
+        tandem::head_rms_norm<T>(x, weight, num_tokens, num_heads, head_dim, token_stride, \
+                                 offset, eps);                                            \
     }
 TANDEM_FOR_EACH_DTYPE(TANDEM_RMS_NORM)

@@ -58,7 +58,7 @@ pub const SOURCES: &[KernelSource] = &[
     KernelSource {
         name: "rms_norm.cu",
         code: include_str!("rms_norm.cu"),
-        ops: &["rms_norm", "fused_add_rms_norm"],
+        ops: &["rms_norm", "fused_add_rms_norm", "head_rms_norm"],
         per_head_dim: false,
     },
     KernelSource {

@@ -13,6 +13,7 @@ use metrics_exporter_prometheus::{
     Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
 };
 use tandem_engine::engine_core::EngineStats;
+use tandem_engine::runner::ArenaInfo;
 use tandem_engine::sequence::FinishReason;
 use tandem_engine::serving::RequestOutput;
 
@@ -186,6 +187,33 @@ impl Metrics {
     /// A histogram in this registry.
     pub fn histogram(&self, name: &'static str, help: &'static str) -> Histogram {
         Registrar(&self.recorder).histogram(name, help)
+    }
+
+    /// Where the KV cache lives and how big it is, as labels of
+    /// `vllm:cache_config_info` (value 1, as vLLM reports its cache config)
+    /// and as `tandem_kv_cache_bytes`.
+    pub fn describe_kv_arena(&self, arena: &ArenaInfo, block_size: usize) {
+        let r = &self.recorder;
+        r.describe_gauge(
+            KeyName::from_const_str("vllm:cache_config_info"),
+            None,
+            "The KV cache's configuration, in labels.".into(),
+        );
+        let labels = vec![
+            Label::new("device", arena.device.clone()),
+            Label::new("num_gpu_blocks", arena.num_blocks.to_string()),
+            Label::new("block_size", block_size.to_string()),
+        ];
+        r.register_gauge(&Key::from_parts("vllm:cache_config_info", labels), &META)
+            .set(1.0);
+        r.describe_gauge(
+            KeyName::from_const_str("tandem_kv_cache_bytes"),
+            Some(metrics::Unit::Bytes),
+            "Bytes of the KV cache's arena, by device.".into(),
+        );
+        let labels = vec![Label::new("device", arena.device.clone())];
+        r.register_gauge(&Key::from_parts("tandem_kv_cache_bytes", labels), &META)
+            .set(arena.bytes as f64);
     }
 
     /// The Prometheus text, with load gauges as of now.

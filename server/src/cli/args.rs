@@ -4,8 +4,9 @@
 use std::net::IpAddr;
 use std::path::PathBuf;
 
+use tandem_engine::loader::DEFAULT_GPU_MEMORY_UTILIZATION;
 use tandem_engine::scheduler::SchedulerConfig;
-use tandem_engine::EngineOptions;
+use tandem_engine::{DeviceSpec, EngineOptions};
 
 /// What every API server (worker or router) takes.
 #[derive(clap::Args, Debug, Clone)]
@@ -67,6 +68,14 @@ pub struct EngineArgs {
     /// Seed for requests that carry none.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Where the model and its KV cache live: cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: DeviceSpec,
+    /// On a GPU: the share of its total memory this worker may use for
+    /// weights, activations and the KV cache together (the cache gets the
+    /// rest), as in vLLM. --kv-cache-memory overrides it.
+    #[arg(long, default_value_t = DEFAULT_GPU_MEMORY_UTILIZATION, value_parser = parse_fraction)]
+    pub gpu_memory_utilization: f64,
 }
 
 impl EngineArgs {
@@ -80,6 +89,8 @@ impl EngineArgs {
             },
             kv_cache_memory: self.kv_cache_memory,
             seed: self.seed,
+            device: self.device,
+            gpu_memory_utilization: self.gpu_memory_utilization,
         }
     }
 
@@ -96,6 +107,10 @@ impl EngineArgs {
             self.block_size.to_string(),
             "--seed".into(),
             self.seed.to_string(),
+            "--device".into(),
+            self.device.to_string(),
+            "--gpu-memory-utilization".into(),
+            self.gpu_memory_utilization.to_string(),
         ];
         if self.no_enable_prefix_caching {
             a.push("--no-enable-prefix-caching".into());
@@ -104,6 +119,14 @@ impl EngineArgs {
             a.extend(["--kv-cache-memory".into(), b.to_string()]);
         }
         a
+    }
+}
+
+/// A share in (0, 1].
+fn parse_fraction(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(f) if f > 0.0 && f <= 1.0 => Ok(f),
+        _ => Err(format!("{s:?} is not a fraction in (0, 1], e.g. 0.9")),
     }
 }
 
@@ -137,5 +160,8 @@ mod tests {
         assert_eq!(parse_bytes("2G"), Ok(2 << 30));
         assert!(parse_bytes("lots").is_err());
         assert!(parse_bytes("3 parsecs").is_err());
+        assert_eq!(super::parse_fraction("0.5"), Ok(0.5));
+        assert!(super::parse_fraction("0").unwrap_err().contains("(0, 1]"));
+        assert!(super::parse_fraction("1.5").is_err());
     }
 }

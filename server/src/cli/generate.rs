@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use tandem_engine::offline::{GenerateRequest, OfflineOptions};
 use tandem_engine::sampler::SamplingParams;
-use tandem_engine::{parse_dtype, LoadedModel};
+use tandem_engine::{parse_dtype, DeviceSpec, LoadedModel};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -36,6 +36,9 @@ pub struct Args {
     /// Compute dtype: f32 or bf16.
     #[arg(long, default_value = "f32")]
     dtype: String,
+    /// Where the model runs: cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: DeviceSpec,
     /// Keep generating past end-of-sequence tokens.
     #[arg(long)]
     ignore_eos: bool,
@@ -132,6 +135,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         max_batched_tokens: args.max_num_batched_tokens,
         max_num_seqs: args.max_num_seqs,
         seed: args.seed.unwrap_or(0),
+        device: args.device,
         ..OfflineOptions::default()
     };
     let (outputs, stats) = model.generate(&requests, &opts)?;

@@ -79,12 +79,18 @@ pub fn run_on(args: WorkerArgs, default_host: IpAddr) -> anyhow::Result<()> {
     let info = app::model_info(&dir, &meta, &args.http)?;
     let model_id = info.name().to_string();
     let core = model.build_core(&args.engine.options())?;
-    let block_bytes = core.kv_cache().block_bytes();
-    // The transfer agent reads and writes the arena outside Rust's view:
+    let arena_info = core.runner().arena_info();
+    let block_bytes = arena_info.block_bytes;
+    // The transfer agent reads and writes a host arena outside Rust's view:
     // keep it alive until the agent is gone, whenever the engine thread
     // drops its core.
-    let arena = core.kv_cache().arena.clone();
+    let arena = core
+        .runner()
+        .host_kv_cache()
+        .ok()
+        .map(|kv| kv.arena.clone());
     let metrics = Arc::new(crate::api::metrics::Metrics::new(&model_id));
+    metrics.describe_kv_arena(&arena_info, args.engine.block_size);
     let kv_metrics = Arc::new(KvMetrics::new(&metrics));
     let agent = match args.role {
         Role::Both => None,
@@ -124,6 +130,7 @@ pub fn run_on(args: WorkerArgs, default_host: IpAddr) -> anyhow::Result<()> {
         role: args.role,
         engine: engine.clone(),
         block_size: args.engine.block_size,
+        arena: arena_info,
         agent_metadata: agent.as_ref().map(|a| Arc::from(a.metadata())),
         leases,
         token: args

@@ -12,6 +12,7 @@ pub mod wire;
 
 use std::sync::Arc;
 
+use tandem_engine::runner::ArenaInfo;
 use tandem_engine::serving::EngineHandle;
 
 pub use leases::Leases;
@@ -46,6 +47,8 @@ pub struct WorkerState {
     pub role: Role,
     pub engine: EngineHandle,
     pub block_size: usize,
+    /// The KV arena, as `/internal/status` reports it.
+    pub arena: ArenaInfo,
     /// This worker's transfer-agent metadata (prefill role): goes into
     /// every KV handle it gives out.
     pub agent_metadata: Option<Arc<[u8]>>,

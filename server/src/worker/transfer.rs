@@ -27,7 +27,7 @@ pub fn start_agent(
     model_id: &str,
     transports: Option<String>,
 ) -> anyhow::Result<Arc<Agent>> {
-    let kv = core.kv_cache();
+    let kv = core.runner().host_kv_cache()?;
     let layout = LayoutDescriptor {
         model_id: model_id.to_string(),
         dtype: format!("{:?}", kv.dtype).to_lowercase(),

@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 use tandem_engine::kv_cache::{BlockHash, KvEvent};
 use tandem_engine::kv_handoff::KvHandle;
+use tandem_engine::runner::ArenaInfo;
 use tandem_engine::sampler::SampledToken;
 use tandem_engine::sequence::FinishReason;
 use tandem_engine::serving::{RequestOutput, ServingError, ServingRequest};
@@ -123,4 +124,7 @@ pub struct WorkerStatus {
     pub kv_usage: f64,
     pub num_kv_leases: usize,
     pub num_loading_kv: usize,
+    /// Where the KV cache lives (`cpu` or `cuda:N (<GPU>)`) and its size.
+    #[serde(default)]
+    pub kv_arena: Option<ArenaInfo>,
 }
