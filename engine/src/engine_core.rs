@@ -8,7 +8,7 @@ use crate::kv_handoff::{KvHandle, KvLoad};
 use crate::runner::ModelRunner;
 use crate::sampler::{sample_batch, SampledToken};
 use crate::scheduler::{Scheduler, SchedulerConfig};
-use crate::sequence::{FinishReason, KvHandoff, Request, SeqId, Sequence};
+use crate::sequence::{FinishReason, KvHandoff, KvLoadTimes, Request, SeqId, Sequence};
 
 /// What one sequence got from a step.
 #[derive(Clone, Debug)]
@@ -24,6 +24,8 @@ pub struct StepOutput {
     /// Prefill role: the sequence ended after this token and its prompt
     /// blocks are held for a decode worker.
     pub handoff: Option<KvHandle>,
+    /// Decode role: when the pull of its prompt KV started and ended.
+    pub kv_load: KvLoadTimes,
 }
 
 /// Load figures for metrics and routing.
@@ -202,6 +204,7 @@ impl EngineCore {
             let finished = seq.append(&token, &self.eos_token_ids);
             let cached_tokens = seq.num_cached_prompt_tokens();
             let first_scheduled = seq.first_scheduled();
+            let kv_load = seq.kv_load_times();
             let hold = matches!(seq.handoff(), KvHandoff::Hold);
             let mut handoff = None;
             if let Some(reason) = finished {
@@ -217,6 +220,7 @@ impl EngineCore {
                 cached_tokens,
                 first_scheduled,
                 handoff,
+                kv_load,
             });
         }
         Ok(outputs)

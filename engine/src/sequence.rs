@@ -95,6 +95,15 @@ pub struct Sequence {
     /// Hold (prefill role) or the remote KV still to load (decode role);
     /// back to `None` once the load is queued.
     handoff: KvHandoff,
+    /// Decode role: when the pull of its prompt KV started and ended.
+    kv_load: KvLoadTimes,
+}
+
+/// When a decode-side sequence's prompt KV pull started and ended.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KvLoadTimes {
+    pub started: Option<Instant>,
+    pub finished: Option<Instant>,
 }
 
 impl Sequence {
@@ -127,6 +136,7 @@ impl Sequence {
             num_preemptions: 0,
             first_scheduled: None,
             handoff: req.handoff,
+            kv_load: KvLoadTimes::default(),
         }
     }
 
@@ -195,6 +205,14 @@ impl Sequence {
     /// When the scheduler first gave it a step (end of its queue time).
     pub fn first_scheduled(&self) -> Option<Instant> {
         self.first_scheduled
+    }
+
+    pub fn kv_load_times(&self) -> KvLoadTimes {
+        self.kv_load
+    }
+
+    pub(crate) fn set_kv_load_times(&mut self, times: KvLoadTimes) {
+        self.kv_load = times;
     }
 
     pub fn handoff(&self) -> &KvHandoff {

@@ -60,3 +60,22 @@ def test_pd_seeded_sampling_matches_colocated(pd_server, colocated_server):
                                               temperature=0.9, seed=1234, extra_body={"ignore_eos": True})
         return r.choices[0].text
     assert sample(pd_server) == sample(colocated_server)
+
+
+def test_pd_time_split_is_on_the_routers_metrics(pd_server):
+    """A disaggregated request's time to first token is split where it was
+    spent: the prefill worker's queue and prefill, the decode worker's KV
+    pull and first step, as histograms on the router's /metrics."""
+    names = ["vllm:request_queue_time_seconds", "vllm:request_prefill_time_seconds",
+             "tandem_request_kv_transfer_seconds", "tandem_request_first_decode_step_seconds"]
+    before = {n: (pd_server.metric(n + "_count"), pd_server.metric(n + "_sum")) for n in names}
+    chat(pd_server, stream=False)
+    for n in names:
+        count, total = pd_server.metric(n + "_count"), pd_server.metric(n + "_sum")
+        assert count - before[n][0] == 1, n
+        assert total - before[n][1] >= 0, n
+    # Prefill computed the whole prompt (a 40-token chat) on the prefill
+    # worker: its time is real, not the router's whole TTFT relabelled.
+    prefill = pd_server.metric("vllm:request_prefill_time_seconds_sum") - before[names[1]][1]
+    ttft = pd_server.metric("vllm:time_to_first_token_seconds_sum")
+    assert 0 < prefill <= ttft

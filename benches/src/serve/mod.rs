@@ -10,6 +10,7 @@ pub mod datasets;
 pub mod metrics;
 pub mod progress;
 pub mod report;
+pub mod server_split;
 
 #[cfg(test)]
 mod harness_tests;
@@ -62,6 +63,9 @@ pub struct Plan {
 
 /// The outcome of one run.
 pub struct RunResult {
+    /// The server's mean time per phase (queue, prefill, KV transfer,
+    /// first decode step) from its /metrics; empty when it has none.
+    pub server_split: Vec<server_split::PhaseMean>,
     pub metrics: RunMetrics,
     pub outputs: Vec<RequestOutput>,
     pub duration: f64,
@@ -76,6 +80,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         execute(plan).await
     })?;
     println!("{}", report::summary_text(&result.metrics, result.duration));
+    if !result.server_split.is_empty() {
+        println!("{}", report::split_text(&result.server_split));
+    }
     print_errors(&result.outputs);
     if let Some(path) = &args.save_result {
         save_json(path, &result.json)?;
@@ -264,6 +271,7 @@ pub async fn execute(plan: Plan) -> anyhow::Result<RunResult> {
         .max_concurrency
         .map(|c| Arc::new(Semaphore::new(c.max(1))));
     warm_up(&http, &plan).await;
+    let scraped_before = server_split::Scrape::fetch(&http, &plan.client.base_url).await;
     let bar = progress::bar(plan.requests.len(), plan.show_progress);
     let client = Arc::new(plan.client.clone());
     let start = Instant::now();
@@ -293,7 +301,16 @@ pub async fn execute(plan: Plan) -> anyhow::Result<RunResult> {
     if !classes.is_empty() {
         json["by_class"] = Value::Object(classes);
     }
+    let scraped_after = server_split::Scrape::fetch(&http, &plan.client.base_url).await;
+    let server_split = match (&scraped_before, &scraped_after) {
+        (Some(b), Some(a)) => server_split::split(b, a),
+        _ => Vec::new(),
+    };
+    if !server_split.is_empty() {
+        json["server_ttft_split"] = serde_json::to_value(&server_split)?;
+    }
     Ok(RunResult {
+        server_split,
         metrics,
         outputs,
         duration,

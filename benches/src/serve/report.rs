@@ -160,6 +160,16 @@ pub fn summary_text(m: &RunMetrics, duration: f64) -> String {
     s
 }
 
+/// The server-side split of time to first token, one line per phase.
+pub fn split_text(split: &[super::server_split::PhaseMean]) -> String {
+    let mut s = format!("{:-^52}\n", "Server-side split (means, from /metrics)");
+    for p in split {
+        let label = format!("Mean {} (ms, {} requests):", p.phase, p.requests);
+        s.push_str(&format!("{label:<40}{:>12.2}\n", p.mean_ms));
+    }
+    s
+}
+
 /// `YYYYMMDD-HHMMSS` in UTC, as vLLM stamps its results.
 fn utc_now() -> String {
     let secs = std::time::SystemTime::now()

@@ -6,7 +6,9 @@
 use super::blocks::Admitted;
 use super::Scheduler;
 use crate::kv_handoff::{BlockPair, KvHandle, KvLoad};
-use crate::sequence::{SeqId, SeqStatus};
+use std::time::Instant;
+
+use crate::sequence::{KvLoadTimes, SeqId, SeqStatus};
 
 impl Scheduler {
     /// Queues the pull of admitted remote sequence `id`'s prompt blocks
@@ -30,6 +32,10 @@ impl Scheduler {
             return Admitted::Run(1);
         }
         seq.set_status(SeqStatus::LoadingKv);
+        seq.set_kv_load_times(KvLoadTimes {
+            started: Some(Instant::now()),
+            finished: None,
+        });
         self.loading.push(id);
         self.kv_loads.push(KvLoad {
             seq: id,
@@ -65,6 +71,11 @@ impl Scheduler {
             return;
         }
         self.loading.retain(|&l| l != id);
+        let times = seq.kv_load_times();
+        seq.set_kv_load_times(KvLoadTimes {
+            finished: Some(Instant::now()),
+            ..times
+        });
         if ok {
             let prompt_len = seq.prompt_len();
             seq.set_num_computed(prompt_len);

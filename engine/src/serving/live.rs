@@ -12,7 +12,7 @@ use crate::detokenizer::IncrementalDetokenizer;
 use crate::engine_core::StepOutput;
 use crate::error::Result;
 use crate::sampler::SampledToken;
-use crate::sequence::FinishReason;
+use crate::sequence::{FinishReason, KvLoadTimes};
 use crate::stop::{StopMatcher, StopOutcome};
 use crate::tokenizer::Tokenizer;
 
@@ -33,6 +33,7 @@ pub struct OutputBuilder {
     min_tokens: usize,
     stop_token_ids: Vec<u32>,
     first_scheduled: Option<Instant>,
+    kv_load: KvLoadTimes,
 }
 
 impl OutputBuilder {
@@ -56,6 +57,7 @@ impl OutputBuilder {
             min_tokens,
             stop_token_ids,
             first_scheduled: None,
+            kv_load: KvLoadTimes::default(),
         }
     }
 
@@ -65,9 +67,36 @@ impl OutputBuilder {
         if self.first_scheduled.is_none() {
             self.first_scheduled = out.first_scheduled;
         }
+        self.kv_load = out.kv_load;
         let mut update = self.on_token(tok, out.token, out.finished, out.cached_tokens)?;
+        if out.handoff.is_some() {
+            // The prefill worker's part of the request ends here: its
+            // queue and prefill times go to the router with the handle.
+            update.timings = Some(self.timings(Instant::now()));
+        }
         update.kv_handoff = out.handoff;
         Ok(update)
+    }
+
+    /// Where the request's time went, as of `now` (its last token).
+    fn timings(&self, now: Instant) -> Timings {
+        let scheduled = self
+            .first_scheduled
+            .unwrap_or(self.arrival)
+            .max(self.arrival);
+        let first = self.first_token.unwrap_or(now);
+        let KvLoadTimes { started, finished } = self.kv_load;
+        let kv_transfer = started
+            .zip(finished)
+            .map(|(s, f)| f.saturating_duration_since(s));
+        Timings {
+            queue: scheduled - self.arrival,
+            prefill: first.saturating_duration_since(scheduled),
+            time_to_first_token: first - self.arrival,
+            e2e: now - self.arrival,
+            kv_transfer,
+            first_decode_step: finished.map(|f| first.saturating_duration_since(f)),
+        }
     }
 
     /// Builds the update for one sampled token; `finished` is set when it
@@ -125,17 +154,7 @@ impl OutputBuilder {
                 None => text.push_str(&self.stop.flush()),
             }
         }
-        let scheduled = self
-            .first_scheduled
-            .unwrap_or(self.arrival)
-            .max(self.arrival);
-        let first = self.first_token.unwrap_or(now);
-        let timings = finish_reason.map(|_| Timings {
-            queue: scheduled - self.arrival,
-            prefill: first.saturating_duration_since(scheduled),
-            time_to_first_token: self.first_token.unwrap_or(now) - self.arrival,
-            e2e: now - self.arrival,
-        });
+        let timings = finish_reason.map(|_| self.timings(now));
         Ok(RequestOutput {
             token_ids: vec![token.token],
             samples: vec![token],

@@ -55,6 +55,10 @@ pub struct Timings {
     pub time_to_first_token: Duration,
     /// Arrival to last token.
     pub e2e: Duration,
+    /// Decode role: the pull of the prompt's KV from the prefill worker.
+    pub kv_transfer: Option<Duration>,
+    /// Decode role: the pulled KV landing until this worker's first token.
+    pub first_decode_step: Option<Duration>,
 }
 
 /// One update for one request: the tokens sampled since the last update and

@@ -62,6 +62,8 @@ pub struct Metrics {
     e2e: Histogram,
     queue: Histogram,
     prefill: Histogram,
+    kv_transfer: Histogram,
+    first_decode_step: Histogram,
     request_prompt_tokens: Histogram,
     request_generation_tokens: Histogram,
     finished_stop: Counter,
@@ -83,6 +85,8 @@ impl Metrics {
             ("vllm:request_prompt_tokens", TOKEN_BUCKETS),
             ("vllm:request_generation_tokens", TOKEN_BUCKETS),
             ("tandem_kv_pull_seconds", TRANSFER_BUCKETS),
+            ("tandem_request_kv_transfer_seconds", TRANSFER_BUCKETS),
+            ("tandem_request_first_decode_step_seconds", TTFT_BUCKETS),
             ("tandem_router_prefill_seconds", E2E_BUCKETS),
         ] {
             builder = builder
@@ -143,6 +147,14 @@ impl Metrics {
             prefill: r.histogram(
                 "vllm:request_prefill_time_seconds",
                 "First scheduled step to first token.",
+            ),
+            kv_transfer: r.histogram(
+                "tandem_request_kv_transfer_seconds",
+                "Disaggregated requests: the decode worker's pull of the prompt KV.",
+            ),
+            first_decode_step: r.histogram(
+                "tandem_request_first_decode_step_seconds",
+                "Disaggregated requests: from the pulled KV landing to the decode worker's first token.",
             ),
             request_prompt_tokens: r.histogram("vllm:request_prompt_tokens", "Prompt length."),
             request_generation_tokens: r.histogram(
@@ -253,6 +265,12 @@ impl Metrics {
             self.e2e.record(t.e2e.as_secs_f64());
             self.queue.record(t.queue.as_secs_f64());
             self.prefill.record(t.prefill.as_secs_f64());
+            if let Some(d) = t.kv_transfer {
+                self.kv_transfer.record(d.as_secs_f64());
+            }
+            if let Some(d) = t.first_decode_step {
+                self.first_decode_step.record(d.as_secs_f64());
+            }
             if out.usage.completion_tokens > 1 {
                 let decode = t.e2e.saturating_sub(t.time_to_first_token).as_secs_f64();
                 self.tpot

@@ -17,7 +17,7 @@ use tandem_engine::serving::{ServingError, ServingRequest};
 use super::client::CallError;
 use super::pool::{Assignment, Worker};
 use super::{Choice, RouterInner};
-use crate::worker::wire::{DecodeRequest, StreamLine, TokenOutput};
+use crate::worker::wire::{DecodeRequest, StreamLine, TokenOutput, WireTimings};
 use crate::worker::Role;
 
 /// Token updates from the workers, in order; the caller turns them into
@@ -34,6 +34,9 @@ struct Prefilled {
     /// Prompt tokens the prefill worker found in its prefix cache: every
     /// later update reports these.
     cached_tokens: usize,
+    /// The prefill worker's queue and prefill times, reported with the
+    /// request's last line.
+    timings: Option<WireTimings>,
 }
 
 impl Prefilled {
@@ -62,17 +65,19 @@ pub fn run(router: Arc<RouterInner>, req: ServingRequest) -> TokenStream {
         let mut handoff: Option<Prefilled> = None;
         if remote {
             match prefill(&router, &req, &hashes).await {
-                PrefillOutcome::Done { first, worker, kv } => {
+                PrefillOutcome::Done { mut first, worker, kv } => {
                     router.metrics.disaggregated.increment(1);
                     let cached_tokens = first.cached_tokens;
                     let finished = first.finish_reason.is_some();
+                    // Reported once, with the last line (this one if it is).
+                    let timings = if finished { first.timings } else { first.timings.take() };
                     let output_tokens: Vec<u32> = first.samples.iter().map(|s| s.token).collect();
                     yield Ok(first);
                     if finished {
                         return;
                     }
                     match kv {
-                        Some(kv) => handoff = Some(Prefilled { worker, kv, output_tokens, cached_tokens }),
+                        Some(kv) => handoff = Some(Prefilled { worker, kv, output_tokens, cached_tokens, timings }),
                         None => {
                             yield Err(ServingError::Engine("the prefill worker neither finished the request nor held its KV".into()));
                             return;
@@ -136,6 +141,7 @@ pub fn run(router: Arc<RouterInner>, req: ServingRequest) -> TokenStream {
             }
         };
         let prefill_cached = handoff.as_ref().map(|p| p.cached_tokens);
+        let prefill_timings = handoff.as_ref().and_then(|p| p.timings);
         while let Some(line) = lines.lines.next().await {
             match line {
                 Ok(StreamLine::Output(mut out)) => {
@@ -143,6 +149,9 @@ pub fn run(router: Arc<RouterInner>, req: ServingRequest) -> TokenStream {
                         out.cached_tokens = c;
                     }
                     let done = out.finish_reason.is_some();
+                    if done {
+                        out.timings = split_timings(prefill_timings, out.timings);
+                    }
                     yield Ok(out);
                     if done {
                         return;
@@ -212,6 +221,21 @@ async fn prefill(
         }
     }
     PrefillOutcome::NoneLeft
+}
+
+/// A disaggregated request's time: queue and prefill on the prefill worker,
+/// the KV pull and the first step on the decode worker. Without a prefill
+/// worker's part (not disaggregated) the decode worker's is the whole.
+fn split_timings(prefill: Option<WireTimings>, decode: Option<WireTimings>) -> Option<WireTimings> {
+    match (prefill, decode) {
+        (Some(p), Some(d)) => Some(WireTimings {
+            queue_s: p.queue_s,
+            prefill_s: p.prefill_s,
+            kv_transfer_s: d.kv_transfer_s,
+            first_decode_step_s: d.first_decode_step_s,
+        }),
+        (p, d) => d.or(p),
+    }
 }
 
 fn no_workers(role: &str) -> ServingError {

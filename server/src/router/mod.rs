@@ -204,7 +204,12 @@ impl Backend for RouterBackend {
                 for (i, sample) in out.samples.into_iter().enumerate() {
                     let finished = if i + 1 == n { out.finish_reason } else { None };
                     match builder.on_token(&tokenizer, sample, finished, out.cached_tokens) {
-                        Ok(update) => {
+                        Ok(mut update) => {
+                            // Time to first token and end to end are what the
+                            // client saw here; the split is the workers'.
+                            if let (Some(t), Some(w)) = (update.timings.as_mut(), out.timings) {
+                                w.apply_to(t);
+                            }
                             let done = update.finish_reason.is_some();
                             yield Ok(update);
                             if done {

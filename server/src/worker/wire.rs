@@ -2,13 +2,15 @@
 //! and the router (client side) so the two cannot drift. Streams are
 //! newline-delimited JSON, one [`StreamLine`] per line.
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 use tandem_engine::kv_cache::{BlockHash, KvEvent};
 use tandem_engine::kv_handoff::KvHandle;
 use tandem_engine::runner::ArenaInfo;
 use tandem_engine::sampler::SampledToken;
 use tandem_engine::sequence::FinishReason;
-use tandem_engine::serving::{RequestOutput, ServingError, ServingRequest};
+use tandem_engine::serving::{RequestOutput, ServingError, ServingRequest, Timings};
 
 /// Header carrying `--internal-token`.
 pub const TOKEN_HEADER: &str = "x-tandem-internal-token";
@@ -22,6 +24,10 @@ pub struct TokenOutput {
     pub finish_reason: Option<FinishReason>,
     /// Prompt tokens this worker found in its prefix cache.
     pub cached_tokens: usize,
+    /// On a request's last line from this worker (its finish, or a prefill
+    /// worker's handoff): where the time went here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timings: Option<WireTimings>,
 }
 
 impl From<&RequestOutput> for TokenOutput {
@@ -30,6 +36,41 @@ impl From<&RequestOutput> for TokenOutput {
             samples: o.samples.clone(),
             finish_reason: o.finish_reason,
             cached_tokens: o.usage.cached_tokens,
+            timings: o.timings.as_ref().map(WireTimings::from),
+        }
+    }
+}
+
+/// [`Timings`] in seconds, as a worker reports them to the router.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
+pub struct WireTimings {
+    pub queue_s: f64,
+    pub prefill_s: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kv_transfer_s: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_decode_step_s: Option<f64>,
+}
+
+impl WireTimings {
+    /// Replaces `t`'s split (queue, prefill, KV transfer, first decode
+    /// step) with these; `t`'s time to first token and end to end stay.
+    pub fn apply_to(&self, t: &mut Timings) {
+        let secs = |s: f64| Duration::from_secs_f64(s.max(0.0));
+        t.queue = secs(self.queue_s);
+        t.prefill = secs(self.prefill_s);
+        t.kv_transfer = self.kv_transfer_s.map(secs);
+        t.first_decode_step = self.first_decode_step_s.map(secs);
+    }
+}
+
+impl From<&Timings> for WireTimings {
+    fn from(t: &Timings) -> Self {
+        WireTimings {
+            queue_s: t.queue.as_secs_f64(),
+            prefill_s: t.prefill.as_secs_f64(),
+            kv_transfer_s: t.kv_transfer.map(|d| d.as_secs_f64()),
+            first_decode_step_s: t.first_decode_step.map(|d| d.as_secs_f64()),
         }
     }
 }
