@@ -8,7 +8,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/bootstrap.sh
-FEATURES=tandem-server/cuda,tandem-bench/cuda,tandem-kernels/cuda,tandem-transport/cuda
+FEATURES=tandem-server/cuda,tandem-bench/cuda
+TEST_FEATURES=$FEATURES,tandem-kernels/cuda,tandem-transport/cuda
 TARGET="${CARGO_TARGET_DIR:-$PWD/target}"
 STAGE="$(mktemp -d)"
 trap 'rm -rf "$STAGE"' EXIT
@@ -20,7 +21,7 @@ cp "$TARGET/release/tandem" "$TARGET/release/tandem-bench" "$STAGE/bin/"
 # The test binaries of the same dev build scripts/test.sh makes (the
 # GPU tests skip here and run there). Each binary reads its fixtures from
 # the path it was built at; gpu_check.sh links that path to the checkout.
-cargo test --workspace --features "$FEATURES" --no-run --message-format=json-render-diagnostics \
+cargo test --workspace --features "$TEST_FEATURES" --no-run --message-format=json-render-diagnostics \
     | python3 -c '
 import json, sys
 wanted = {"cuda_ops", "cuda_attention", "cuda_compile", "parity"}

@@ -79,3 +79,33 @@ def test_pd_time_split_is_on_the_routers_metrics(pd_server):
     prefill = pd_server.metric("vllm:request_prefill_time_seconds_sum") - before[names[1]][1]
     ttft = pd_server.metric("vllm:time_to_first_token_seconds_sum")
     assert 0 < prefill <= ttft
+
+
+@pytest.fixture(scope="module")
+def staged_server(model_dir):
+    s = Server(model_dir, "--pd-threshold", "0", "--pd-stage-tokens", "1024")
+    yield s
+    s.stop()
+
+
+def test_long_prompts_are_prefilled_in_stages_and_pulled_meanwhile(staged_server, colocated_server):
+    """A 3,000-token prompt goes to the prefill worker as prefixes of 1,024
+    and 2,048 tokens and then whole; the decode worker pulls each prefix
+    while the next computes, so the pull after the prefill moves only the
+    last stage's blocks and takes less time than that stage's prefill."""
+    prompt = [(i * 7919) % 300 + 10 for i in range(3000)]
+
+    def complete(server):
+        r = client(server).completions.create(model=MODEL, prompt=prompt, max_tokens=8, temperature=0,
+                                              extra_body={"ignore_eos": True})
+        return r.choices[0].text
+
+    stages = "tandem_router_pd_stages_total"
+    names = ["tandem_request_kv_transfer_seconds", "vllm:request_prefill_time_seconds"]
+    before = {n: staged_server.metric(n + "_sum") for n in names}
+    stages_before = staged_server.metric(stages)
+    assert complete(staged_server) == complete(colocated_server)
+    assert staged_server.metric(stages) - stages_before == 2
+    pull, prefill = (staged_server.metric(n + "_sum") - before[n] for n in names)
+    print(f"last-stage pull {pull * 1e3:.2f} ms, last-stage prefill {prefill * 1e3:.1f} ms")
+    assert 0 < pull < prefill

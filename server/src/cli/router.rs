@@ -62,6 +62,12 @@ pub struct RoutingArgs {
     /// computed by the decode worker itself (0: always disaggregate).
     #[arg(long, default_value_t = 256)]
     pub pd_threshold: usize,
+    /// Prefill prompts longer than this in stages of this many tokens
+    /// (rounded down to whole KV blocks): the decode worker pulls each
+    /// finished prefix while the prefill worker computes the next, so
+    /// little KV is left to move when the prefill ends (0: one piece).
+    #[arg(long, default_value_t = 2048)]
+    pub pd_stage_tokens: usize,
     /// Shared secret sent to workers on internal calls.
     #[arg(long, env = "TANDEM_INTERNAL_TOKEN", hide_env_values = true)]
     pub internal_token: Option<String>,
@@ -80,6 +86,7 @@ impl RoutingArgs {
                 kv_usage: self.kv_usage_weight,
             },
             pd_threshold: self.pd_threshold,
+            pd_stage_tokens: self.pd_stage_tokens,
         }
     }
 

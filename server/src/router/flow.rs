@@ -16,6 +16,7 @@ use tandem_engine::serving::{ServingError, ServingRequest};
 
 use super::client::CallError;
 use super::pool::{Assignment, Worker};
+use super::stages::{self, Prefetch};
 use super::{Choice, RouterInner};
 use crate::worker::wire::{DecodeRequest, StreamLine, TokenOutput, WireTimings};
 use crate::worker::Role;
@@ -63,8 +64,11 @@ pub fn run(router: Arc<RouterInner>, req: ServingRequest) -> TokenStream {
             && uncached >= router.config.pd_threshold;
 
         let mut handoff: Option<Prefilled> = None;
+        let mut prefetch: Option<Prefetch> = None;
         if remote {
-            match prefill(&router, &req, &hashes).await {
+            let (outcome, staged) = prefill(&router, &req, &hashes, &decode).await;
+            prefetch = staged;
+            match outcome {
                 PrefillOutcome::Done { mut first, worker, kv } => {
                     router.metrics.disaggregated.increment(1);
                     let cached_tokens = first.cached_tokens;
@@ -98,6 +102,11 @@ pub fn run(router: Arc<RouterInner>, req: ServingRequest) -> TokenStream {
 
         if !remote {
             router.metrics.decode_only.increment(1);
+        }
+        // The decode worker pulls the staged prefixes first, so the request
+        // below finds them in its prefix cache and pulls only the rest.
+        if let Some(p) = prefetch.take() {
+            p.finish().await;
         }
         // Decode (or the whole request, when it was not disaggregated).
         let mut current = Some(decode);
@@ -189,30 +198,39 @@ enum PrefillOutcome {
     NoneLeft,
 }
 
-/// Tries prefill workers, best first, until one answers.
+/// Tries prefill workers, best first, until one answers. A long prompt is
+/// prefilled in stages on the first worker tried, its prefixes pulled by
+/// `decode` meanwhile (see [`stages`](super::stages)); the pulls still
+/// running come back with the outcome.
 async fn prefill(
     router: &RouterInner,
     req: &ServingRequest,
     hashes: &[BlockHash],
-) -> PrefillOutcome {
+    decode: &Arc<Worker>,
+) -> (PrefillOutcome, Option<Prefetch>) {
     let mut tried: Vec<String> = Vec::new();
+    let mut prefetch = None;
     while let Some(Choice { worker, .. }) = router.choose(Role::Prefill, hashes, &tried) {
         tried.push(worker.url.clone());
         let _assignment = worker.assign();
         let started = std::time::Instant::now();
+        if prefetch.is_none() {
+            prefetch = stages::run(router, req, &worker, decode).await;
+        }
         match router.pool.client().prefill(&worker.url, req).await {
             Ok(resp) => {
                 router
                     .metrics
                     .prefill_seconds
                     .record(started.elapsed().as_secs_f64());
-                return PrefillOutcome::Done {
+                let done = PrefillOutcome::Done {
                     first: resp.output,
                     worker: worker.clone(),
                     kv: resp.kv,
                 };
+                return (done, prefetch);
             }
-            Err(CallError::Refused(e)) => return PrefillOutcome::Refused(e.into()),
+            Err(CallError::Refused(e)) => return (PrefillOutcome::Refused(e.into()), prefetch),
             Err(e) => {
                 tracing::warn!(error = %e, "prefill worker failed; trying another");
                 worker.mark_failed();
@@ -220,7 +238,7 @@ async fn prefill(
             }
         }
     }
-    PrefillOutcome::NoneLeft
+    (PrefillOutcome::NoneLeft, prefetch)
 }
 
 /// A disaggregated request's time: queue and prefill on the prefill worker,

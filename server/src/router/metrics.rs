@@ -15,6 +15,8 @@ pub struct RouterMetrics {
     /// the decode worker (short uncached part, or a colocated worker).
     pub disaggregated: Counter,
     pub decode_only: Counter,
+    /// Prefixes of long prompts prefilled as a stage and pulled early.
+    pub pd_stages: Counter,
 }
 
 impl RouterMetrics {
@@ -45,6 +47,11 @@ impl RouterMetrics {
                 "tandem_router_requests_total",
                 &[("path", "decode_only")],
                 "Requests by path: prefilled remotely then decoded, or computed whole on one worker.",
+            ),
+            pd_stages: m.counter(
+                "tandem_router_pd_stages_total",
+                &[],
+                "Prompt prefixes prefilled as a stage and pulled by the decode worker while the rest computed.",
             ),
             prefill_seconds: m.histogram(
                 "tandem_router_prefill_seconds",

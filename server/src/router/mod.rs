@@ -9,6 +9,7 @@ mod flow;
 mod metrics;
 mod pool;
 pub mod scoring;
+mod stages;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -38,6 +39,9 @@ pub struct RouterConfig {
     /// Prefill remotely only when at least this many prompt tokens are not
     /// cached on the chosen decode worker (0: always).
     pub pd_threshold: usize,
+    /// Prefill longer prompts in stages of this many tokens, the decode
+    /// worker pulling each finished prefix meanwhile (0: in one piece).
+    pub pd_stage_tokens: usize,
 }
 
 /// A worker picked for a request, and how it scored.
