@@ -1,6 +1,7 @@
 //! `tandem-bench decode`: decode tokens/s at batch 1 and 16 for a
-//! Qwen2.5-0.5B-shaped random-weight model, in f32 and bf16, beside the
-//! memory-bandwidth floor (weight bytes ÷ measured bandwidth) of the same run.
+//! Qwen2.5-0.5B-shaped random-weight model (or the model `--model` names: an
+//! HF directory or a GGUF file), in f32 and bf16, beside the memory-bandwidth
+//! floor (weight bytes ÷ measured bandwidth) of the same run.
 
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
@@ -29,6 +30,10 @@ pub struct Args {
     /// Where the random checkpoint is written (reused when present).
     #[arg(long, default_value = "/tmp/tandem-bench-qwen25-05b")]
     model_dir: PathBuf,
+    /// A real model instead of the random one: an HF model directory or a
+    /// `.gguf` file (dequantized at load into each `--dtype`).
+    #[arg(long)]
+    model: Option<PathBuf>,
     #[arg(long, default_value = "decode-bench.json")]
     out: PathBuf,
 }
@@ -45,7 +50,7 @@ struct Row {
 
 #[derive(Serialize)]
 struct Report {
-    model: &'static str,
+    model: String,
     parameters: u64,
     threads: usize,
     copy_bandwidth_gb_s: f64,
@@ -55,13 +60,19 @@ struct Report {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let cfg = random_model::ensure(&args.model_dir)?;
+    let cfg = match &args.model {
+        Some(path) => tandem_engine::ModelMeta::load(path)?.config,
+        None => random_model::ensure(&args.model_dir)?,
+    };
     let bandwidth = membw::copy_bandwidth(1 << 30, 5);
     eprintln!("copy bandwidth (read+write): {:.1} GB/s", bandwidth / 1e9);
     let mut rows = Vec::new();
     for dtype_name in &args.dtype {
         let dtype = tandem_engine::parse_dtype(dtype_name)?;
-        let model = random_model::load(&args.model_dir, &cfg, dtype)?;
+        let model = match &args.model {
+            Some(path) => tandem_engine::LoadedModel::load(path, dtype)?.model,
+            None => random_model::load(&args.model_dir, &cfg, dtype)?,
+        };
         let weight_bytes = cfg.num_parameters() * dtype.size_in_bytes() as u64;
         for &batch in &args.batch {
             let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(batch as u64);
@@ -95,7 +106,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     let report = Report {
-        model: "Qwen2.5-0.5B-shaped, random weights",
+        model: match &args.model {
+            Some(path) => path.display().to_string(),
+            None => "Qwen2.5-0.5B-shaped, random weights".into(),
+        },
         parameters: cfg.num_parameters(),
         threads: rayon::current_num_threads(),
         copy_bandwidth_gb_s: bandwidth / 1e9,
