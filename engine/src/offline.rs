@@ -5,8 +5,10 @@
 
 use std::time::{Duration, Instant};
 
+use crate::batch::{ForwardBatch, SeqChunk};
 use crate::engine_core::EngineCore;
 use crate::error::Result;
+use crate::kv_cache::{ComputedBlocks, KvCacheManager, SeqBlocks};
 use crate::models::CausalLm;
 use crate::runner::{DeviceSpec, KvBudget, ModelRunner, RunnerOptions};
 use crate::sampler::{SampledToken, SamplingParams};
@@ -170,4 +172,44 @@ pub fn generate(
     stats.prefill_time = first - start;
     stats.decode_time = end - first;
     Ok((outputs, stats))
+}
+
+/// The logits at every position of `tokens`, computed as one prefill on
+/// `device` over a fresh KV cache: `[tokens.len()][vocab]`, f32. What a
+/// perplexity or an oracle comparison needs.
+pub fn prompt_logits(
+    model: &CausalLm,
+    tokens: &[u32],
+    device: DeviceSpec,
+) -> Result<Vec<Vec<f32>>> {
+    let bs = 16;
+    let blocks = tokens.len().div_ceil(bs).max(1);
+    let mut runner = ModelRunner::new(
+        model,
+        &RunnerOptions {
+            device,
+            kv: KvBudget::Blocks(blocks),
+            block_size: bs,
+            max_num_batched_tokens: tokens.len(),
+            max_num_seqs: 1,
+        },
+    )?;
+    let mut manager = KvCacheManager::new(blocks, bs, false);
+    let mut table = SeqBlocks::default();
+    assert!(
+        manager.allocate_slots(&mut table, tokens.len(), ComputedBlocks::none()),
+        "a fresh cache sized for the prompt holds it"
+    );
+    let chunk = SeqChunk {
+        tokens,
+        start: 0,
+        block_table: table.table(),
+        wants_logits: true,
+        all_logits: true,
+    };
+    let flat = runner.forward(&ForwardBatch::build(&[chunk], bs))?;
+    Ok(flat
+        .chunks(model.config().vocab_size)
+        .map(<[f32]>::to_vec)
+        .collect())
 }

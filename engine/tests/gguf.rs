@@ -10,12 +10,12 @@ use candle_core::quantized::gguf_file::{self, Value};
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{DType, Device, Tensor};
 use serde_json::Value as Json;
-use tandem_engine::batch::{ForwardBatch, SeqChunk};
 use tandem_engine::config::RopeScaling;
 use tandem_engine::gguf::{gguf_tensor_name, GgufFile, GgufWeights};
-use tandem_engine::kv_cache::{ComputedBlocks, KvCache, KvCacheManager, SeqBlocks};
 use tandem_engine::model_dir::ModelFiles;
+use tandem_engine::offline::prompt_logits;
 use tandem_engine::tokenizer::Tokenizer;
+use tandem_engine::DeviceSpec;
 use tandem_engine::{EngineError, LoadedModel};
 
 /// Same bound as the oracle parity tests.
@@ -244,22 +244,7 @@ fn write_gguf(name: &str, dtype: GgmlDType, dir: &Path) -> Written {
 
 /// Logits of every position of `tokens` run as one prefill.
 fn logits(model: &LoadedModel, tokens: &[u32]) -> Vec<Vec<f32>> {
-    let bs = 16;
-    let blocks = tokens.len().div_ceil(bs);
-    let layout = KvCache::layout_for(&model.config, blocks, bs);
-    let kv = KvCache::new(layout, model.model.dtype(), model.model.device()).unwrap();
-    let mut mgr = KvCacheManager::new(blocks, bs, false);
-    let mut table = SeqBlocks::default();
-    assert!(mgr.allocate_slots(&mut table, tokens.len(), ComputedBlocks::none()));
-    let chunk = SeqChunk {
-        tokens,
-        start: 0,
-        block_table: table.table(),
-        wants_logits: true,
-        all_logits: true,
-    };
-    let batch = ForwardBatch::build(&[chunk], bs);
-    model.model.forward(&batch, &kv).unwrap().to_vec2().unwrap()
+    prompt_logits(&model.model, tokens, DeviceSpec::Cpu).unwrap()
 }
 
 fn max_abs_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {

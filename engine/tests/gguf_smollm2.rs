@@ -14,11 +14,10 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 use serde_json::Value as Json;
-use tandem_engine::batch::{ForwardBatch, SeqChunk};
 use tandem_engine::gguf::GgufFile;
-use tandem_engine::kv_cache::{ComputedBlocks, KvCache, KvCacheManager, SeqBlocks};
-use tandem_engine::offline::{GenerateRequest, OfflineOptions};
+use tandem_engine::offline::{prompt_logits, GenerateRequest, OfflineOptions};
 use tandem_engine::sampler::SamplingParams;
+use tandem_engine::DeviceSpec;
 use tandem_engine::LoadedModel;
 
 /// Largest |tandem − transformers| logit difference allowed, f32 compute.
@@ -99,22 +98,7 @@ impl Oracle {
 
 /// Logits of every position of `tokens` run as one prefill.
 fn logits(model: &LoadedModel, tokens: &[u32]) -> Vec<Vec<f32>> {
-    let bs = 16;
-    let blocks = tokens.len().div_ceil(bs);
-    let layout = KvCache::layout_for(&model.config, blocks, bs);
-    let kv = KvCache::new(layout, model.model.dtype(), model.model.device()).unwrap();
-    let mut mgr = KvCacheManager::new(blocks, bs, false);
-    let mut table = SeqBlocks::default();
-    assert!(mgr.allocate_slots(&mut table, tokens.len(), ComputedBlocks::none()));
-    let chunk = SeqChunk {
-        tokens,
-        start: 0,
-        block_table: table.table(),
-        wants_logits: true,
-        all_logits: true,
-    };
-    let batch = ForwardBatch::build(&[chunk], bs);
-    model.model.forward(&batch, &kv).unwrap().to_vec2().unwrap()
+    prompt_logits(&model.model, tokens, DeviceSpec::Cpu).unwrap()
 }
 
 fn logsumexp(row: &[f32]) -> f32 {
