@@ -89,11 +89,12 @@ def staged_server(model_dir):
 
 
 def test_long_prompts_are_prefilled_in_stages_and_pulled_meanwhile(staged_server, colocated_server):
-    """A 3,000-token prompt goes to the prefill worker as prefixes of 1,024
-    and 2,048 tokens and then whole; the decode worker pulls each prefix
-    while the next computes, so the pull after the prefill moves only the
-    last stage's blocks and takes less time than that stage's prefill."""
-    prompt = [(i * 7919) % 300 + 10 for i in range(3000)]
+    """A 4,088-token prompt (the demo model's context is 4,096) goes to the
+    prefill worker as prefixes of 1,024, 2,048 and 3,072 tokens and then
+    whole; the decode worker pulls each prefix while the next computes, so
+    the pull after the prefill moves only the last stage's blocks and ends
+    within that stage's (one chunk's) prefill time of the prefill's end."""
+    prompt = [(i * 7919) % 300 + 10 for i in range(4088)]
 
     def complete(server):
         r = client(server).completions.create(model=MODEL, prompt=prompt, max_tokens=8, temperature=0,
@@ -105,7 +106,7 @@ def test_long_prompts_are_prefilled_in_stages_and_pulled_meanwhile(staged_server
     before = {n: staged_server.metric(n + "_sum") for n in names}
     stages_before = staged_server.metric(stages)
     assert complete(staged_server) == complete(colocated_server)
-    assert staged_server.metric(stages) - stages_before == 2
+    assert staged_server.metric(stages) - stages_before == 3
     pull, prefill = (staged_server.metric(n + "_sum") - before[n] for n in names)
     print(f"last-stage pull {pull * 1e3:.2f} ms, last-stage prefill {prefill * 1e3:.1f} ms")
     assert 0 < pull < prefill
