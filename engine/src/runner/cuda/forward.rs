@@ -121,6 +121,12 @@ fn kernel_error(e: CudaKernelError) -> String {
 impl<T: RunnerElement> GpuModel<T> {
     pub(super) fn forward(&mut self, batch: &ForwardBatch) -> Upload<Vec<f32>> {
         let s = &self.shared;
+        // The engine thread is not the one that created the context, and
+        // cuBLAS uses whichever context is current on the calling thread.
+        s.stream
+            .context()
+            .bind_to_thread()
+            .map_err(|e| format!("making the GPU's context current: {e}"))?;
         let d = Dims::of(&s.config);
         let n = batch.token_ids.len();
         let m = batch.logits_indices.len();
