@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use cudarc::driver::{CudaSlice, CudaStream, CudaView};
 use tandem_kernels::cuda::{
-    AttentionConfig, CudaKernelError, GemmShape, HeadRows, QStrides, RotaryLayout,
+    AttentionConfig, CudaKernelError, CudaKernels, GemmShape, HeadRows, QStrides, RotaryLayout,
 };
 
 use super::weights::{DeviceLinear, Upload};
@@ -114,6 +114,30 @@ impl<T: RunnerElement> Activations<T> {
     }
 }
 
+impl<T: RunnerElement> Activations<T> {
+    /// `residual += branch`, then `normed = rms_norm(residual) * weight`:
+    /// the residual add that closes one sub-block and the norm that opens
+    /// the next, in one pass.
+    fn add_branch_and_norm(
+        &mut self,
+        k: &CudaKernels,
+        weight: &CudaSlice<T>,
+        n: usize,
+        hidden: usize,
+        eps: f32,
+    ) -> Result<(), CudaKernelError> {
+        k.fused_add_rms_norm(
+            &mut self.normed.as_view_mut(),
+            &mut self.residual.as_view_mut(),
+            &self.branch.as_view(),
+            &weight.as_view(),
+            n,
+            hidden,
+            eps,
+        )
+    }
+}
+
 fn kernel_error(e: CudaKernelError) -> String {
     e.to_string()
 }
@@ -198,15 +222,7 @@ impl<T: RunnerElement> GpuModel<T> {
                     eps,
                 )
             } else {
-                k.fused_add_rms_norm(
-                    &mut a.normed.as_view_mut(),
-                    &mut a.residual.as_view_mut(),
-                    &a.branch.as_view(),
-                    &layer.input_norm.as_view(),
-                    n,
-                    d.hidden,
-                    eps,
-                )
+                a.add_branch_and_norm(k, &layer.input_norm, n, d.hidden, eps)
             }
             .map_err(kernel_error)?;
             linear(s, &mut a.qkv, &a.normed.as_view(), &layer.qkv, &a.zeros, n)?;
@@ -272,16 +288,8 @@ impl<T: RunnerElement> GpuModel<T> {
                 &a.zeros,
                 n,
             )?;
-            k.fused_add_rms_norm(
-                &mut a.normed.as_view_mut(),
-                &mut a.residual.as_view_mut(),
-                &a.branch.as_view(),
-                &layer.post_attn_norm.as_view(),
-                n,
-                d.hidden,
-                eps,
-            )
-            .map_err(kernel_error)?;
+            a.add_branch_and_norm(k, &layer.post_attn_norm, n, d.hidden, eps)
+                .map_err(kernel_error)?;
             linear(
                 s,
                 &mut a.gate_up,
@@ -302,16 +310,8 @@ impl<T: RunnerElement> GpuModel<T> {
         if m == 0 {
             return Ok(Vec::new());
         }
-        k.fused_add_rms_norm(
-            &mut a.normed.as_view_mut(),
-            &mut a.residual.as_view_mut(),
-            &a.branch.as_view(),
-            &w.norm.as_view(),
-            n,
-            d.hidden,
-            eps,
-        )
-        .map_err(kernel_error)?;
+        a.add_branch_and_norm(k, &w.norm, n, d.hidden, eps)
+            .map_err(kernel_error)?;
         // The rows that get logits, gathered like embeddings from the
         // normalised hidden states (a table of n rows).
         k.embedding(
