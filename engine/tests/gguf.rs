@@ -247,7 +247,7 @@ fn logits(model: &LoadedModel, tokens: &[u32]) -> Vec<Vec<f32>> {
     let bs = 16;
     let blocks = tokens.len().div_ceil(bs);
     let layout = KvCache::layout_for(&model.config, blocks, bs);
-    let kv = KvCache::new(layout, model.model.dtype(), model.model.device()).unwrap();
+    let kv = KvCache::new(layout, model.model.dtype()).unwrap();
     let mut mgr = KvCacheManager::new(blocks, bs, false);
     let mut table = SeqBlocks::default();
     assert!(mgr.allocate_slots(&mut table, tokens.len(), ComputedBlocks::none()));
