@@ -320,7 +320,8 @@ mod tests {
         assert!(HostArena::for_layout(&bad, DType::BF16).is_err());
     }
 
-    struct Flag(Arc<AtomicBool>, Vec<u32>);
+    /// Sets its flag when dropped; holds the memory the arena points into.
+    struct Flag(Arc<AtomicBool>, #[allow(dead_code)] Vec<u32>);
     impl Drop for Flag {
         fn drop(&mut self) {
             self.0.store(true, Ordering::SeqCst);

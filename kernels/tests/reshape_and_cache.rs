@@ -2,7 +2,7 @@
 
 mod common;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Tensor};
 use common::{random_values, round_trip, tensor};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -137,7 +137,11 @@ fn bad_inputs_are_refused_and_leave_the_arena_untouched() {
     let e = KernelError::ShapeMismatch {
         op,
         what: "arena",
-        expected: format!("{:?} (960 elements)", LAYOUT.shape()),
+        expected: format!(
+            "{:?} ({} elements)",
+            LAYOUT.shape(),
+            LAYOUT.shape().iter().product::<usize>()
+        ),
         got: vec![100],
     };
     assert_refused(reshape_and_cache(&flat, &k, &k, &LAYOUT, 0, &[0, 1]), e);
