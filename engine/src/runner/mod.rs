@@ -187,8 +187,8 @@ impl ModelRunner {
         }
     }
 
-    /// The arena in host memory, for a transfer agent to register; an
-    /// error naming the device when it is not on the host.
+    /// The KV cache in host memory (its arena, layout and dtype); an error
+    /// naming the device when it is not on the host.
     pub fn host_kv_cache(&self) -> Result<&KvCache> {
         match self {
             ModelRunner::Cpu { kv_cache, .. } => Ok(kv_cache),
