@@ -89,6 +89,16 @@ pub enum EngineError {
         what: &'static str,
         reason: &'static str,
     },
+    #[error("the KV arena given to the runner holds {got_bytes} bytes of {got_dtype:?}, but {num_blocks} blocks of this model need {expected_bytes} bytes of {expected_dtype:?}; size it with ModelRunner::host_layout")]
+    KvArenaMismatch {
+        num_blocks: usize,
+        expected_bytes: usize,
+        expected_dtype: candle_core::DType,
+        got_bytes: usize,
+        got_dtype: candle_core::DType,
+    },
+    #[error("KV arena: {0}")]
+    KvArena(#[from] tandem_kernels::KernelError),
     #[error(transparent)]
     Sampling(#[from] crate::sampler::SamplingError),
     #[error("tensor computation failed: {0}")]

@@ -13,7 +13,7 @@ use crate::gguf::{GgufFile, GgufWeights};
 use crate::model_dir::ModelFiles;
 use crate::models::{CausalLm, DecoderSpec};
 use crate::offline::{generate, GenerateOutput, GenerateRequest, GenerateStats, OfflineOptions};
-use crate::runner::{DeviceSpec, KvBudget, ModelRunner, RunnerOptions};
+use crate::runner::{DeviceSpec, ModelRunner, RunnerOptions};
 use crate::scheduler::SchedulerConfig;
 use crate::serving::EngineHandle;
 use crate::tokenizer::Tokenizer;
@@ -240,22 +240,7 @@ impl LoadedModel {
     /// The engine core without its thread: a disaggregated worker registers
     /// the KV arena with its transfer agent before starting it.
     pub fn build_core(&self, opts: &EngineOptions) -> Result<EngineCore> {
-        let kv = match opts.kv_cache_memory {
-            Some(bytes) => KvBudget::Bytes(bytes),
-            None => KvBudget::Auto {
-                gpu_memory_utilization: opts.gpu_memory_utilization,
-            },
-        };
-        let runner = ModelRunner::new(
-            &self.model,
-            &RunnerOptions {
-                device: opts.device,
-                kv,
-                block_size: opts.scheduler.block_size,
-                max_num_batched_tokens: opts.scheduler.max_num_batched_tokens,
-                max_num_seqs: opts.scheduler.max_num_seqs,
-            },
-        )?;
+        let runner = ModelRunner::new(&self.model, &RunnerOptions::from_engine(opts))?;
         EngineCore::new(
             runner,
             self.eos_token_ids.clone(),

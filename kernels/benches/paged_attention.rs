@@ -9,7 +9,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::hint::black_box;
 use std::time::Duration;
-use tandem_kernels::{paged_attention, AttentionMetadata, KvCacheLayout};
+use tandem_kernels::{paged_attention, AttentionMetadata, HostArena, KvCacheLayout};
 
 const NUM_HEADS: usize = 14;
 const NUM_KV_HEADS: usize = 2;
@@ -21,7 +21,7 @@ const NUM_LAYERS: usize = 2;
 
 struct Setup {
     q: Tensor,
-    arena: Tensor,
+    arena: HostArena,
     layout: KvCacheLayout,
     meta: AttentionMetadata,
 }
@@ -46,7 +46,9 @@ fn setup(batch: usize, context_len: usize, query_len: usize, dtype: DType) -> Se
             .to_dtype(dtype)
             .unwrap()
     };
-    let arena = random(&mut rng, &layout.shape());
+    let n: usize = layout.shape().iter().product();
+    let values: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+    let arena = HostArena::from_f32(&values, dtype).unwrap();
     let q = random(&mut rng, &[batch * query_len, NUM_HEADS, HEAD_DIM]);
     let mut block_tables: Vec<u32> = (0..num_blocks as u32).collect();
     block_tables.shuffle(&mut rng);

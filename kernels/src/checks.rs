@@ -1,15 +1,16 @@
-//! Input checks shared by the ops, done on tensor metadata before any
-//! storage is locked, plus the strided row view the ops read q/k/v through.
+//! Input checks shared by the ops, done on metadata before any storage is
+//! locked, plus the strided row view the ops read q/k/v through.
 
+use crate::arena::HostArena;
 use crate::error::KernelError;
 use crate::layout::KvCacheLayout;
 use candle_core::{DType, Layout, Tensor};
 
-/// Checks `arena` is a supported-dtype tensor shaped like `layout`, and that
-/// `layer` exists.
+/// Checks `arena` is a supported dtype, holds exactly `layout`'s elements,
+/// and that `layer` exists.
 pub(crate) fn check_arena(
     op: &'static str,
-    arena: &Tensor,
+    arena: &HostArena,
     layout: &KvCacheLayout,
     layer: usize,
 ) -> Result<(), KernelError> {
@@ -20,7 +21,16 @@ pub(crate) fn check_arena(
             dtype: arena.dtype(),
         });
     }
-    check_dims(op, "arena", arena.dims(), &layout.shape())?;
+    let shape = layout.shape();
+    let expected: usize = shape.iter().product();
+    if arena.len_elems() != expected {
+        return Err(KernelError::ShapeMismatch {
+            op,
+            what: "arena",
+            expected: format!("{shape:?} ({expected} elements)"),
+            got: vec![arena.len_elems()],
+        });
+    }
     if layer >= layout.num_layers {
         return Err(KernelError::LayerOutOfRange {
             op,
@@ -36,7 +46,7 @@ pub(crate) fn check_dtype(
     op: &'static str,
     what: &'static str,
     t: &Tensor,
-    arena: &Tensor,
+    arena: &HostArena,
 ) -> Result<(), KernelError> {
     if t.dtype() != arena.dtype() {
         return Err(KernelError::DtypeMismatch {
@@ -92,21 +102,6 @@ pub(crate) fn check_slot_mapping(
         });
     }
     Ok(())
-}
-
-/// The arena's element range in its storage; the arena must be contiguous so
-/// block offsets from [`KvCacheLayout`] hold.
-pub(crate) fn arena_range(
-    op: &'static str,
-    l: &Layout,
-) -> Result<std::ops::Range<usize>, KernelError> {
-    l.contiguous_offsets()
-        .map(|(start, end)| start..end)
-        .ok_or(KernelError::BadStrides {
-            op,
-            what: "arena",
-            requirement: "contiguous",
-        })
 }
 
 /// A rank-3 `[tokens, heads, head_dim]` tensor read row by row. Any strides

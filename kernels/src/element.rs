@@ -2,13 +2,14 @@
 //! and monomorphised. Reads widen to f32 with branch-free bit tricks that
 //! LLVM vectorises (half's own `f16::to_f32` checks CPU features per element).
 
-use candle_core::CpuStorage;
+use candle_core::{CpuStorage, DType};
 use half::{bf16, f16};
 
 /// A storage type of the KV arena (f32, bf16 or f16); maths is done in f32.
 pub(crate) trait Element: Copy + Send + Sync + 'static {
+    /// The candle dtype of this element type.
+    const DTYPE: DType;
     fn slice(s: &CpuStorage) -> Option<&[Self]>;
-    fn slice_mut(s: &mut CpuStorage) -> Option<&mut [Self]>;
     fn into_storage(v: Vec<Self>) -> CpuStorage;
     fn to_f32(self) -> f32;
     fn from_f32(x: f32) -> Self;
@@ -61,14 +62,9 @@ impl<'a> Rows<'a> {
 
 macro_rules! storage_access {
     ($variant:ident) => {
-        fn slice(s: &CpuStorage) -> Option<&[Self]> {
-            match s {
-                CpuStorage::$variant(v) => Some(v),
-                _ => None,
-            }
-        }
+        const DTYPE: DType = DType::$variant;
 
-        fn slice_mut(s: &mut CpuStorage) -> Option<&mut [Self]> {
+        fn slice(s: &CpuStorage) -> Option<&[Self]> {
             match s {
                 CpuStorage::$variant(v) => Some(v),
                 _ => None,

@@ -41,6 +41,32 @@ pub enum KernelError {
         requirement: &'static str,
     },
 
+    #[error("{op}: {what} must be a CPU tensor (these are the CPU kernels; on a GPU use the `cuda` module)")]
+    NotOnCpu {
+        op: &'static str,
+        what: &'static str,
+    },
+
+    #[error("KV arena: the memory's address is null")]
+    ArenaNull,
+
+    #[error("KV arena: address {addr:#x} is not aligned to {align} bytes, which {dtype:?} needs")]
+    ArenaMisaligned {
+        addr: usize,
+        dtype: DType,
+        align: usize,
+    },
+
+    #[error("KV arena: {len_bytes} bytes are not a whole number of {dtype:?} elements ({elem_bytes} bytes each)")]
+    ArenaLength {
+        len_bytes: usize,
+        dtype: DType,
+        elem_bytes: usize,
+    },
+
+    #[error("KV arena: {len_elems} elements of {dtype:?} do not fit in the address space; use a smaller KV cache")]
+    ArenaTooLarge { len_elems: usize, dtype: DType },
+
     #[error("KV cache layout field `{field}` is 0; every dimension must be at least 1")]
     EmptyLayoutDim { field: &'static str },
 

@@ -1,7 +1,8 @@
-//! Kernels for tandem's paged KV cache, as candle custom ops.
+//! Kernels for tandem's paged KV cache.
 //!
-//! The KV arena is one tensor `[num_blocks, num_layers, 2, block_size,
-//! num_kv_heads, head_dim]` (see [`KvCacheLayout`]). [`reshape_and_cache`]
+//! The KV arena is one block of host memory ([`HostArena`]) shaped
+//! `[num_blocks, num_layers, 2, block_size, num_kv_heads, head_dim]` (see
+//! [`KvCacheLayout`]); it may be memory a transfer agent allocated. [`reshape_and_cache`]
 //! writes a step's new K/V into it; [`paged_attention`] runs attention for a
 //! mixed batch of prefill chunks and decode tokens described by
 //! [`AttentionMetadata`]. They run on the CPU (rayon, AVX2+FMA when
@@ -13,6 +14,7 @@
 //! as `dyn Display`, so it cannot be downcast there; engine code that wants
 //! the typed error calls [`AttentionMetadata::validate`] itself.
 
+mod arena;
 mod checks;
 mod cpu;
 #[cfg(feature = "cuda")]
@@ -26,6 +28,7 @@ mod paged_attention;
 mod reshape_and_cache;
 mod vecmath;
 
+pub use arena::HostArena;
 pub use error::KernelError;
 pub use layout::{KvCacheLayout, K, V};
 pub use linear::{linear, linear_portable};

@@ -1,19 +1,21 @@
 //! Public entry point of paged attention: checks every input, then runs the
-//! CPU kernel as a candle `CustomOp2` on `(q, arena)`.
+//! CPU kernel as a candle `CustomOp1` on `q`, reading the arena directly.
 
-use crate::checks::{arena_range, check_arena, check_dtype, RowView};
+use crate::arena::HostArena;
+use crate::checks::{check_arena, check_dtype, RowView};
 use crate::cpu::{self, Inputs};
 use crate::element::Element;
 use crate::error::KernelError;
 use crate::layout::KvCacheLayout;
 use crate::metadata::AttentionMetadata;
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 use half::{bf16, f16};
 
 const OP: &str = "paged_attention";
 
-/// Causal attention of `q` (`[num_tokens, num_heads, head_dim]`, the arena's
+/// Causal attention of `q` (`[num_tokens, num_heads, head_dim]`, a CPU
+/// tensor of the arena's
 /// dtype, `num_heads` a multiple of `num_kv_heads`) over the cached K/V of
 /// `layer`, for the mixed batch `meta` describes. Returns a tensor shaped and
 /// typed like `q`. `sliding_window = Some(w)` lets the token at position `p`
@@ -22,7 +24,7 @@ const OP: &str = "paged_attention";
 /// This step's K/V must already be in the arena ([`crate::reshape_and_cache`]).
 pub fn paged_attention(
     q: &Tensor,
-    arena: &Tensor,
+    arena: &HostArena,
     layout: &KvCacheLayout,
     layer: usize,
     meta: &AttentionMetadata,
@@ -56,17 +58,22 @@ pub fn paged_attention(
         return Err(KernelError::ZeroSlidingWindow.into());
     }
     meta.validate(dims[0], layout)?;
+    if !q.device().is_cpu() {
+        return Err(KernelError::NotOnCpu { op: OP, what: "q" }.into());
+    }
     let op = PagedAttention {
+        arena,
         layout,
         layer,
         meta,
         softmax_scale,
         sliding_window,
     };
-    q.apply_op2_no_bwd(arena, &op)
+    q.apply_op1_no_bwd(&op)
 }
 
 struct PagedAttention<'a> {
+    arena: &'a HostArena,
     layout: &'a KvCacheLayout,
     layer: usize,
     meta: &'a AttentionMetadata,
@@ -79,8 +86,6 @@ impl PagedAttention<'_> {
         &self,
         q: &CpuStorage,
         ql: &Layout,
-        a: &CpuStorage,
-        al: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let dtype_err = || KernelError::UnsupportedDtype {
             op: OP,
@@ -90,7 +95,12 @@ impl PagedAttention<'_> {
         let inputs = Inputs {
             q: E::slice(q).ok_or_else(dtype_err)?,
             q_view: RowView::new(OP, "q", ql)?,
-            arena: &E::slice(a).ok_or_else(dtype_err)?[arena_range(OP, al)?],
+            // SAFETY: reads only; nothing writes the arena's blocks this
+            // step reads while the kernel runs (HostArena's aliasing rule:
+            // the engine thread is in this call, peers only read, incoming
+            // transfers only write blocks of loading sequences, which no
+            // batch contains). `check_dtype` made q's dtype the arena's.
+            arena: unsafe { self.arena.as_slice::<E>() },
             layout: self.layout,
             layer: self.layer,
             meta: self.meta,
@@ -103,22 +113,16 @@ impl PagedAttention<'_> {
     }
 }
 
-impl CustomOp2 for PagedAttention<'_> {
+impl CustomOp1 for PagedAttention<'_> {
     fn name(&self) -> &'static str {
         OP
     }
 
-    fn cpu_fwd(
-        &self,
-        q: &CpuStorage,
-        ql: &Layout,
-        a: &CpuStorage,
-        al: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(&self, q: &CpuStorage, ql: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         match q {
-            CpuStorage::F32(_) => self.run::<f32>(q, ql, a, al),
-            CpuStorage::BF16(_) => self.run::<bf16>(q, ql, a, al),
-            CpuStorage::F16(_) => self.run::<f16>(q, ql, a, al),
+            CpuStorage::F32(_) => self.run::<f32>(q, ql),
+            CpuStorage::BF16(_) => self.run::<bf16>(q, ql),
+            CpuStorage::F16(_) => self.run::<f16>(q, ql),
             other => Err(KernelError::UnsupportedDtype {
                 op: OP,
                 dtype: other.dtype(),

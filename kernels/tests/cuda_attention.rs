@@ -52,7 +52,7 @@ fn gpu_attention<T: Elem>(k: &CudaKernels, s: &Scenario) -> (Vec<f32>, common::B
     )
     .unwrap();
     let qd = upload::<T>(k, &wide);
-    let arena = upload::<T>(k, &b.arena);
+    let arena = upload::<T>(k, &b.arena.to_tensor(&b.layout.shape()).unwrap());
     let meta = k
         .upload_attention_metadata(
             &b.meta,
@@ -186,6 +186,7 @@ fn reshape_and_cache_case<T: Elem>(k: &CudaKernels, dtype: DType) {
     let qkv = common::tensor(&qkv, &[n, 3 * row], dtype);
     let arena_len: usize = layout.shape().iter().product();
     let arena = common::tensor(&vec![-7.0; arena_len], &layout.shape(), dtype);
+    let host = tandem_kernels::HostArena::from_f32(&vec![-7.0; arena_len], dtype).unwrap();
     let kt = qkv
         .narrow(1, row, row)
         .unwrap()
@@ -228,12 +229,8 @@ fn reshape_and_cache_case<T: Elem>(k: &CudaKernels, dtype: DType) {
         &dm,
     )
     .unwrap();
-    reshape_and_cache(&arena, &kt, &vt, &layout, 1, &slots).unwrap();
-    assert_eq!(
-        download(k, &ad, arena_len),
-        common::to_f32_vec(&arena),
-        "{dtype:?}"
-    );
+    reshape_and_cache(&host, &kt, &vt, &layout, 1, &slots).unwrap();
+    assert_eq!(download(k, &ad, arena_len), host.to_f32_vec(), "{dtype:?}");
 }
 
 #[test]

@@ -5,7 +5,7 @@ mod common;
 use candle_core::{DType, Device, Tensor};
 use common::{build, check, chunk, decode, mixed_batch, Scenario, Seq};
 use proptest::prelude::*;
-use tandem_kernels::{paged_attention, AttentionMetadata, KernelError, KvCacheLayout};
+use tandem_kernels::{paged_attention, AttentionMetadata, HostArena, KernelError, KvCacheLayout};
 
 const DTYPES: [DType; 3] = [DType::F32, DType::BF16, DType::F16];
 
@@ -116,7 +116,7 @@ fn empty_batch_returns_empty_output() {
         num_kv_heads: 2,
         head_dim: 64,
     };
-    let arena = Tensor::zeros(layout.shape().as_slice(), DType::F32, &Device::Cpu).unwrap();
+    let arena = HostArena::for_layout(&layout, DType::F32).unwrap();
     let q = Tensor::zeros((0, 14, 64), DType::F32, &Device::Cpu).unwrap();
     let out = paged_attention(
         &q,
@@ -224,16 +224,30 @@ fn bad_inputs_are_refused_with_clear_errors() {
     let e = KernelError::ShapeMismatch {
         op,
         what: "arena",
-        expected: format!("{:?}", wrong.shape()),
-        got: l.shape().to_vec(),
+        expected: format!(
+            "{:?} ({} elements)",
+            wrong.shape(),
+            wrong.shape().iter().product::<usize>()
+        ),
+        got: vec![l.shape().iter().product()],
     };
     assert_refused(paged_attention(&b.q, &b.arena, &wrong, 1, m, 1.0, None), e);
-    let ints = b.arena.to_dtype(DType::U32).unwrap();
-    let e = KernelError::UnsupportedDtype {
+    // An arena of another dtype cannot even be made.
+    assert_eq!(
+        HostArena::zeros(b.arena.len_elems(), DType::U32).unwrap_err(),
+        KernelError::UnsupportedDtype {
+            op: "HostArena",
+            dtype: DType::U32,
+        }
+    );
+    let q_bf16 = b.q.to_dtype(DType::BF16).unwrap();
+    let e = KernelError::DtypeMismatch {
         op,
-        dtype: DType::U32,
+        what: "q",
+        expected: DType::F32,
+        got: DType::BF16,
     };
-    assert_refused(paged_attention(&b.q, &ints, &l, 1, m, 1.0, None), e);
+    assert_refused(paged_attention(&q_bf16, &b.arena, &l, 1, m, 1.0, None), e);
 }
 
 /// Log-uniform context lengths in 1..=2048, so short and long both show up.

@@ -2,11 +2,11 @@
 
 mod common;
 
-use candle_core::{DType, Device, Tensor};
-use common::{random_values, round_trip, tensor, to_f32_vec};
+use candle_core::{DType, Tensor};
+use common::{random_values, round_trip, tensor};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use tandem_kernels::{reshape_and_cache, KernelError, KvCacheLayout, K, V};
+use tandem_kernels::{reshape_and_cache, HostArena, KernelError, KvCacheLayout, K, V};
 
 const LAYOUT: KvCacheLayout = KvCacheLayout {
     num_blocks: 5,
@@ -17,9 +17,9 @@ const LAYOUT: KvCacheLayout = KvCacheLayout {
 };
 const SENTINEL: f32 = -7.0;
 
-fn arena(dtype: DType) -> Tensor {
+fn arena(dtype: DType) -> HostArena {
     let n: usize = LAYOUT.shape().iter().product();
-    tensor(&vec![SENTINEL; n], &LAYOUT.shape(), dtype)
+    HostArena::from_f32(&vec![SENTINEL; n], dtype).unwrap()
 }
 
 fn kv(n: usize, dtype: DType, seed: u64) -> (Vec<f32>, Tensor) {
@@ -40,7 +40,7 @@ fn writes_land_at_layout_offsets_and_nothing_else_changes() {
         let (kvals, k) = kv(slots.len(), dtype, 1);
         let (vvals, v) = kv(slots.len(), dtype, 2);
         reshape_and_cache(&a, &k, &v, &LAYOUT, 1, &slots).unwrap();
-        let got = to_f32_vec(&a);
+        let got = a.to_f32_vec();
         let mut want = vec![SENTINEL; got.len()];
         for (t, &slot) in slots.iter().enumerate().filter(|(_, &s)| s >= 0) {
             let (block, off) = (slot as usize / 4, slot as usize % 4);
@@ -64,7 +64,7 @@ fn strided_views_are_read_correctly() {
     assert!(!k_view.is_contiguous());
     let a = arena(DType::F32);
     reshape_and_cache(&a, &k_view, &k_view, &LAYOUT, 0, &[5, 6, 7]).unwrap();
-    let got = to_f32_vec(&a);
+    let got = a.to_f32_vec();
     let o = LAYOUT.elem_offset(1, 0, K, 3, 1);
     assert_eq!(&got[o..o + 8], &kvals[(2 * 2 + 1) * 8..][..8]);
 }
@@ -131,13 +131,17 @@ fn bad_inputs_are_refused_and_leave_the_arena_untouched() {
         got: vec![2, 2, 4],
     };
     assert_refused(run(&k, &short, 0, &[0, 1]), e);
-    assert!(to_f32_vec(&a).iter().all(|&x| x == SENTINEL));
+    assert!(a.to_f32_vec().iter().all(|&x| x == SENTINEL));
 
-    let flat = Tensor::zeros(100, DType::F32, &Device::Cpu).unwrap();
+    let flat = HostArena::zeros(100, DType::F32).unwrap();
     let e = KernelError::ShapeMismatch {
         op,
         what: "arena",
-        expected: format!("{:?}", LAYOUT.shape()),
+        expected: format!(
+            "{:?} ({} elements)",
+            LAYOUT.shape(),
+            LAYOUT.shape().iter().product::<usize>()
+        ),
         got: vec![100],
     };
     assert_refused(reshape_and_cache(&flat, &k, &k, &LAYOUT, 0, &[0, 1]), e);

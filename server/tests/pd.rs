@@ -295,6 +295,48 @@ async fn pd_gives_the_same_tokens_as_colocated_and_generate() {
     );
 }
 
+async fn internal_status(http: &reqwest::Client, base: &str) -> Value {
+    http.get(format!("{base}/internal/status"))
+        .header("x-tandem-internal-token", "t0k")
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// CPU prefill and decode workers keep their KV arena in memory the UCX
+/// agent allocated (same-host peers read it with one memcpy); a colocated
+/// worker, which transfers nothing, keeps it in its own memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pd_workers_report_an_arena_the_transfer_agent_allocated() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = demo_model(dir.path());
+    let http = reqwest::Client::new();
+    for (role, memory) in [
+        ("prefill", "transfer-agent (UCX-allocated)"),
+        ("decode", "transfer-agent (UCX-allocated)"),
+        ("both", "process"),
+    ] {
+        let w = worker(&model, role);
+        let status = internal_status(&http, &w.url).await;
+        let arena = &status["kv_arena"];
+        assert_eq!(status["role"], role);
+        assert_eq!(arena["memory"], memory, "{role}: {status}");
+        assert_eq!(arena["device"], "cpu", "{role}: {status}");
+        let (blocks, block_bytes) = (
+            arena["num_blocks"].as_u64().unwrap(),
+            arena["block_bytes"].as_u64().unwrap(),
+        );
+        assert_eq!(arena["bytes"].as_u64().unwrap(), blocks * block_bytes);
+        // --kv-cache-memory 128MiB decides the size, whoever allocates.
+        assert_eq!(blocks, (128 << 20) / block_bytes, "{role}: {status}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shared_prefix_pulls_fewer_blocks_and_lands_where_it_is_cached() {
     let dir = tempfile::tempdir().unwrap();

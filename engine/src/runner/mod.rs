@@ -3,7 +3,8 @@
 //! it and to nothing device-specific.
 //!
 //! - CPU: the candle model ([`CausalLm`]) and a host arena ([`KvCache`]),
-//!   which a transfer agent can register.
+//!   in memory the process owns or in memory a transfer agent allocated
+//!   ([`ModelRunner::with_host_arena`]).
 //! - CUDA (feature `cuda`): the same weights copied to the GPU once, NVRTC
 //!   kernels and cuBLAS GEMMs, the arena in device memory (see
 //!   [`cuda`] and docs/gpu.md).
@@ -20,7 +21,8 @@ pub use device::DeviceSpec;
 use crate::batch::ForwardBatch;
 use crate::config::ModelConfig;
 use crate::error::{EngineError, Result};
-use crate::kv_cache::{default_kv_cache_memory, KvCache, KvCacheLayout};
+use crate::kv_cache::{default_kv_cache_memory, HostArena, KvCache, KvCacheLayout};
+use crate::loader::EngineOptions;
 use crate::models::CausalLm;
 
 /// How many KV blocks the runner allocates.
@@ -48,6 +50,26 @@ pub struct RunnerOptions {
     pub max_num_seqs: usize,
 }
 
+impl RunnerOptions {
+    /// The runner an engine with `opts` gets (as `LoadedModel::build_core`
+    /// builds it).
+    pub fn from_engine(opts: &EngineOptions) -> Self {
+        let kv = match opts.kv_cache_memory {
+            Some(bytes) => KvBudget::Bytes(bytes),
+            None => KvBudget::Auto {
+                gpu_memory_utilization: opts.gpu_memory_utilization,
+            },
+        };
+        RunnerOptions {
+            device: opts.device,
+            kv,
+            block_size: opts.scheduler.block_size,
+            max_num_batched_tokens: opts.scheduler.max_num_batched_tokens,
+            max_num_seqs: opts.scheduler.max_num_seqs,
+        }
+    }
+}
+
 /// The KV arena as metrics and `/internal/status` report it.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ArenaInfo {
@@ -56,6 +78,11 @@ pub struct ArenaInfo {
     pub num_blocks: usize,
     pub block_bytes: usize,
     pub bytes: usize,
+    /// Whose memory the arena is: `process` (allocated by this process),
+    /// `transfer-agent (UCX-allocated)` (a prefill/decode worker's CPU
+    /// arena, read by same-host peers with one memcpy) or `cuda device`.
+    #[serde(default)]
+    pub memory: String,
 }
 
 // One runner per engine, moved once: the size of the CPU variant is no cost.
@@ -75,17 +102,8 @@ impl ModelRunner {
     pub fn new(model: &CausalLm, opts: &RunnerOptions) -> Result<Self> {
         match opts.device {
             DeviceSpec::Cpu => {
-                let dtype = model.dtype();
-                let bytes_per_block =
-                    KvCache::bytes_per_block(model.config(), opts.block_size, dtype);
-                let num_blocks = match opts.kv {
-                    KvBudget::Blocks(n) => n,
-                    KvBudget::Bytes(b) => b / bytes_per_block,
-                    KvBudget::Auto { .. } => default_kv_cache_memory() / bytes_per_block,
-                }
-                .max(1);
-                let layout = KvCache::layout_for(model.config(), num_blocks, opts.block_size);
-                let kv_cache = KvCache::new(layout, dtype, model.device())?;
+                let layout = Self::host_layout(model, opts)?;
+                let kv_cache = KvCache::new(layout, model.dtype())?;
                 Ok(ModelRunner::Cpu {
                     model: model.clone(),
                     kv_cache,
@@ -100,6 +118,49 @@ impl ModelRunner {
                 device: device.to_string(),
             }),
         }
+    }
+
+    /// The arena layout a CPU runner for `model` with `opts` uses: as many
+    /// blocks as `opts.kv` allows, at least one. Size an arena for
+    /// [`Self::with_host_arena`] with it (`layout.shape()` elements of
+    /// `model.dtype()`). Errors for a GPU device.
+    pub fn host_layout(model: &CausalLm, opts: &RunnerOptions) -> Result<KvCacheLayout> {
+        if opts.device != DeviceSpec::Cpu {
+            return Err(EngineError::CpuOnly {
+                what: "a KV arena in host memory",
+                reason: "a GPU runner keeps its arena in device memory",
+            });
+        }
+        let bytes_per_block =
+            KvCache::bytes_per_block(model.config(), opts.block_size, model.dtype());
+        let num_blocks = match opts.kv {
+            KvBudget::Blocks(n) => n,
+            KvBudget::Bytes(b) => b / bytes_per_block,
+            KvBudget::Auto { .. } => default_kv_cache_memory() / bytes_per_block,
+        }
+        .max(1);
+        Ok(KvCache::layout_for(
+            model.config(),
+            num_blocks,
+            opts.block_size,
+        ))
+    }
+
+    /// A CPU runner whose KV arena is `arena` (e.g. memory a transfer agent
+    /// allocated, so same-host peers read blocks with one memcpy). `arena`
+    /// must hold [`Self::host_layout`]'s elements of `model.dtype()`; its
+    /// contents are used as they are (zero it first).
+    pub fn with_host_arena(
+        model: &CausalLm,
+        opts: &RunnerOptions,
+        arena: HostArena,
+    ) -> Result<Self> {
+        let layout = Self::host_layout(model, opts)?;
+        let kv_cache = KvCache::with_arena(layout, model.dtype(), arena)?;
+        Ok(ModelRunner::Cpu {
+            model: model.clone(),
+            kv_cache,
+        })
     }
 
     pub fn config(&self) -> &ModelConfig {
@@ -126,8 +187,8 @@ impl ModelRunner {
         }
     }
 
-    /// The arena in host memory, for a transfer agent to register; an
-    /// error naming the device when it is not on the host.
+    /// The KV cache in host memory (its arena, layout and dtype); an error
+    /// naming the device when it is not on the host.
     pub fn host_kv_cache(&self) -> Result<&KvCache> {
         match self {
             ModelRunner::Cpu { kv_cache, .. } => Ok(kv_cache),
@@ -143,16 +204,17 @@ impl ModelRunner {
     pub fn arena_info(&self) -> ArenaInfo {
         let layout = self.layout();
         let block_bytes = layout.block_elems() * self.dtype().size_in_bytes();
-        let device = match self {
-            ModelRunner::Cpu { .. } => "cpu".to_string(),
+        let (device, memory) = match self {
+            ModelRunner::Cpu { kv_cache, .. } => ("cpu".to_string(), kv_cache.memory()),
             #[cfg(feature = "cuda")]
-            ModelRunner::Cuda(r) => r.device_name().to_string(),
+            ModelRunner::Cuda(r) => (r.device_name().to_string(), "cuda device"),
         };
         ArenaInfo {
             device,
             num_blocks: layout.num_blocks,
             block_bytes,
             bytes: block_bytes * layout.num_blocks,
+            memory: memory.to_string(),
         }
     }
 

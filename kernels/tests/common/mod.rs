@@ -11,7 +11,7 @@ use candle_core::{DType, Device, Tensor};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use tandem_kernels::{reshape_and_cache, AttentionMetadata, KvCacheLayout};
+use tandem_kernels::{reshape_and_cache, AttentionMetadata, HostArena, KvCacheLayout};
 
 /// One sequence of a batch: `context_len` tokens cached in total, of which
 /// the last `query_len` are this step's queries.
@@ -55,7 +55,7 @@ pub struct Scenario {
 pub struct Batch {
     pub layout: KvCacheLayout,
     pub layer: usize,
-    pub arena: Tensor,
+    pub arena: HostArena,
     pub q: Tensor,
     pub meta: AttentionMetadata,
     /// Per seq, `[context_len, num_kv_heads, head_dim]`.
@@ -113,7 +113,7 @@ pub fn build(s: &Scenario) -> Batch {
         head_dim: d,
     };
     let arena_len: usize = layout.shape().iter().product();
-    let arena = tensor(&vec![f32::NAN; arena_len], &layout.shape(), s.dtype);
+    let arena = HostArena::from_f32(&vec![f32::NAN; arena_len], s.dtype).unwrap();
 
     // Shuffled physical blocks; one extra table column holds garbage the
     // kernel must never read.

@@ -1,7 +1,7 @@
 //! `tandem worker --role prefill|decode|both`: one engine process. Every
 //! role serves the OpenAI API, `/health`, `/metrics` and the internal API
 //! the router drives; prefill and decode workers also run a UCX transfer
-//! agent over their KV arena.
+//! agent, and their KV arena lives in memory that agent allocated.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -78,32 +78,34 @@ pub fn run_on(args: WorkerArgs, default_host: IpAddr) -> anyhow::Result<()> {
     let meta = model.meta();
     let info = app::model_info(&dir, &meta, &args.http)?;
     let model_id = info.name().to_string();
-    let core = model.build_core(&args.engine.options())?;
+    let opts = args.engine.options();
+    // Prefill and decode workers: the agent first, then the engine core
+    // over an arena the agent allocated. The arena holds a reference to the
+    // agent, so the agent (which frees that memory when dropped) outlives
+    // the core wherever the engine thread drops it; `agent` below is just
+    // one more reference.
+    let (core, agent) = match args.role {
+        Role::Both => (model.build_core(&opts)?, None),
+        role => {
+            let name = format!("{}-{}", role.name(), std::process::id());
+            let agent = worker::start_agent(&name, args.ucx_transports.clone())?;
+            let core = worker::build_core_over_agent(&agent, &model, &opts, &model_id)?;
+            (core, Some(agent))
+        }
+    };
     let arena_info = core.runner().arena_info();
     let block_bytes = arena_info.block_bytes;
-    // The transfer agent reads and writes a host arena outside Rust's view:
-    // keep it alive until the agent is gone, whenever the engine thread
-    // drops its core.
-    let arena = core
-        .runner()
-        .host_kv_cache()
-        .ok()
-        .map(|kv| kv.arena.clone());
+    tracing::info!(
+        role = args.role.name(),
+        device = %arena_info.device,
+        memory = %arena_info.memory,
+        bytes = arena_info.bytes,
+        num_blocks = arena_info.num_blocks,
+        "KV arena"
+    );
     let metrics = Arc::new(crate::api::metrics::Metrics::new(&model_id));
     metrics.describe_kv_arena(&arena_info, args.engine.block_size);
     let kv_metrics = Arc::new(KvMetrics::new(&metrics));
-    let agent = match args.role {
-        Role::Both => None,
-        role => {
-            let name = format!("{}-{}", role.name(), std::process::id());
-            Some(worker::start_agent(
-                &name,
-                &core,
-                &model_id,
-                args.ucx_transports.clone(),
-            )?)
-        }
-    };
     let loader: Option<Arc<dyn KvLoader>> = match (&agent, args.role) {
         (Some(a), Role::Decode) => Some(Arc::new(TransportLoader::new(
             a.clone(),
@@ -164,11 +166,12 @@ pub fn run_on(args: WorkerArgs, default_host: IpAddr) -> anyhow::Result<()> {
         &what,
         stop,
     ));
-    // The agent reads and writes the engine's arena: stop the engine
-    // thread's users first, then drop the agent (after the listener).
+    // Stop the engine thread's users first, then the listener (it holds
+    // the agent's inbox), then our reference to the agent. The agent itself
+    // goes only when the last reference does: the engine core's arena holds
+    // one, so its memory is never freed under the engine.
     drop(rt);
     drop(_listener);
     drop(agent);
-    drop(arena);
     result
 }

@@ -18,7 +18,7 @@ use tandem_engine::serving::EngineHandle;
 pub use leases::Leases;
 pub use metrics::KvMetrics;
 pub use routes::routes;
-pub use transfer::{start_agent, NotificationListener, TransportLoader};
+pub use transfer::{build_core_over_agent, start_agent, NotificationListener, TransportLoader};
 
 /// What a worker process does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]

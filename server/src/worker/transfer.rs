@@ -1,7 +1,8 @@
-//! The worker's end of the transfer layer: register the engine's KV arena
-//! with a UCX agent, pull blocks for the decode engine ([`TransportLoader`]
-//! implements the engine's `KvLoader`), and free prefill leases when a
-//! decode worker's read-done notification arrives.
+//! The worker's end of the transfer layer: start a UCX agent and build the
+//! engine's KV arena in memory the agent allocated, pull blocks for the
+//! decode engine ([`TransportLoader`] implements the engine's `KvLoader`),
+//! and free prefill leases when a decode worker's read-done notification
+//! arrives.
 
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -12,50 +13,102 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use parking_lot::Mutex;
 use tandem_engine::engine_core::EngineCore;
+use tandem_engine::kv_cache::{HostArena, KvCache};
 use tandem_engine::kv_handoff::{KvLoad, KvLoadDone, KvLoader};
-use tandem_transport::{Agent, BackendConfig, LayoutDescriptor, Region, RemoteAgent, UcxConfig};
+use tandem_engine::runner::{DeviceSpec, ModelRunner, RunnerOptions};
+use tandem_engine::{EngineOptions, LoadedModel};
+use tandem_transport::{
+    Agent, AllocatedRegion, BackendConfig, LayoutDescriptor, RemoteAgent, UcxConfig,
+};
 
 use super::leases::Leases;
 use super::metrics::KvMetrics;
 
-/// Starts a UCX agent named `name` and registers `core`'s KV arena with it.
-/// `model_id` goes into the layout handshake: peers serving another model
-/// are refused.
-pub fn start_agent(
-    name: &str,
-    core: &EngineCore,
-    model_id: &str,
-    transports: Option<String>,
-) -> anyhow::Result<Arc<Agent>> {
-    let kv = core.runner().host_kv_cache()?;
-    let layout = LayoutDescriptor {
-        model_id: model_id.to_string(),
-        dtype: format!("{:?}", kv.dtype).to_lowercase(),
-        block_size: kv.layout.block_size as u32,
-        num_layers: kv.layout.num_layers as u32,
-        num_kv_heads: kv.layout.num_kv_heads as u32,
-        head_dim: kv.layout.head_dim as u32,
-    };
-    let base = kv.host_ptr().context(
-        "the KV arena is not in host memory; P/D over device memory needs the cuda feature",
-    )?;
+/// Starts a UCX agent named `name` on `transports` (UCX_TLS; `None` lets
+/// UCX choose).
+pub fn start_agent(name: &str, transports: Option<String>) -> anyhow::Result<Arc<Agent>> {
     let config = UcxConfig {
         transports,
         ..UcxConfig::default()
     };
     let agent = Agent::new(name, BackendConfig::Ucx(config))
         .context("starting the UCX transfer agent (is libucx installed?)")?;
-    // SAFETY: the arena lives in the engine core, which outlives the
-    // agent: the worker drops the agent only after the engine thread ended
-    // (see cli::worker). Blocks being read are held by a lease; blocks being
-    // written are owned by a loading sequence the engine does not touch.
-    let region =
-        unsafe { Region::host(base, kv.block_bytes(), kv.layout.num_blocks as u32, layout) }
-            .context("describing the KV arena")?;
-    agent
-        .register(region)
-        .context("registering the KV arena with UCX")?;
     Ok(Arc::new(agent))
+}
+
+/// The owner of an arena in agent-allocated memory. The agent frees the
+/// region when it drops, so the region's handle keeps the agent alive:
+/// the arena (which holds this) can never outlive its memory, and the
+/// agent, wherever else it is shared, stays up while the engine uses it.
+struct AgentRegion {
+    _region: AllocatedRegion,
+    _agent: Arc<Agent>,
+}
+
+/// The engine core of a prefill or decode worker on the CPU, its KV arena
+/// allocated by `agent` (`Agent::allocate_region`) and registered with it,
+/// so a peer on the same host reads blocks with one memcpy instead of
+/// UCX's emulated get of registered user memory. Sized as
+/// `LoadedModel::build_core` sizes it (`--kv-cache-memory` or the default).
+/// `model_id` goes into the layout handshake: peers serving another model
+/// are refused.
+pub fn build_core_over_agent(
+    agent: &Arc<Agent>,
+    model: &LoadedModel,
+    opts: &EngineOptions,
+    model_id: &str,
+) -> anyhow::Result<EngineCore> {
+    if opts.device != DeviceSpec::Cpu {
+        anyhow::bail!(
+            "--role prefill and --role decode run only with --device cpu for now: moving KV \
+             blocks out of GPU memory is not built yet; run --role both (colocated) on a GPU"
+        );
+    }
+    let runner_opts = RunnerOptions::from_engine(opts);
+    let layout = ModelRunner::host_layout(&model.model, &runner_opts)?;
+    let dtype = model.model.dtype();
+    let descriptor = LayoutDescriptor {
+        model_id: model_id.to_string(),
+        dtype: format!("{dtype:?}").to_lowercase(),
+        block_size: layout.block_size as u32,
+        num_layers: layout.num_layers as u32,
+        num_kv_heads: layout.num_kv_heads as u32,
+        head_dim: layout.head_dim as u32,
+    };
+    let block_bytes = KvCache::bytes_per_block(&model.config, layout.block_size, dtype);
+    let num_blocks = u32::try_from(layout.num_blocks).with_context(|| {
+        format!(
+            "{} KV blocks are more than a transfer region holds; lower --kv-cache-memory",
+            layout.num_blocks
+        )
+    })?;
+    let region = agent
+        .allocate_region(block_bytes, num_blocks, descriptor)
+        .context("allocating the KV arena through the UCX agent")?;
+    let (base, len) = (region.as_mut_ptr(), region.len());
+    // SAFETY: `region` is `len` bytes UCX just allocated and registered;
+    // no peer has our metadata yet, so nothing else reads or writes it.
+    // The engine expects a zeroed arena and UCX does not zero it.
+    unsafe { std::ptr::write_bytes(base, 0, len) };
+    let owner: Arc<dyn Send + Sync> = Arc::new(AgentRegion {
+        _region: region,
+        _agent: agent.clone(),
+    });
+    // SAFETY: the bytes stay valid while `owner` lives (it holds the agent,
+    // which frees them only when dropped), and the arena keeps `owner`.
+    // Besides the engine thread, only the agent touches them, under the
+    // rule HostArena documents: peers read blocks a lease holds (the
+    // engine does not write them until the lease ends), and our reads
+    // write blocks of a loading sequence the engine does not touch.
+    let arena = unsafe { HostArena::foreign(base, len, dtype, owner) }
+        .context("wrapping the agent's region as the KV arena")?;
+    let runner = ModelRunner::with_host_arena(&model.model, &runner_opts, arena)?;
+    Ok(EngineCore::new(
+        runner,
+        model.eos_token_ids.clone(),
+        opts.scheduler.clone(),
+        opts.seed,
+    )?)
 }
 
 /// Pulls prompt blocks from prefill workers into this worker's arena.

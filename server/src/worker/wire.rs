@@ -165,7 +165,9 @@ pub struct WorkerStatus {
     pub kv_usage: f64,
     pub num_kv_leases: usize,
     pub num_loading_kv: usize,
-    /// Where the KV cache lives (`cpu` or `cuda:N (<GPU>)`) and its size.
+    /// Where the KV cache lives (`cpu` or `cuda:N (<GPU>)`), its size, and
+    /// whose memory it is (`memory`: `transfer-agent (UCX-allocated)` for a
+    /// CPU prefill/decode worker, `process` for a `both` worker).
     #[serde(default)]
     pub kv_arena: Option<ArenaInfo>,
 }
