@@ -87,7 +87,7 @@ fn cache_dir() -> Option<PathBuf> {
 /// half a file; any failure leaves the cache as it was.
 fn store(file: &Path, ptx: &str) {
     let Some(dir) = file.parent() else { return };
-    let tmp = dir.join(format!(".{}.{}", std::process::id(), rand_suffix()));
+    let tmp = dir.join(format!(".{}.{}", std::process::id(), next_suffix()));
     let written = std::fs::create_dir_all(dir)
         .and_then(|()| std::fs::write(&tmp, ptx))
         .and_then(|()| std::fs::rename(&tmp, file));
@@ -97,7 +97,7 @@ fn store(file: &Path, ptx: &str) {
 }
 
 /// Distinguishes two threads of one process writing at once.
-fn rand_suffix() -> u64 {
+fn next_suffix() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: AtomicU64 = AtomicU64::new(0);
     NEXT.fetch_add(1, Ordering::Relaxed)

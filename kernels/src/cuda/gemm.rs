@@ -13,7 +13,7 @@ use cudarc::driver::{CudaStream, CudaView, CudaViewMut, DevicePtr, DevicePtrMut}
 
 use super::device::CudaElement;
 use super::error::CudaKernelError;
-use super::ops::{need, product};
+use super::ops::{index_u32, need, product};
 
 type Result<T> = std::result::Result<T, CudaKernelError>;
 
@@ -75,13 +75,8 @@ impl Blas {
         if rows == 0 || out_dim == 0 {
             return Ok(());
         }
-        let dim = |what: &'static str, v: usize| {
-            i32::try_from(v).map_err(|_| CudaKernelError::TooLarge {
-                op: OP,
-                what,
-                value: v,
-            })
-        };
+        // cuBLAS takes the sizes as i32; `index_u32` bounds them by i32::MAX.
+        let dim = |what, v| index_u32(OP, what, v).map(|v| v as i32);
         let (m, n, k) = (dim("out", out_dim)?, dim("rows", rows)?, dim("in", in_dim)?);
         let alpha = 1.0f32;
         let beta = if accumulate { 1.0f32 } else { 0.0 };
