@@ -2,7 +2,10 @@
 //! The serving loop (on its own thread) and offline generation both drive
 //! this; nothing here knows about HTTP, channels or text.
 
+use std::sync::Arc;
+
 use crate::error::{EngineError, Result};
+use crate::guided::GuidanceCompiler;
 use crate::kv_cache::{block_hashes, BlockHash, KvEvent, PrefixCacheStats};
 use crate::kv_handoff::{KvHandle, KvLoad};
 use crate::runner::ModelRunner;
@@ -47,6 +50,9 @@ pub struct EngineCore {
     scheduler: Scheduler,
     eos_token_ids: Vec<u32>,
     seed: u64,
+    /// Compiles requests' structured-output constraints; without it such
+    /// requests are refused.
+    guidance: Option<Arc<GuidanceCompiler>>,
 }
 
 impl EngineCore {
@@ -77,7 +83,23 @@ impl EngineCore {
             runner,
             eos_token_ids,
             seed,
+            guidance: None,
         })
+    }
+
+    /// Lets the engine apply structured-output constraints (compiled
+    /// against the tokenizer the compiler was made with).
+    pub fn set_guidance(&mut self, compiler: Arc<GuidanceCompiler>) {
+        self.guidance = Some(compiler);
+    }
+
+    /// The ids that end a sequence (generation config's EOS tokens).
+    pub fn eos_token_ids(&self) -> &[u32] {
+        &self.eos_token_ids
+    }
+
+    pub fn guidance(&self) -> Option<&Arc<GuidanceCompiler>> {
+        self.guidance.as_ref()
     }
 
     pub fn runner(&self) -> &ModelRunner {
@@ -126,8 +148,22 @@ impl EngineCore {
                 block_size: bs,
             });
         }
+        // Compiled grammars are cached: callers that compiled this
+        // constraint beforehand (on a blocking thread) make this a clone.
+        let guide = match &req.params.guided {
+            None => None,
+            Some(spec) => {
+                let compiler = self.guidance.as_ref().ok_or(EngineError::Guided(
+                    crate::guided::GuidedError::Unavailable(
+                        "this engine was started without a tokenizer to compile grammars against"
+                            .into(),
+                    ),
+                ))?;
+                Some(compiler.compile(spec)?)
+            }
+        };
         // Unseeded requests still get a distinct, reproducible stream.
-        let seq = Sequence::new(id, req, self.seed.wrapping_add(id), bs);
+        let seq = Sequence::new(id, req, guide, self.seed.wrapping_add(id), bs);
         self.scheduler.add(seq);
         Ok(())
     }
@@ -186,14 +222,24 @@ impl EngineCore {
             return Ok(Vec::new());
         }
         let batch = self.scheduler.forward_batch(&plan);
-        let logits = self.runner.forward(&batch)?;
-        self.scheduler.mark_computed(&plan);
         let sampled: Vec<SeqId> = plan
             .chunks
             .iter()
             .filter(|c| c.sample)
             .map(|c| c.id)
             .collect();
+        let logits = if self.scheduler.any_guided(&sampled) {
+            // Grammar masks are computed while the model runs, off its path.
+            let (runner, scheduler) = (&mut self.runner, &mut self.scheduler);
+            let (logits, ()) = rayon::join(
+                || runner.forward(&batch),
+                || scheduler.prepare_guides(&sampled),
+            );
+            logits?
+        } else {
+            self.runner.forward(&batch)?
+        };
+        self.scheduler.mark_computed(&plan);
         let tokens = {
             let mut inputs = self.scheduler.sample_inputs(&sampled);
             sample_batch(&logits, self.runner.config().vocab_size, &mut inputs)

@@ -45,6 +45,8 @@ pub enum EngineError {
     Gguf { path: PathBuf, message: String },
     #[error("unsupported GGUF file {path}: {what}")]
     UnsupportedGguf { path: PathBuf, what: String },
+    #[error(transparent)]
+    Guided(#[from] crate::guided::GuidedError),
     #[error("tokenizer error: {0}")]
     Tokenizer(String),
     #[error("unsupported dtype {0:?}; use one of f32, bf16")]

@@ -9,6 +9,7 @@ pub mod engine_core;
 pub mod error;
 pub mod generation_config;
 pub mod gguf;
+pub mod guided;
 pub mod kv_cache;
 pub mod kv_handoff;
 pub mod loader;

@@ -3,6 +3,7 @@
 
 use std::time::Instant;
 
+use crate::guided::Guide;
 use crate::kv_cache::{BlockId, KvCacheManager, SeqBlocks};
 use crate::kv_handoff::KvHandle;
 use crate::sampler::{SampleInput, SampledToken, SamplingParams, SamplingState};
@@ -87,6 +88,8 @@ pub struct Sequence {
     num_cached_prompt_tokens: usize,
     params: SamplingParams,
     sampling: SamplingState,
+    /// Structured output: the grammar state, when the request has one.
+    guide: Option<Guide>,
     stop: StopConditions,
     status: SeqStatus,
     num_preemptions: u32,
@@ -107,14 +110,25 @@ pub struct KvLoadTimes {
 }
 
 impl Sequence {
-    /// A waiting sequence whose blocks hold `block_size` tokens each.
-    pub fn new(id: SeqId, req: Request, fallback_seed: u64, block_size: usize) -> Self {
+    /// A waiting sequence whose blocks hold `block_size` tokens each;
+    /// `guide` is its compiled constraint when `req.params.guided` is set.
+    pub fn new(
+        id: SeqId,
+        req: Request,
+        mut guide: Option<Guide>,
+        fallback_seed: u64,
+        block_size: usize,
+    ) -> Self {
         let prompt_len = req.prompt_tokens.len();
         let mut tokens = req.prompt_tokens;
-        // Tokens sampled on a prefill worker: the RNG resumes after them.
+        // Tokens sampled on a prefill worker: the RNG and the grammar
+        // resume after them.
         let sampling = match &req.handoff {
             KvHandoff::Load { output_tokens, .. } => {
                 tokens.extend_from_slice(output_tokens);
+                if let Some(g) = guide.as_mut() {
+                    output_tokens.iter().for_each(|&t| g.consume(t));
+                }
                 SamplingState::resume(&req.params, fallback_seed, output_tokens)
             }
             _ => SamplingState::new(&req.params, fallback_seed),
@@ -131,6 +145,7 @@ impl Sequence {
             num_cached_prompt_tokens: 0,
             params: req.params,
             sampling,
+            guide,
             stop: req.stop,
             status: SeqStatus::Waiting,
             num_preemptions: 0,
@@ -278,6 +293,19 @@ impl Sequence {
             state: &mut self.sampling,
             prompt_tokens: prompt,
             output_tokens: output,
+            guide: self.guide.as_mut(),
+        }
+    }
+
+    pub fn has_guide(&self) -> bool {
+        self.guide.is_some()
+    }
+
+    /// Computes the grammar's mask for the next token, if it has one (the
+    /// engine calls this while the model runs).
+    pub fn prepare_guide(&mut self) {
+        if let Some(g) = self.guide.as_mut() {
+            g.prepare();
         }
     }
 
@@ -286,10 +314,18 @@ impl Sequence {
         self.tokens.push(token.token);
         self.blocks.hash_full_blocks(&self.tokens, self.block_size);
         self.sampling.record_output(token.token);
+        // A complete grammar allows only EOS, so this token is that EOS:
+        // it ends the sequence even under `ignore_eos`.
+        let grammar_done = self.guide.as_mut().is_some_and(|g| {
+            let was_complete = g.is_finished();
+            g.consume(token.token);
+            was_complete
+        });
         let produced = self.num_output_tokens();
         let may_stop = produced >= self.stop.min_tokens;
         let is_eos = !self.stop.ignore_eos && eos_token_ids.contains(&token.token);
-        if may_stop && (is_eos || self.stop.stop_token_ids.contains(&token.token)) {
+        if grammar_done || (may_stop && (is_eos || self.stop.stop_token_ids.contains(&token.token)))
+        {
             Some(FinishReason::Stop)
         } else if produced >= self.stop.max_tokens {
             Some(FinishReason::Length)

@@ -30,6 +30,7 @@ impl Request {
             state: &mut self.state,
             prompt_tokens: &self.prompt,
             output_tokens: &self.output,
+            guide: None,
         }
     }
 

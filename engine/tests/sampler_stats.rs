@@ -42,6 +42,7 @@ fn draw_counts(params: &SamplingParams) -> Vec<usize> {
             state: &mut state,
             prompt_tokens: &[],
             output_tokens: &[],
+            guide: None,
         };
         counts[sample_one(&LOGITS, &mut input).token as usize] += 1;
     }

@@ -7,7 +7,7 @@
 
 mod configs;
 mod spec;
-mod tokenizer;
+pub(crate) mod tokenizer;
 mod weights;
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
 //! The sampler: turns each row of a `[num_seqs, vocab]` logits buffer into one
-//! token, in vLLM v1's order: penalties, temperature, top-k, top-p, min-p, then
-//! a draw from the softmax with the request's own RNG. Logprobs describe the
-//! raw logits, before any of that.
+//! token, in vLLM v1's order: the grammar mask (structured outputs),
+//! penalties, temperature, top-k, top-p, min-p, then a draw from the softmax
+//! with the request's own RNG. Logprobs describe the raw logits, before any
+//! of that.
 //!
 //! Every row is independent of the others (own RNG, own state), so rows run in
 //! parallel and a seeded request gets the same tokens whatever it is batched
@@ -20,6 +21,8 @@ use std::cell::RefCell;
 use rayon::prelude::*;
 
 use truncation::TruncateScratch;
+
+use crate::guided::Guide;
 
 pub use params::{SamplingError, SamplingParams, GREEDY_TEMPERATURE, MAX_LOGPROBS};
 pub use state::SamplingState;
@@ -42,6 +45,8 @@ pub struct SampleInput<'a> {
     /// For the repetition penalty; must match what was passed to
     /// [`SamplingState::record_output`], which feeds the other penalties.
     pub output_tokens: &'a [u32],
+    /// Structured output: tokens the grammar forbids are masked out first.
+    pub guide: Option<&'a mut Guide>,
 }
 
 /// Samples one token for each row of `logits` (`[rows.len(), vocab]`,
@@ -106,6 +111,8 @@ pub fn sample_one(logits_row: &[f32], input: &mut SampleInput<'_>) -> SampledTok
 /// only the returned top-logprobs list.
 #[derive(Default)]
 struct Scratch {
+    /// The row after the grammar mask.
+    masked: Vec<f32>,
     /// The row after penalties.
     penalised: Vec<f32>,
     /// Bitset of tokens the repetition penalty has already hit.
@@ -120,10 +127,20 @@ thread_local! {
 fn choose(raw: &[f32], input: &mut SampleInput<'_>, scratch: &mut Scratch) -> u32 {
     let params = input.params;
     let Scratch {
+        masked,
         penalised,
         seen,
         truncate,
     } = scratch;
+    let raw = match input.guide.as_deref_mut() {
+        Some(guide) => {
+            masked.clear();
+            masked.extend_from_slice(raw);
+            guide.apply(masked);
+            masked.as_slice()
+        }
+        None => raw,
+    };
     let logits = if params.has_penalties() {
         penalised.clear();
         penalised.extend_from_slice(raw);

@@ -6,6 +6,8 @@
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::guided::GuidedDecoding;
+
 /// Most top logprobs one request may ask for (OpenAI's limit).
 pub const MAX_LOGPROBS: usize = 20;
 
@@ -35,6 +37,8 @@ pub struct SamplingParams {
     pub seed: Option<u64>,
     /// Number of top logprobs to return with each token, at most [`MAX_LOGPROBS`].
     pub logprobs: Option<usize>,
+    /// Structured output: what the text must match (see [`crate::guided`]).
+    pub guided: Option<GuidedDecoding>,
 }
 
 impl Default for SamplingParams {
@@ -49,6 +53,7 @@ impl Default for SamplingParams {
             frequency_penalty: 0.0,
             seed: None,
             logprobs: None,
+            guided: None,
         }
     }
 }
@@ -252,6 +257,7 @@ mod tests {
             frequency_penalty: 2.0,
             seed: Some(u64::MAX),
             logprobs: Some(MAX_LOGPROBS),
+            guided: None,
         };
         assert_eq!(p.validate(), Ok(()));
     }

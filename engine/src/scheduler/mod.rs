@@ -241,6 +241,27 @@ impl Scheduler {
             .collect()
     }
 
+    /// True when one of `ids` follows a structured-output constraint.
+    pub fn any_guided(&self, ids: &[SeqId]) -> bool {
+        ids.iter()
+            .any(|id| self.seqs.get(id).is_some_and(|s| s.has_guide()))
+    }
+
+    /// Computes the grammar masks of the sequences in `ids` that have a
+    /// constraint, in parallel (the engine runs this beside the forward
+    /// pass, so the masks are ready when the logits are).
+    pub fn prepare_guides(&mut self, ids: &[SeqId]) {
+        use rayon::prelude::*;
+        let wanted: HashSet<SeqId> = ids.iter().copied().collect();
+        let mut guided: Vec<&mut Sequence> = self
+            .seqs
+            .iter_mut()
+            .filter(|(id, s)| wanted.contains(id) && s.has_guide())
+            .map(|(_, s)| s)
+            .collect();
+        guided.par_iter_mut().for_each(|s| s.prepare_guide());
+    }
+
     /// Removes a sequence (finished, stopped or aborted) and frees its blocks.
     pub fn finish(&mut self, id: SeqId, _reason: FinishReason) -> Option<Sequence> {
         let mut seq = self.seqs.remove(&id)?;

@@ -31,6 +31,7 @@ fn seq_with(id: SeqId, prompt: Vec<u32>, max_tokens: usize, handoff: KvHandoff) 
             stop,
             handoff,
         },
+        None,
         0,
         BLOCK_SIZE,
     )

@@ -18,6 +18,7 @@ use parking_lot::Mutex;
 use tokio::sync::broadcast;
 
 use crate::engine_core::{EngineCore, EngineStats};
+use crate::guided::GuidanceCompiler;
 use crate::kv_cache::{BlockHash, KvEvent};
 use crate::kv_handoff::KvLoader;
 use crate::sequence::SeqId;
@@ -50,6 +51,7 @@ pub struct EngineHandle {
     stats: Arc<Mutex<EngineStats>>,
     kv_events: broadcast::Sender<KvEvent>,
     alive: Arc<AtomicBool>,
+    guidance: Arc<GuidanceCompiler>,
 }
 
 impl EngineHandle {
@@ -62,10 +64,22 @@ impl EngineHandle {
     /// prompt KV are pulled through `loader` (without one they are computed
     /// here).
     pub fn spawn_with_loader(
-        core: EngineCore,
+        mut core: EngineCore,
         tokenizer: Arc<Tokenizer>,
         loader: Option<Arc<dyn KvLoader>>,
     ) -> Self {
+        let guidance = match core.guidance() {
+            Some(g) => g.clone(),
+            None => {
+                let g = Arc::new(GuidanceCompiler::new(
+                    tokenizer.clone(),
+                    core.runner().config().vocab_size,
+                    core.eos_token_ids(),
+                ));
+                core.set_guidance(g.clone());
+                g
+            }
+        };
         let (commands, rx) = std::sync::mpsc::channel();
         let stats = Arc::new(Mutex::new(core.stats()));
         let (kv_events, _) = broadcast::channel(4096);
@@ -92,7 +106,15 @@ impl EngineHandle {
             stats,
             kv_events,
             alive,
+            guidance,
         }
+    }
+
+    /// The engine's grammar compiler: compiling a request's constraint
+    /// with it before [`Self::add_request`] (on a blocking thread) both
+    /// checks it and keeps the compile off the engine thread.
+    pub fn guidance(&self) -> &Arc<GuidanceCompiler> {
+        &self.guidance
     }
 
     /// Submits a request; its updates arrive on the returned stream.

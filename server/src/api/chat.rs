@@ -15,6 +15,7 @@ use tandem_engine::tokenizer::Tokenizer;
 use super::chat_template::{tokenize_chat, ChatMessage};
 use super::errors::ApiError;
 use super::generate::{self, finish_reason_str, UsageInfo};
+use super::guided;
 use super::json::GenerationJson;
 use super::logprobs::ChatLogprobs;
 use super::rag_chat;
@@ -38,7 +39,6 @@ pub struct ChatCompletionRequest {
     pub stream_options: Option<StreamOptions>,
     pub add_generation_prompt: Option<bool>,
     pub tools: Option<Vec<serde_json::Value>>,
-    pub response_format: Option<serde_json::Value>,
     /// KAITO RAGEngine: answer from this index (see `rag_chat`).
     pub index_name: Option<String>,
     pub context_token_ratio: Option<f64>,
@@ -87,14 +87,6 @@ impl ChatCompletionRequest {
         }
         if self.tools.as_ref().is_some_and(|t| !t.is_empty()) {
             return Err(ApiError::invalid("tools", "tool calling is not supported"));
-        }
-        if let Some(f) = &self.response_format {
-            if f.get("type").and_then(|t| t.as_str()) != Some("text") {
-                return Err(ApiError::invalid(
-                    "response_format",
-                    "only response_format {\"type\": \"text\"} is supported",
-                ));
-            }
         }
         sampling.refuse_unsupported()?;
         super::check_stream_options(self.stream, &self.stream_options)
@@ -173,6 +165,7 @@ pub async fn create(
     let validated = req
         .sampling_fields(sampling)
         .validate(state.model.limits(), DefaultMaxTokens::Remaining)?;
+    guided::check(&state, validated.params.guided.as_ref()).await?;
     let (messages, rag_sources) = match &req.index_name {
         Some(index_name) => {
             let rag = req.rag_request(index_name, &validated);

@@ -14,6 +14,7 @@ use tandem_engine::tokenizer::Tokenizer;
 use super::blocking;
 use super::errors::ApiError;
 use super::generate::{self, finish_reason_str, UsageInfo};
+use super::guided;
 use super::json::GenerationJson;
 use super::logprobs::CompletionLogprobs;
 use super::sse::{self, ChunkWriter};
@@ -170,6 +171,7 @@ pub async fn create(
     let validated = req
         .sampling_fields(sampling)
         .validate(state.model.limits(), DefaultMaxTokens::Fixed(16))?;
+    guided::check(&state, validated.params.guided.as_ref()).await?;
     let add_special = req.add_special_tokens.unwrap_or(true);
     let prompts = req
         .prompt

@@ -12,6 +12,7 @@ pub mod completions;
 pub mod embeddings;
 pub mod errors;
 pub mod generate;
+pub mod guided;
 pub mod health;
 pub mod json;
 pub mod logprobs;
@@ -36,6 +37,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use serde::Deserialize;
 use tandem_engine::generation_config::GenerationDefaults;
+use tandem_engine::guided::GuidanceCompiler;
 use tandem_engine::tokenizer::Tokenizer;
 use tower_http::catch_panic::CatchPanicLayer;
 
@@ -60,6 +62,9 @@ pub struct ModelInfo {
     pub tokenizer: Arc<Tokenizer>,
     pub chat_template: Option<ChatTemplate>,
     pub defaults: GenerationDefaults,
+    /// Compiles structured-output constraints against the vocabulary (the
+    /// engine's own compiler where the engine is in this process).
+    pub guidance: Arc<GuidanceCompiler>,
 }
 
 impl ModelInfo {

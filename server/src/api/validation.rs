@@ -74,6 +74,12 @@ pub struct SamplingFields {
     pub skip_special_tokens: Option<bool>,
     /// Read to be refused: tandem biases no logits.
     pub logit_bias: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Structured outputs ([`super::guided`]): OpenAI's field and vLLM's.
+    pub response_format: Option<serde_json::Value>,
+    pub guided_json: Option<serde_json::Value>,
+    pub guided_regex: Option<String>,
+    pub guided_choice: Option<Vec<String>>,
+    pub guided_grammar: Option<String>,
 }
 
 /// Knobs that passed validation; [`Validated::requests`] adds a prompt.
@@ -177,6 +183,7 @@ impl SamplingFields {
             frequency_penalty: self.frequency_penalty.unwrap_or(0.0),
             seed: self.seed.map(|s| s as u64),
             logprobs,
+            guided: super::guided::from_fields(self)?,
         };
         params
             .validate()

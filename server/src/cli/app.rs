@@ -4,10 +4,12 @@
 use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use tandem_engine::demo::{write_demo_model, DemoSize, DEFAULT_SEED};
+use tandem_engine::guided::GuidanceCompiler;
 use tandem_engine::ModelMeta;
 
 use super::args::HttpArgs;
@@ -72,6 +74,11 @@ pub fn model_info(dir: &Path, meta: &ModelMeta, args: &HttpArgs) -> anyhow::Resu
         tokenizer: meta.tokenizer.clone(),
         chat_template,
         defaults: meta.generation.clone(),
+        guidance: Arc::new(GuidanceCompiler::new(
+            meta.tokenizer.clone(),
+            meta.config.vocab_size,
+            &meta.eos_token_ids,
+        )),
     })
 }
 

@@ -84,7 +84,7 @@ pub fn run_on(args: WorkerArgs, default_host: IpAddr) -> anyhow::Result<()> {
     // agent, so the agent (which frees that memory when dropped) outlives
     // the core wherever the engine thread drops it; `agent` below is just
     // one more reference.
-    let (core, agent) = match args.role {
+    let (mut core, agent) = match args.role {
         Role::Both => (model.build_core(&opts)?, None),
         role => {
             let name = format!("{}-{}", role.name(), std::process::id());
@@ -93,6 +93,8 @@ pub fn run_on(args: WorkerArgs, default_host: IpAddr) -> anyhow::Result<()> {
             (core, Some(agent))
         }
     };
+    // The API's grammar checks and the engine share one compiled cache.
+    core.set_guidance(info.guidance.clone());
     let arena_info = core.runner().arena_info();
     let block_bytes = arena_info.block_bytes;
     tracing::info!(

@@ -122,7 +122,31 @@ async fn generate(
     State(state): State<WorkerState>,
     WireJson(req): WireJson<ServingRequest>,
 ) -> Response {
+    if let Err(refused) = precompile_guide(&state, &req).await {
+        return refused;
+    }
     ndjson(token_lines(Backend::generate(&state.engine, req)))
+}
+
+/// Compiles the request's structured-output constraint on the blocking
+/// pool, so the engine thread's compile is a cache hit; a constraint that
+/// does not compile is refused here.
+async fn precompile_guide(state: &WorkerState, req: &ServingRequest) -> Result<(), Response> {
+    let Some(spec) = req.request.params.guided.clone() else {
+        return Ok(());
+    };
+    let compiler = state.engine.guidance().clone();
+    match tokio::task::spawn_blocking(move || compiler.compile(&spec).map(drop)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(error(
+            StatusCode::BAD_REQUEST,
+            &ServingError::Rejected(e.to_string()),
+        )),
+        Err(e) => Err(error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &ServingError::Rejected(format!("compiling the request's grammar failed: {e}")),
+        )),
+    }
 }
 
 /// Computes the prompt, samples the first token, holds the KV.
@@ -140,6 +164,9 @@ async fn prefill(
         );
     };
     req.request.handoff = KvHandoff::Hold;
+    if let Err(refused) = precompile_guide(&state, &req).await {
+        return refused;
+    }
     let mut stream = state.engine.add_request(req);
     let mut first = match stream.next().await {
         Some(Ok(out)) => out,
@@ -176,6 +203,9 @@ async fn decode(
         output_tokens: req.output_tokens,
         remote: req.kv,
     };
+    if let Err(refused) = precompile_guide(&state, &request).await {
+        return refused;
+    }
     ndjson(token_lines(Backend::generate(&state.engine, request)))
 }
 

@@ -45,6 +45,11 @@ fn app_with(embedder: Option<Arc<dyn Embedder>>) -> axum::Router {
         created: 1,
         max_model_len: 64,
         vocab_size: tokenizer.vocab_size(),
+        guidance: Arc::new(tandem_engine::guided::GuidanceCompiler::new(
+            tokenizer.clone(),
+            tokenizer.vocab_size(),
+            &[0],
+        )),
         tokenizer,
         chat_template: None,
         defaults: GenerationDefaults::default(),

@@ -139,6 +139,11 @@ fn state(
         created: 1,
         max_model_len,
         vocab_size: tokenizer.vocab_size(),
+        guidance: Arc::new(tandem_engine::guided::GuidanceCompiler::new(
+            tokenizer.clone(),
+            tokenizer.vocab_size(),
+            &[0],
+        )),
         tokenizer,
         chat_template: Some(ChatTemplate::new(CHAT_TEMPLATE.to_string()).unwrap()),
         defaults: GenerationDefaults::default(),
