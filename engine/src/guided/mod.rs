@@ -64,11 +64,12 @@ impl GuidedError {
     }
 }
 
-/// Compact JSON: no free whitespace between tokens, `, ` and `: ` as
-/// separators. Without it a model may pad with whitespace forever (a
-/// random-weight model always does); users who want it set `x-guidance`.
-fn compact_json_options() -> serde_json::Value {
-    serde_json::json!({"whitespace_flexible": false})
+/// JSON laid out one way: `, ` and `: ` as separators (Python's
+/// `json.dumps`, what models see most) and no other whitespace. Free
+/// whitespace lets a model pad forever (a random-weight model always
+/// does); users who want it set `x-guidance` in their schema.
+pub fn json_layout() -> serde_json::Value {
+    serde_json::json!({"whitespace_flexible": false, "item_separator": ", ", "key_separator": ": "})
 }
 
 impl GuidedDecoding {
@@ -91,13 +92,13 @@ impl GuidedDecoding {
         Ok(match self {
             GuidedDecoding::JsonObject => TopLevelGrammar::from_json_schema(serde_json::json!({
                 "type": "object",
-                "x-guidance": compact_json_options(),
+                "x-guidance": json_layout(),
             })),
             GuidedDecoding::JsonSchema(schema) => {
                 let mut schema = schema.clone();
                 match &mut schema {
                     serde_json::Value::Object(map) => {
-                        map.entry("x-guidance").or_insert_with(compact_json_options);
+                        map.entry("x-guidance").or_insert_with(json_layout);
                     }
                     serde_json::Value::Bool(_) => {}
                     other => {

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use tandem_engine::serving::{RequestOutput, StopReason};
 use tandem_engine::tokenizer::Tokenizer;
 
-use super::chat_template::{tokenize_chat, ChatMessage};
+use super::chat_template::{tokenize_chat, ChatInput, ChatMessage};
 use super::errors::ApiError;
 use super::generate::{self, finish_reason_str, UsageInfo};
 use super::guided;
@@ -20,13 +20,15 @@ use super::json::GenerationJson;
 use super::logprobs::ChatLogprobs;
 use super::rag_chat;
 use super::sse::{self, ChunkWriter};
+use super::tool_parser::{self, CallDelta, ToolCallFormat, ToolCallParser};
+use super::tools::{ToolFields, ToolRequest};
 use super::validation::{DefaultMaxTokens, SamplingFields, Validated};
 use super::{AppState, ResponseMeta, StreamOptions};
 use crate::rag::types::NodeWithScore;
 
 /// Chat's own fields; the sampling knobs it shares with completions are
 /// [`SamplingFields`], read from the same body. Fields not listed (`user`,
-/// `name` on messages, ...) are accepted and ignored, as in vLLM.
+/// ...) are accepted and ignored, as in vLLM.
 #[derive(Debug, Deserialize)]
 pub struct ChatCompletionRequest {
     pub model: Option<String>,
@@ -38,11 +40,16 @@ pub struct ChatCompletionRequest {
     pub stream: Option<bool>,
     pub stream_options: Option<StreamOptions>,
     pub add_generation_prompt: Option<bool>,
-    pub tools: Option<Vec<serde_json::Value>>,
+    /// Tool calling ([`super::tools`]); `functions` and `function_call`
+    /// are the legacy spelling.
+    pub tools: Option<serde_json::Value>,
+    pub tool_choice: Option<serde_json::Value>,
+    pub parallel_tool_calls: Option<bool>,
+    pub functions: Option<serde_json::Value>,
+    pub function_call: Option<serde_json::Value>,
     /// KAITO RAGEngine: answer from this index (see `rag_chat`).
     pub index_name: Option<String>,
     pub context_token_ratio: Option<f64>,
-    pub functions: Option<serde_json::Value>,
 }
 
 impl ChatCompletionRequest {
@@ -74,7 +81,19 @@ impl ChatCompletionRequest {
             max_tokens: validated.max_tokens,
             messages: &self.messages,
             n: validated.n,
-            has_functions: self.functions.as_ref().is_some_and(|f| !f.is_null()),
+            has_functions: [&self.functions, &self.tools]
+                .iter()
+                .any(|f| f.as_ref().is_some_and(|f| !f.is_null())),
+        }
+    }
+
+    fn tool_fields(&self) -> ToolFields<'_> {
+        ToolFields {
+            tools: self.tools.as_ref(),
+            tool_choice: self.tool_choice.as_ref(),
+            parallel_tool_calls: self.parallel_tool_calls,
+            functions: self.functions.as_ref(),
+            function_call: self.function_call.as_ref(),
         }
     }
 
@@ -84,9 +103,6 @@ impl ChatCompletionRequest {
                 "top_logprobs",
                 "top_logprobs requires logprobs to be true",
             ));
-        }
-        if self.tools.as_ref().is_some_and(|t| !t.is_empty()) {
-            return Err(ApiError::invalid("tools", "tool calling is not supported"));
         }
         sampling.refuse_unsupported()?;
         super::check_stream_options(self.stream, &self.stream_options)
@@ -118,8 +134,33 @@ struct ChatChoice {
 #[derive(Debug, Serialize)]
 struct AssistantMessage {
     role: &'static str,
-    content: String,
-    tool_calls: Vec<serde_json::Value>,
+    /// `null` when the answer is only tool calls.
+    content: Option<String>,
+    tool_calls: Vec<ToolCallOut>,
+    /// Legacy `functions` requests: the call, instead of `tool_calls`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    function_call: Option<FunctionOut>,
+}
+
+/// A tool call, whole or (streamed) in pieces: the first piece of a call
+/// carries its id, type and name, later ones only arguments.
+#[derive(Debug, Serialize)]
+struct ToolCallOut {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    index: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<String>,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    kind: Option<&'static str>,
+    function: FunctionOut,
+}
+
+#[derive(Debug, Serialize)]
+struct FunctionOut {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    arguments: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -150,6 +191,10 @@ struct Delta {
     role: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     content: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tool_calls: Vec<ToolCallOut>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    function_call: Option<FunctionOut>,
 }
 
 /// `POST /v1/chat/completions`, with KAITO's `index_name` for RAG.
@@ -162,9 +207,13 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     state.model.check_name(req.model.as_deref())?;
     req.refuse_unsupported(&sampling)?;
-    let validated = req
+    let tools = req.tool_fields().read()?;
+    let mut validated = req
         .sampling_fields(sampling)
         .validate(state.model.limits(), DefaultMaxTokens::Remaining)?;
+    if let Some(t) = &tools {
+        constrain_to_calls(&state, t, &mut validated).await?;
+    }
     guided::check(&state, validated.params.guided.as_ref()).await?;
     let (messages, rag_sources) = match &req.index_name {
         Some(index_name) => {
@@ -174,8 +223,12 @@ pub async fn create(
         }
         None => (req.messages, None),
     };
-    let add_generation_prompt = req.add_generation_prompt.unwrap_or(true);
-    let prompt = tokenize_chat(&state.model, messages, add_generation_prompt, false).await?;
+    let input = ChatInput {
+        messages,
+        tools: tools.as_ref().and_then(ToolRequest::template_tools),
+        add_generation_prompt: req.add_generation_prompt.unwrap_or(true),
+    };
+    let prompt = tokenize_chat(&state.model, input, false).await?;
     let requests = validated.requests(prompt, "messages")?;
     let launched = generate::launch(&state, vec![requests])?;
     let writer = Writer {
@@ -183,6 +236,13 @@ pub async fn create(
         tokenizer: state.model.tokenizer.clone(),
         logprobs: req.logprobs == Some(true),
         source_nodes: rag_sources.map(rag_chat::Sources::answered),
+        calls: tools
+            .filter(ToolRequest::parses_output)
+            .map(|t| CallReading {
+                format: state.model.tool_call_format,
+                legacy: t.legacy,
+                parsers: Vec::new(),
+            }),
     };
     if req.stream.unwrap_or(false) {
         let events = sse::events(writer, launched, req.stream_options);
@@ -192,16 +252,15 @@ pub async fn create(
     let choices = outputs
         .into_iter()
         .enumerate()
-        .map(|(index, f)| ChatChoice {
-            index,
-            logprobs: writer.logprobs(&f.samples),
-            message: AssistantMessage {
-                role: "assistant",
-                content: f.text,
-                tool_calls: Vec::new(),
-            },
-            finish_reason: f.finish_reason.map(finish_reason_str),
-            stop_reason: f.stop_reason,
+        .map(|(index, f)| {
+            let (message, called) = writer.message(f.text);
+            ChatChoice {
+                index,
+                logprobs: writer.logprobs(&f.samples),
+                message,
+                finish_reason: writer.finish_reason(f.finish_reason, called),
+                stop_reason: f.stop_reason,
+            }
         })
         .collect();
     let m = &writer.meta;
@@ -217,15 +276,99 @@ pub async fn create(
     .into_response())
 }
 
+/// `required` or a named function: the output is constrained to calls.
+async fn constrain_to_calls(
+    state: &AppState,
+    tools: &ToolRequest,
+    validated: &mut Validated,
+) -> Result<(), ApiError> {
+    let Some(constraint) = tools.check(state).await? else {
+        return Ok(());
+    };
+    if validated.params.guided.is_some() {
+        let param = if tools.legacy {
+            "function_call"
+        } else {
+            "tool_choice"
+        };
+        return Err(ApiError::invalid(
+            param,
+            format!(
+                "{param} forces a call, which cannot be combined with response_format or \
+                 guided_*; drop one of them"
+            ),
+        ));
+    }
+    validated.params.guided = Some(constraint);
+    Ok(())
+}
+
+/// Reading tool calls out of each choice's text.
+struct CallReading {
+    format: ToolCallFormat,
+    /// Answer with `function_call` (the first call only).
+    legacy: bool,
+    /// One per choice (streaming).
+    parsers: Vec<ToolCallParser>,
+}
+
 struct Writer {
     meta: ResponseMeta,
     tokenizer: Arc<Tokenizer>,
     logprobs: bool,
     /// RAG sources; streamed in the first chunk only.
     source_nodes: Option<Option<Vec<NodeWithScore>>>,
+    /// With tools (and `tool_choice` other than `none`).
+    calls: Option<CallReading>,
 }
 
 impl Writer {
+    /// A whole choice's message; true when it made calls.
+    fn message(&self, text: String) -> (AssistantMessage, bool) {
+        let mut message = AssistantMessage {
+            role: "assistant",
+            content: Some(text),
+            tool_calls: Vec::new(),
+            function_call: None,
+        };
+        let Some(reading) = &self.calls else {
+            return (message, false);
+        };
+        let text = message.content.take().unwrap_or_default();
+        let parsed = tool_parser::parse_output(reading.format, &text);
+        message.content = parsed.content;
+        let called = !parsed.calls.is_empty();
+        let mut calls = parsed.calls.into_iter().map(|c| ToolCallOut {
+            index: None,
+            id: Some(c.id),
+            kind: Some("function"),
+            function: FunctionOut {
+                name: Some(c.name),
+                arguments: Some(c.arguments),
+            },
+        });
+        if reading.legacy {
+            message.function_call = calls.next().map(|c| c.function);
+        } else {
+            message.tool_calls = calls.collect();
+        }
+        (message, called)
+    }
+
+    /// `tool_calls` (legacy: `function_call`) for an answer that called.
+    fn finish_reason(
+        &self,
+        reason: Option<tandem_engine::sequence::FinishReason>,
+        called: bool,
+    ) -> Option<&'static str> {
+        let reason = reason.map(finish_reason_str);
+        match (&self.calls, reason) {
+            (Some(r), Some("stop")) if called && r.legacy => Some("function_call"),
+            (Some(_), Some("stop")) if called => Some("tool_calls"),
+            _ => reason,
+        }
+    }
+
     fn logprobs(&self, samples: &[tandem_engine::sampler::SampledToken]) -> Option<ChatLogprobs> {
         self.logprobs.then(|| {
             let mut lp = ChatLogprobs::default();
@@ -256,13 +399,88 @@ impl Writer {
     }
 }
 
+impl Writer {
+    /// One streamed update as a delta (text through the choice's call
+    /// parser, with tools); true once the choice has made a call.
+    fn delta(&mut self, index: usize, out: &RequestOutput) -> (Delta, bool) {
+        let Some(reading) = &mut self.calls else {
+            let content =
+                (!out.text.is_empty() || out.finish_reason.is_some()).then(|| out.text.clone());
+            return (
+                Delta {
+                    content,
+                    ..Delta::default()
+                },
+                false,
+            );
+        };
+        let parser = &mut reading.parsers[index];
+        let mut parsed = parser.push(&out.text);
+        if out.finish_reason.is_some() {
+            let last = parser.finish();
+            parsed.content.push_str(&last.content);
+            parsed.calls.extend(last.calls);
+        }
+        let called = parser.called();
+        let mut delta = Delta {
+            content: (!parsed.content.is_empty()).then_some(parsed.content),
+            ..Delta::default()
+        };
+        let pieces = merge_pieces(parsed.calls).into_iter().map(|c| ToolCallOut {
+            kind: c.id.is_some().then_some("function"),
+            index: Some(c.index),
+            id: c.id,
+            function: FunctionOut {
+                name: c.name,
+                arguments: Some(c.arguments),
+            },
+        });
+        if reading.legacy {
+            // The first call only; its pieces merged into one delta.
+            let mut first = pieces.filter(|p| p.index == Some(0)).map(|p| p.function);
+            delta.function_call = first.next().map(|mut f| {
+                for more in first {
+                    f.name = f.name.or(more.name);
+                    let args = f.arguments.get_or_insert_with(String::new);
+                    args.push_str(more.arguments.as_deref().unwrap_or(""));
+                }
+                f
+            });
+        } else {
+            delta.tool_calls = pieces.collect();
+        }
+        (delta, called)
+    }
+}
+
+/// One entry per call in a chunk: pieces of the same call that arrived
+/// together are joined.
+fn merge_pieces(deltas: Vec<CallDelta>) -> Vec<CallDelta> {
+    let mut out: Vec<CallDelta> = Vec::with_capacity(deltas.len());
+    for d in deltas {
+        match out.last_mut() {
+            Some(last) if last.index == d.index && d.id.is_none() => {
+                last.arguments.push_str(&d.arguments)
+            }
+            _ => out.push(d),
+        }
+    }
+    out
+}
+
 impl ChunkWriter for Writer {
     fn opening(&mut self, num_choices: usize) -> Vec<Bytes> {
+        if let Some(reading) = &mut self.calls {
+            reading.parsers = (0..num_choices)
+                .map(|_| ToolCallParser::new(reading.format))
+                .collect();
+        }
         (0..num_choices)
             .map(|index| {
                 let delta = Delta {
                     role: Some("assistant"),
                     content: Some(String::new()),
+                    ..Delta::default()
                 };
                 let choice = ChunkChoice {
                     index,
@@ -282,17 +500,16 @@ impl ChunkWriter for Writer {
     }
 
     fn update(&mut self, index: usize, out: &RequestOutput) -> Option<Bytes> {
-        if out.text.is_empty() && out.finish_reason.is_none() && !self.logprobs {
+        let (delta, called) = self.delta(index, out);
+        let empty = delta.content.is_none() && delta.tool_calls.is_empty();
+        if empty && delta.function_call.is_none() && out.finish_reason.is_none() && !self.logprobs {
             return None;
         }
         let choice = ChunkChoice {
             index,
-            delta: Delta {
-                role: None,
-                content: Some(out.text.clone()),
-            },
+            delta,
             logprobs: self.logprobs(&out.samples),
-            finish_reason: out.finish_reason.map(finish_reason_str),
+            finish_reason: self.finish_reason(out.finish_reason, called),
             stop_reason: out.stop_reason.clone(),
         };
         Some(self.chunk(vec![choice], None))

@@ -12,6 +12,7 @@ use minijinja::{Environment, Error, ErrorKind, Value};
 use serde::{Deserialize, Serialize};
 
 use super::errors::ApiError;
+use super::tools::inline_tools;
 use super::{blocking, ModelInfo};
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq)]
@@ -21,6 +22,10 @@ pub enum Role {
     Developer,
     User,
     Assistant,
+    /// A tool's result (`tool_call_id` says which call).
+    Tool,
+    /// The legacy spelling of a tool result (`name` says which function).
+    Function,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -41,17 +46,103 @@ pub enum Content {
 pub struct ChatMessage {
     pub role: Role,
     pub content: Option<Content>,
+    pub name: Option<String>,
+    pub tool_call_id: Option<String>,
+    /// An assistant turn's calls, as a response gave them.
+    pub tool_calls: Option<Vec<MessageToolCall>>,
+    /// The legacy spelling of one call.
+    pub function_call: Option<MessageFunction>,
 }
 
-/// One message as the template sees it: content already flattened to text.
+impl ChatMessage {
+    pub fn text(role: Role, text: String) -> Self {
+        ChatMessage {
+            role,
+            content: Some(Content::Text(text)),
+            name: None,
+            tool_call_id: None,
+            tool_calls: None,
+            function_call: None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct MessageToolCall {
+    pub id: Option<String>,
+    pub function: MessageFunction,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct MessageFunction {
+    pub name: String,
+    /// JSON text, as OpenAI sends it (an object is taken as is).
+    pub arguments: Option<serde_json::Value>,
+}
+
+/// One message as the template sees it: content flattened to text, calls
+/// with their arguments as objects (as transformers hands them over).
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct TemplateMessage {
     pub role: String,
     pub content: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<TemplateToolCall>,
+}
+
+impl TemplateMessage {
+    pub fn text(role: &str, content: String) -> Self {
+        TemplateMessage {
+            role: role.to_string(),
+            content,
+            name: None,
+            tool_call_id: None,
+            tool_calls: Vec::new(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct TemplateToolCall {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub function: TemplateFunction,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct TemplateFunction {
+    pub name: String,
+    pub arguments: serde_json::Value,
+}
+
+impl From<&MessageFunction> for TemplateFunction {
+    /// Arguments sent as JSON text become the object they spell; text that
+    /// is not JSON is passed on as a string.
+    fn from(f: &MessageFunction) -> Self {
+        let arguments = match &f.arguments {
+            None => serde_json::json!({}),
+            Some(serde_json::Value::String(s)) => {
+                serde_json::from_str(s).unwrap_or_else(|_| serde_json::Value::String(s.clone()))
+            }
+            Some(other) => other.clone(),
+        };
+        TemplateFunction {
+            name: f.name.clone(),
+            arguments,
+        }
+    }
 }
 
 pub struct ChatTemplate {
     env: Environment<'static>,
+    /// The template reads `tools` (else tandem writes them into the
+    /// system message itself, see [`inline_tools`]).
+    handles_tools: bool,
 }
 
 fn raise_exception(message: String) -> Result<Value, Error> {
@@ -66,23 +157,24 @@ impl ChatTemplate {
         env.set_lstrip_blocks(true);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function("raise_exception", raise_exception);
+        let handles_tools = source.contains("tools");
         env.add_template_owned("chat", source)?;
-        Ok(ChatTemplate { env })
+        Ok(ChatTemplate { env, handles_tools })
     }
 
     /// The prompt text for `messages`. Errors (including a template's own
     /// `raise_exception`, e.g. "roles must alternate") are the client's: 400.
     pub fn render(
         &self,
-        messages: &[TemplateMessage],
-        add_generation_prompt: bool,
+        conversation: &Conversation,
         bos_token: Option<&str>,
         eos_token: Option<&str>,
     ) -> Result<String, ApiError> {
         let template = self.env.get_template("chat").map_err(ApiError::internal)?;
         let ctx = minijinja::context! {
-            messages => messages,
-            add_generation_prompt => add_generation_prompt,
+            messages => &conversation.messages,
+            tools => &conversation.tools,
+            add_generation_prompt => conversation.add_generation_prompt,
             bos_token => bos_token.unwrap_or(""),
             eos_token => eos_token.unwrap_or(""),
         };
@@ -99,9 +191,19 @@ impl ChatTemplate {
     }
 }
 
+/// What a chat template renders.
+#[derive(Clone, Debug, Default)]
+pub struct Conversation {
+    pub messages: Vec<TemplateMessage>,
+    /// OpenAI-shaped tool definitions, when the model may call them.
+    pub tools: Option<Vec<serde_json::Value>>,
+    pub add_generation_prompt: bool,
+}
+
 /// Messages as the template sees them: text parts joined with newlines (as
 /// vLLM does for string-content templates), `developer` as `system` (most
-/// templates only know the latter), missing content as "".
+/// templates only know the latter), `function` as `tool`, missing content
+/// as "".
 pub fn template_messages(messages: &[ChatMessage]) -> Result<Vec<TemplateMessage>, ApiError> {
     if messages.is_empty() {
         return Err(ApiError::invalid("messages", "messages must not be empty"));
@@ -142,22 +244,55 @@ pub fn template_messages(messages: &[ChatMessage]) -> Result<Vec<TemplateMessage
                 Role::System | Role::Developer => "system",
                 Role::User => "user",
                 Role::Assistant => "assistant",
+                Role::Tool | Role::Function => "tool",
             };
+            let mut calls: Vec<TemplateToolCall> = m
+                .tool_calls
+                .iter()
+                .flatten()
+                .enumerate()
+                .map(|(j, c)| TemplateToolCall {
+                    id: c.id.clone().unwrap_or_else(|| format!("call_{i}_{j}")),
+                    kind: "function",
+                    function: (&c.function).into(),
+                })
+                .collect();
+            if let Some(f) = &m.function_call {
+                calls.push(TemplateToolCall {
+                    id: format!("call_{i}"),
+                    kind: "function",
+                    function: f.into(),
+                });
+            }
+            if m.role == Role::Tool && m.tool_call_id.is_none() {
+                return Err(ApiError::invalid(
+                    format!("messages[{i}].tool_call_id"),
+                    format!(
+                        "messages[{i}] is a tool result without a tool_call_id naming its call"
+                    ),
+                ));
+            }
             Ok(TemplateMessage {
                 role: role.into(),
                 content,
+                name: m.name.clone(),
+                tool_call_id: m.tool_call_id.clone(),
+                tool_calls: calls,
             })
         })
         .collect()
 }
 
-/// Renders `messages` with the model's template. The text already holds
+/// A chat request's input to the template.
+pub struct ChatInput {
+    pub messages: Vec<ChatMessage>,
+    pub tools: Option<Vec<serde_json::Value>>,
+    pub add_generation_prompt: bool,
+}
+
+/// Renders `input` with the model's template. The text already holds
 /// the special tokens, so it is tokenized without adding any (as vLLM does).
-fn render_prompt(
-    model: &ModelInfo,
-    messages: &[ChatMessage],
-    add_generation_prompt: bool,
-) -> Result<String, ApiError> {
+fn render_prompt(model: &ModelInfo, input: &ChatInput) -> Result<String, ApiError> {
     let template = model.chat_template.as_ref().ok_or_else(|| {
         ApiError::invalid(
             "messages",
@@ -165,10 +300,27 @@ fn render_prompt(
              use /v1/completions or start the server with --chat-template FILE",
         )
     })?;
+    let mut conversation = Conversation {
+        messages: template_messages(&input.messages)?,
+        tools: input.tools.clone(),
+        add_generation_prompt: input.add_generation_prompt,
+    };
+    let uses_tools = conversation.tools.is_some()
+        || conversation
+            .messages
+            .iter()
+            .any(|m| m.role == "tool" || !m.tool_calls.is_empty());
+    if uses_tools && !template.handles_tools {
+        let tools = conversation.tools.take();
+        conversation.messages = inline_tools(
+            conversation.messages,
+            tools.as_deref(),
+            model.tool_call_format,
+        );
+    }
     let tok = &model.tokenizer;
     template.render(
-        &template_messages(messages)?,
-        add_generation_prompt,
+        &conversation,
         tok.bos_token.as_deref(),
         tok.eos_token.as_deref(),
     )
@@ -179,13 +331,12 @@ fn render_prompt(
 /// already wrote them).
 pub async fn tokenize_chat(
     model: &Arc<ModelInfo>,
-    messages: Vec<ChatMessage>,
-    add_generation_prompt: bool,
+    input: ChatInput,
     add_special_tokens: bool,
 ) -> Result<Vec<u32>, ApiError> {
     let model = model.clone();
     blocking::run(move || {
-        let text = render_prompt(&model, &messages, add_generation_prompt)?;
+        let text = render_prompt(&model, &input)?;
         model
             .tokenizer
             .encode(&text, add_special_tokens)
@@ -200,9 +351,14 @@ mod tests {
     use tandem_engine::demo::{BOS, CHAT_TEMPLATE};
 
     fn msg(role: &str, content: &str) -> TemplateMessage {
-        TemplateMessage {
-            role: role.into(),
-            content: content.into(),
+        TemplateMessage::text(role, content.into())
+    }
+
+    fn conv(messages: &[TemplateMessage], add_generation_prompt: bool) -> Conversation {
+        Conversation {
+            messages: messages.to_vec(),
+            tools: None,
+            add_generation_prompt,
         }
     }
 
@@ -211,8 +367,7 @@ mod tests {
         let t = ChatTemplate::new(CHAT_TEMPLATE.to_string()).unwrap();
         let out = t
             .render(
-                &[msg("system", "Be terse."), msg("user", "Hi")],
-                true,
+                &conv(&[msg("system", "Be terse."), msg("user", "Hi")], true),
                 Some(BOS),
                 None,
             )
@@ -225,7 +380,7 @@ mod tests {
             )
         );
         let out = t
-            .render(&[msg("user", "Hi")], false, Some(BOS), None)
+            .render(&conv(&[msg("user", "Hi")], false), Some(BOS), None)
             .unwrap();
         assert!(out.ends_with("Hi<|im_end|>\n"), "{out}");
     }
@@ -244,14 +399,15 @@ mod tests {
         let t = ChatTemplate::new(PY_TEMPLATE.to_string()).unwrap();
         let out = t
             .render(
-                &[msg("user", "  padded  \n")],
-                true,
+                &conv(&[msg("user", "  padded  \n")], true),
                 Some("<s>"),
                 Some("</s>"),
             )
             .unwrap();
         assert_eq!(out, "<s>\n<|user|>padded</s>\n<|assistant|>");
-        let e = t.render(&[msg("tool", "x")], true, None, None).unwrap_err();
+        let e = t
+            .render(&conv(&[msg("tool", "x")], true), None, None)
+            .unwrap_err();
         assert_eq!(e.status, 400);
         assert_eq!(e.param.as_deref(), Some("messages"));
         assert!(e.message.contains("no tools here"), "{}", e.message);

@@ -23,6 +23,8 @@ pub mod rag_errors;
 pub mod rag_routes;
 pub mod sse;
 pub mod tokenize;
+pub mod tool_parser;
+pub mod tools;
 pub mod validation;
 
 #[cfg(test)]
@@ -65,6 +67,8 @@ pub struct ModelInfo {
     /// Compiles structured-output constraints against the vocabulary (the
     /// engine's own compiler where the engine is in this process).
     pub guidance: Arc<GuidanceCompiler>,
+    /// How the model writes tool calls (`--tool-call-parser`).
+    pub tool_call_format: tool_parser::ToolCallFormat,
 }
 
 impl ModelInfo {

@@ -100,10 +100,7 @@ pub fn text_of(m: &ChatMessage) -> String {
 }
 
 fn message(role: Role, text: String) -> ChatMessage {
-    ChatMessage {
-        role,
-        content: Some(Content::Text(text)),
-    }
+    ChatMessage::text(role, text)
 }
 
 /// KAITO's split: (earlier messages, the user messages since the last

@@ -6,7 +6,7 @@ use axum::extract::State;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
-use super::chat_template::{tokenize_chat, ChatMessage};
+use super::chat_template::{tokenize_chat, ChatInput, ChatMessage};
 use super::errors::ApiError;
 use super::json::ApiJson;
 use super::{blocking, AppState};
@@ -46,9 +46,13 @@ pub async fn tokenize(
                 .await?
         }
         (None, Some(messages)) => {
-            let add_generation_prompt = req.add_generation_prompt.unwrap_or(true);
+            let input = ChatInput {
+                messages,
+                tools: None,
+                add_generation_prompt: req.add_generation_prompt.unwrap_or(true),
+            };
             let add_special = req.add_special_tokens.unwrap_or(false);
-            tokenize_chat(&model, messages, add_generation_prompt, add_special).await?
+            tokenize_chat(&model, input, add_special).await?
         }
         _ => {
             return Err(ApiError::invalid(

@@ -79,6 +79,7 @@ pub fn model_info(dir: &Path, meta: &ModelMeta, args: &HttpArgs) -> anyhow::Resu
             meta.config.vocab_size,
             &meta.eos_token_ids,
         )),
+        tool_call_format: args.tool_call_parser,
     })
 }
 

@@ -8,6 +8,8 @@ use tandem_engine::loader::DEFAULT_GPU_MEMORY_UTILIZATION;
 use tandem_engine::scheduler::SchedulerConfig;
 use tandem_engine::{DeviceSpec, EngineOptions};
 
+use crate::api::tool_parser::ToolCallFormat;
+
 /// What every API server (worker or router) takes.
 #[derive(clap::Args, Debug, Clone)]
 pub struct HttpArgs {
@@ -41,6 +43,11 @@ pub struct HttpArgs {
     /// A Jinja chat template file to use instead of the model's own.
     #[arg(long)]
     pub chat_template: Option<PathBuf>,
+    /// How the model writes tool calls, for `tools` in chat requests:
+    /// `hermes` (`<tool_call>` tags: Qwen2.5, SmolLM2, Hermes) or
+    /// `llama3_json` (Llama 3.1+ JSON calls).
+    #[arg(long, value_enum, default_value_t = ToolCallFormat::Hermes)]
+    pub tool_call_parser: ToolCallFormat,
     /// Parse and check the flags, then exit 0 without starting anything
     /// (for validating deployment manifests).
     #[arg(long)]

@@ -53,6 +53,7 @@ fn app_with(embedder: Option<Arc<dyn Embedder>>) -> axum::Router {
         tokenizer,
         chat_template: None,
         defaults: GenerationDefaults::default(),
+        tool_call_format: Default::default(),
     };
     let backend = Arc::new(Fake {
         mode: Mode::Script,

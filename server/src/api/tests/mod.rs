@@ -110,7 +110,7 @@ impl Backend for Fake {
     }
 }
 
-fn tokenizer() -> Arc<Tokenizer> {
+pub(crate) fn tokenizer() -> Arc<Tokenizer> {
     let dir = tempfile::tempdir().unwrap();
     let info = write_demo_model(&dir.path().join("tiny"), DemoSize::Tiny, 0).unwrap();
     Arc::new(Tokenizer::load(&ModelFiles::locate(&info.dir).unwrap()).unwrap())
@@ -147,6 +147,7 @@ fn state(
         tokenizer,
         chat_template: Some(ChatTemplate::new(CHAT_TEMPLATE.to_string()).unwrap()),
         defaults: GenerationDefaults::default(),
+        tool_call_format: Default::default(),
     };
     let dropped = Arc::new(AtomicUsize::new(0));
     let backend = Arc::new(Fake {
