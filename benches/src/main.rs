@@ -2,6 +2,7 @@
 //! prints a one-line summary.
 
 mod decode;
+mod guided;
 mod membw;
 mod plot;
 mod random_model;
@@ -27,6 +28,8 @@ struct Cli {
 enum Command {
     /// Decode tokens/s of a random-weight model against the memory-bandwidth floor.
     Decode(decode::Args),
+    /// Guided decoding's cost per decode step at several batch sizes, beside the unconstrained step.
+    Guided(guided::Args),
     /// Offline serving throughput at several max_num_seqs, and prefix-cache TTFT.
     Throughput(throughput::Args),
     /// KV block reads between processes (tandem-transport over UCX) vs memcpy and ucx_perftest.
@@ -42,6 +45,7 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Decode(a) => decode::run(a),
+        Command::Guided(a) => guided::run(a),
         Command::Throughput(a) => throughput::run(a),
         Command::Transfer(a) => transfer::run(a),
         Command::Serve(a) => serve::run(*a),

@@ -3,11 +3,13 @@
 //! until each sequence stops. This is what `tandem generate` and the decode
 //! benchmark run; the serving engine loop builds on the same pieces.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::batch::{ForwardBatch, SeqChunk};
 use crate::engine_core::EngineCore;
 use crate::error::Result;
+use crate::guided::GuidanceCompiler;
 use crate::kv_cache::{ComputedBlocks, KvCacheManager, SeqBlocks};
 use crate::models::CausalLm;
 use crate::runner::{DeviceSpec, KvBudget, ModelRunner, RunnerOptions};
@@ -42,6 +44,8 @@ pub struct GenerateStats {
     /// From then until the last sequence finished.
     pub decode_time: Duration,
     pub steps: usize,
+    /// Steps within `decode_time`.
+    pub decode_steps: usize,
 }
 
 impl GenerateStats {
@@ -65,6 +69,9 @@ pub struct OfflineOptions {
     pub seed: u64,
     /// Where the model runs (`--device`).
     pub device: DeviceSpec,
+    /// Compiles requests' guided-decoding constraints; requests with one
+    /// are refused without it.
+    pub guidance: Option<Arc<GuidanceCompiler>>,
 }
 
 impl Default for OfflineOptions {
@@ -77,6 +84,7 @@ impl Default for OfflineOptions {
             enable_prefix_caching: true,
             seed: 0,
             device: DeviceSpec::Cpu,
+            guidance: None,
         }
     }
 }
@@ -114,6 +122,9 @@ pub fn generate(
         },
     )?;
     let mut core = EngineCore::new(runner, eos_token_ids.to_vec(), config, opts.seed)?;
+    if let Some(g) = &opts.guidance {
+        core.set_guidance(g.clone());
+    }
     let mut outputs: Vec<GenerateOutput> = requests
         .iter()
         .map(|_| GenerateOutput {
@@ -150,6 +161,9 @@ pub fn generate(
     let start = Instant::now();
     let mut first_tokens_at = (pending_first == 0).then_some(start);
     while core.has_unfinished() {
+        if first_tokens_at.is_some() {
+            stats.decode_steps += 1;
+        }
         for out in core.step()? {
             let o = &mut outputs[out.id as usize];
             if o.token_ids.is_empty() {

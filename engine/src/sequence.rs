@@ -316,11 +316,18 @@ impl Sequence {
         self.sampling.record_output(token.token);
         // A complete grammar allows only EOS, so this token is that EOS:
         // it ends the sequence even under `ignore_eos`.
+        let mut grammar_failed = false;
         let grammar_done = self.guide.as_mut().is_some_and(|g| {
             let was_complete = g.is_finished();
             g.consume(token.token);
+            grammar_failed = g.failure().is_some();
             was_complete
         });
+        if grammar_failed {
+            // The output no longer matches its constraint: ended as
+            // aborted (logged with the reason), never as a success.
+            return Some(FinishReason::Abort);
+        }
         let produced = self.num_output_tokens();
         let may_stop = produced >= self.stop.min_tokens;
         let is_eos = !self.stop.ignore_eos && eos_token_ids.contains(&token.token);

@@ -27,6 +27,16 @@ pub struct GuidanceCompiler {
     cache: Mutex<ParserCache>,
 }
 
+impl std::fmt::Debug for GuidanceCompiler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GuidanceCompiler")
+            .field("vocab_size", &self.vocab_size)
+            .field("eos", &self.eos)
+            .field("cached_grammars", &self.cache.lock().order.len())
+            .finish()
+    }
+}
+
 #[derive(Default)]
 struct ParserCache {
     parsers: HashMap<String, TokenParser>,
@@ -101,9 +111,12 @@ impl TokenizerEnv for VocabEnv {
     }
 
     fn tokenize_bytes(&self, s: &[u8]) -> Vec<TokenId> {
-        // Grammar literals are text; invalid UTF-8 cannot come from them.
-        let text = String::from_utf8_lossy(s);
-        self.tokenizer.encode(&text, false).unwrap_or_default()
+        // Forced bytes may end inside a character (the lead byte that é
+        // and ñ share): valid runs go through the tokenizer, the rest
+        // greedily through the trie, never as U+FFFD.
+        self.trie.tokenize_with_greedy_fallback(s, |text| {
+            self.tokenizer.encode(text, false).unwrap_or_default()
+        })
     }
 }
 

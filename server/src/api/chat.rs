@@ -214,7 +214,7 @@ pub async fn create(
     if let Some(t) = &tools {
         constrain_to_calls(&state, t, &mut validated).await?;
     }
-    guided::check(&state, validated.params.guided.as_ref()).await?;
+    guided::check(&state, &validated).await?;
     let (messages, rag_sources) = match &req.index_name {
         Some(index_name) => {
             let rag = req.rag_request(index_name, &validated);
@@ -300,6 +300,7 @@ async fn constrain_to_calls(
         ));
     }
     validated.params.guided = Some(constraint);
+    validated.guided_field = if tools.legacy { "functions" } else { "tools" };
     Ok(())
 }
 

@@ -171,7 +171,7 @@ pub async fn create(
     let validated = req
         .sampling_fields(sampling)
         .validate(state.model.limits(), DefaultMaxTokens::Fixed(16))?;
-    guided::check(&state, validated.params.guided.as_ref()).await?;
+    guided::check(&state, &validated).await?;
     let add_special = req.add_special_tokens.unwrap_or(true);
     let prompts = req
         .prompt

@@ -8,11 +8,14 @@ use serde_json::Value;
 use tandem_engine::guided::GuidedDecoding;
 
 use super::errors::ApiError;
-use super::validation::SamplingFields;
+use super::validation::{SamplingFields, Validated};
 use super::{blocking, AppState};
 
-/// The request's constraint, if it sets one; more than one is an error.
-pub fn from_fields(fields: &SamplingFields) -> Result<Option<GuidedDecoding>, ApiError> {
+/// The request's constraint and the field that set it, if one did; more
+/// than one is an error.
+pub fn from_fields(
+    fields: &SamplingFields,
+) -> Result<Option<(&'static str, GuidedDecoding)>, ApiError> {
     let mut found: Vec<(&'static str, GuidedDecoding)> = Vec::new();
     if let Some(rf) = &fields.response_format {
         if let Some(spec) = response_format(rf)? {
@@ -42,7 +45,7 @@ pub fn from_fields(fields: &SamplingFields) -> Result<Option<GuidedDecoding>, Ap
             ),
         ));
     }
-    Ok(found.pop().map(|(_, spec)| spec))
+    Ok(found.pop())
 }
 
 /// `{"type": "text" | "json_object" | "json_schema", "json_schema": {name,
@@ -113,19 +116,21 @@ fn guided_json(j: &Value) -> Result<Value, ApiError> {
     }
 }
 
-/// Compiles `spec` against the served vocabulary on the blocking pool: the
-/// grammar is checked (a 400 naming the field when it does not compile)
-/// and cached, so the engine's own compile is a clone.
-pub async fn check(state: &AppState, spec: Option<&GuidedDecoding>) -> Result<(), ApiError> {
-    let Some(spec) = spec.cloned() else {
+/// Compiles the request's constraint against the served vocabulary on the
+/// blocking pool: the grammar is checked (a 400 naming the request's field
+/// when it does not compile) and cached, so the engine's own compile is a
+/// clone.
+pub async fn check(state: &AppState, validated: &Validated) -> Result<(), ApiError> {
+    let Some(spec) = validated.params.guided.clone() else {
         return Ok(());
     };
+    let field = validated.guided_field;
     let compiler = state.model.guidance.clone();
     blocking::run(move || {
-        compiler
-            .compile(&spec)
-            .map(drop)
-            .map_err(|e| ApiError::invalid(e.param(), e.to_string()))
+        compiler.compile(&spec).map(drop).map_err(|e| {
+            let message = e.to_string().replacen(e.param(), field, 1);
+            ApiError::invalid(field, message)
+        })
     })
     .await
 }

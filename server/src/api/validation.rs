@@ -87,6 +87,8 @@ pub struct SamplingFields {
 pub struct Validated {
     pub n: usize,
     pub params: SamplingParams,
+    /// The request field `params.guided` came from, for its errors.
+    pub guided_field: &'static str,
     pub max_tokens: Option<usize>,
     max_tokens_param: &'static str,
     default_max_tokens: DefaultMaxTokens,
@@ -170,6 +172,10 @@ impl SamplingFields {
             }
         };
         let d = limits.defaults;
+        let (guided_field, guided) = match super::guided::from_fields(self)? {
+            Some((field, spec)) => (field, Some(spec)),
+            None => ("response_format", None),
+        };
         let params = SamplingParams {
             temperature: self.temperature.or(d.temperature).unwrap_or(1.0),
             top_k: top_k.or(if self.top_k.is_some() { None } else { d.top_k }),
@@ -183,7 +189,7 @@ impl SamplingFields {
             frequency_penalty: self.frequency_penalty.unwrap_or(0.0),
             seed: self.seed.map(|s| s as u64),
             logprobs,
-            guided: super::guided::from_fields(self)?,
+            guided,
         };
         params
             .validate()
@@ -211,6 +217,7 @@ impl SamplingFields {
         Ok(Validated {
             n: n as usize,
             params,
+            guided_field,
             max_tokens: self.max_tokens.map(|m| m as usize),
             max_tokens_param: mt_param,
             default_max_tokens,
