@@ -237,7 +237,10 @@ impl EngineCore {
             );
             logits?
         } else {
-            self.runner.forward(&batch)?
+            // On a pool thread, so the kernels' parallel loops run where
+            // they are scheduled instead of being injected from outside.
+            let runner = &mut self.runner;
+            rayon::scope(|_| runner.forward(&batch))?
         };
         self.scheduler.mark_computed(&plan);
         let tokens = {
