@@ -417,4 +417,44 @@ mod tests {
     fn a_broken_template_fails_at_start_up() {
         assert!(ChatTemplate::new("{% for %}".to_string()).is_err());
     }
+
+    /// A template that reads `tools` and the messages' calls, as Qwen2.5's
+    /// does: tools arrive in OpenAI's shape, call arguments sent as JSON
+    /// text arrive as objects, tool results keep their call id.
+    const TOOLS_TEMPLATE: &str = "{% if tools %}[tools]{% for t in tools %}{{ t.function.name }}:{{ t.function.parameters | tojson }};{% endfor %}\n{% endif %}\
+        {% for m in messages %}\
+        {% if m.tool_calls is defined %}[{{ m.role }}]{% for c in m.tool_calls %}{{ c.id }} {{ c.function.name }} {{ c.function.arguments.city }};{% endfor %}\n\
+        {% elif m.role == 'tool' %}[result {{ m.tool_call_id }}]{{ m.content }}\n\
+        {% else %}[{{ m.role }}]{{ m.content }}\n{% endif %}{% endfor %}";
+
+    #[test]
+    fn tools_and_calls_reach_a_template_that_reads_them() {
+        let t = ChatTemplate::new(TOOLS_TEMPLATE.to_string()).unwrap();
+        assert!(t.handles_tools);
+        let messages: Vec<ChatMessage> = serde_json::from_value(serde_json::json!([
+            {"role": "user", "content": "weather?"},
+            {"role": "assistant", "content": null, "tool_calls": [{"id": "call_9", "type": "function",
+                "function": {"name": "get_weather", "arguments": "{\"city\": \"Oslo\"}"}}]},
+            {"role": "tool", "tool_call_id": "call_9", "content": "rain"},
+            {"role": "function", "name": "get_weather", "content": "snow"}
+        ]))
+        .unwrap();
+        let conversation = Conversation {
+            messages: template_messages(&messages).unwrap(),
+            tools: Some(vec![serde_json::json!({"type": "function", "function":
+                {"name": "get_weather", "parameters": {"type": "object"}}})]),
+            add_generation_prompt: false,
+        };
+        let out = t.render(&conversation, None, None).unwrap();
+        assert_eq!(
+            out,
+            "[tools]get_weather:{\"type\":\"object\"};[user]weather?\n\
+             [assistant]call_9 get_weather Oslo;[result call_9]rain\n[result ]snow\n"
+        );
+        // A tool result must say which call it answers.
+        let orphan: Vec<ChatMessage> =
+            serde_json::from_value(serde_json::json!([{"role": "tool", "content": "x"}])).unwrap();
+        let e = template_messages(&orphan).unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("messages[0].tool_call_id"));
+    }
 }

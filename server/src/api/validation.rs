@@ -78,6 +78,8 @@ pub struct SamplingFields {
     pub response_format: Option<serde_json::Value>,
     pub guided_json: Option<serde_json::Value>,
     pub guided_regex: Option<String>,
+    /// Read to be refused (the schema's `x-guidance` says it instead).
+    pub guided_whitespace_pattern: Option<String>,
     pub guided_choice: Option<Vec<String>>,
     pub guided_grammar: Option<String>,
 }
@@ -118,6 +120,13 @@ impl SamplingFields {
             return Err(ApiError::invalid(
                 "logit_bias",
                 "logit_bias is not supported",
+            ));
+        }
+        if self.guided_whitespace_pattern.is_some() {
+            return Err(ApiError::invalid(
+                "guided_whitespace_pattern",
+                "guided_whitespace_pattern is not supported; put \"x-guidance\": \
+                 {\"whitespace_pattern\": ...} in the JSON schema instead",
             ));
         }
         Ok(())
