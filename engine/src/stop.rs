@@ -14,6 +14,10 @@
 /// OpenAI's limit on `stop` entries.
 pub const MAX_STOP_STRINGS: usize = 4;
 
+/// Longest stop string, in bytes: the matcher holds back up to this much
+/// text, so an unbounded one would hold back a whole answer.
+pub const MAX_STOP_BYTES: usize = 1024;
+
 /// A `stop` parameter the API must refuse (HTTP 400, `param: "stop"`).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum StopError {
@@ -21,6 +25,10 @@ pub enum StopError {
     TooMany { count: usize },
     #[error("`stop[{index}]` is an empty string; stop strings must not be empty")]
     Empty { index: usize },
+    #[error(
+        "`stop[{index}]` is {bytes} bytes long; stop strings are at most {MAX_STOP_BYTES} bytes"
+    )]
+    TooLong { index: usize, bytes: usize },
 }
 
 impl StopError {
@@ -31,13 +39,20 @@ impl StopError {
 }
 
 /// Checks a request's `stop` list: at most [`MAX_STOP_STRINGS`], none empty
-/// (an empty string would match before any text and stop at once).
+/// (an empty string would match before any text and stop at once), none
+/// over [`MAX_STOP_BYTES`].
 pub fn validate(stop: &[String]) -> Result<(), StopError> {
     if stop.len() > MAX_STOP_STRINGS {
         return Err(StopError::TooMany { count: stop.len() });
     }
-    match stop.iter().position(String::is_empty) {
-        Some(index) => Err(StopError::Empty { index }),
+    if let Some(index) = stop.iter().position(String::is_empty) {
+        return Err(StopError::Empty { index });
+    }
+    match stop.iter().position(|s| s.len() > MAX_STOP_BYTES) {
+        Some(index) => Err(StopError::TooLong {
+            index,
+            bytes: stop[index].len(),
+        }),
         None => Ok(()),
     }
 }

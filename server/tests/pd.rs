@@ -2,7 +2,8 @@
 //! 127.0.0.1: `tandem worker --role prefill|decode` behind `tandem router`,
 //! compared token for token with a colocated server and `tandem generate`;
 //! prefix reuse on the decode side, KV-aware choice between two prefill
-//! workers, and a prefill worker killed mid-request.
+//! workers, a prefill worker killed mid-request, and `tandem serve` restarting
+//! a dead worker (and giving up on one that crash-loops).
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -522,8 +523,44 @@ async fn a_dead_worker_leaves_routing_within_two_seconds_and_comes_back() {
     complete(&http, &r.url, &tokens(3, 30), 3).await;
 }
 
-#[test]
-fn serve_stops_every_worker_when_one_dies() {
+/// The pids of `pid`'s children, from every thread's list (`serve`
+/// restarts workers from its runtime's threads).
+fn children(pid: u32) -> Vec<i32> {
+    let mut pids = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+    {
+        let list = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+        pids.extend(list.split_whitespace().map(|p| p.parse::<i32>().unwrap()));
+    }
+    pids.sort();
+    pids
+}
+
+/// Whether `pid` is gone or a zombie nobody reaped yet.
+fn exited(pid: i32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.is_empty() || stat.contains(") Z ")
+}
+
+/// Waits for a child of `serve` that is not in `known`.
+fn new_child(serve: u32, known: &[i32], limit: Duration) -> i32 {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(&p) = children(serve).iter().find(|p| !known.contains(p)) {
+            return p;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "serve did not restart the worker"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_restarts_a_dead_worker_and_gives_up_on_a_crash_loop() {
     let dir = tempfile::tempdir().unwrap();
     let model = demo_model(dir.path());
     let mut serve = Proc::start(&[
@@ -534,42 +571,77 @@ fn serve_stops_every_worker_when_one_dies() {
         "127.0.0.1",
         "--port",
         "0",
+        "--served-model-name",
+        MODEL,
         "--kv-cache-memory",
         "64MiB",
+        "--pd-threshold",
+        "0",
     ]);
-    let children = std::fs::read_to_string(format!(
-        "/proc/{pid}/task/{pid}/children",
-        pid = serve.child.id()
-    ))
-    .unwrap();
-    let pids: Vec<i32> = children
-        .split_whitespace()
-        .map(|p| p.parse().unwrap())
-        .collect();
+    let http = reqwest::Client::new();
+    let spid = serve.child.id();
+    let pids = children(spid);
     assert_eq!(pids.len(), 2, "one prefill and one decode worker");
+    // The prefill worker starts first.
+    let (mut victim, decode) = (pids[0], pids[1]);
+    let mut known = pids.clone();
     // SAFETY: killing a child of our child, found through /proc.
-    unsafe { libc::kill(pids[0], libc::SIGKILL) };
-    let deadline = Instant::now() + Duration::from_secs(40);
+    unsafe { libc::kill(victim, libc::SIGKILL) };
+    victim = new_child(spid, &known, Duration::from_secs(20));
+    known.push(victim);
+    let restarts = ["tandem_worker_restarts_total", "role=\"prefill\""];
+    assert_eq!(
+        metric_with(&http, &serve.url, restarts[0], &restarts[1..]).await,
+        1.0
+    );
+    // The router follows the new process: the prompt is prefilled there.
+    let path = ["tandem_router_requests_total", "prefill_then_decode"];
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let before = metric_with(&http, &serve.url, path[0], &path[1..]).await;
+        complete(&http, &serve.url, &tokens(5, 40), 2).await;
+        if metric_with(&http, &serve.url, path[0], &path[1..]).await > before {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no request reached the restarted prefill worker"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Four more quick deaths in a row: serve gives up and stops everything.
+    for _ in 0..4 {
+        unsafe { libc::kill(victim, libc::SIGKILL) };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if serve.child.try_wait().unwrap().is_some() {
+                break;
+            }
+            if let Some(&p) = children(spid).iter().find(|p| !known.contains(p)) {
+                victim = p;
+                known.push(p);
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "serve neither restarted the worker nor exited"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
     let status = loop {
         if let Some(s) = serve.child.try_wait().unwrap() {
             break s;
         }
         assert!(
             Instant::now() < deadline,
-            "serve must stop when a worker dies"
+            "serve must give up on a crash-looping worker"
         );
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(!status.success());
-    // The other worker was stopped too.
-    std::thread::sleep(Duration::from_millis(200));
-    assert!(
-        !Path::new(&format!("/proc/{}", pids[1])).exists() || {
-            let stat =
-                std::fs::read_to_string(format!("/proc/{}/stat", pids[1])).unwrap_or_default();
-            stat.contains(") Z ")
-        }
-    );
+    assert!(exited(decode), "the other worker was stopped too");
     serve.kill();
 }
 

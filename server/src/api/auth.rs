@@ -20,7 +20,7 @@ pub async fn require_api_key(State(state): State<AppState>, req: Request, next: 
                 .get(header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.strip_prefix("Bearer "));
-            if !given.is_some_and(|g| same(g.trim().as_bytes(), key.as_bytes())) {
+            if !given.is_some_and(|g| same_secret(g.trim(), key)) {
                 return ApiError::unauthorized().into_response();
             }
         }
@@ -28,18 +28,27 @@ pub async fn require_api_key(State(state): State<AppState>, req: Request, next: 
     next.run(req).await
 }
 
-/// Compares in time independent of where the strings differ.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// Whether `given` is the secret, in time independent of where they differ
+/// and of their lengths: their SHA-256 digests are compared in full.
+pub fn same_secret(given: &str, secret: &str) -> bool {
+    use sha2::{Digest, Sha256};
+    let (a, b) = (
+        Sha256::digest(given.as_bytes()),
+        Sha256::digest(secret.as_bytes()),
+    );
+    a.iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
 }
 
 #[cfg(test)]
 mod tests {
     #[test]
-    fn same_compares_whole_strings() {
-        assert!(super::same(b"secret", b"secret"));
-        assert!(!super::same(b"secret", b"secreT"));
-        assert!(!super::same(b"secret", b"secret2"));
-        assert!(!super::same(b"", b"x"));
+    fn same_secret_compares_whole_strings() {
+        assert!(super::same_secret("secret", "secret"));
+        assert!(!super::same_secret("secret", "secreT"));
+        assert!(!super::same_secret("secret", "secret2"));
+        assert!(!super::same_secret("", "x"));
     }
 }

@@ -15,6 +15,9 @@ use super::errors::ApiError;
 use super::tools::inline_tools;
 use super::{blocking, ModelInfo};
 
+/// Most messages one chat request may hold.
+pub const MAX_MESSAGES: usize = 4096;
+
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
@@ -207,6 +210,15 @@ pub struct Conversation {
 pub fn template_messages(messages: &[ChatMessage]) -> Result<Vec<TemplateMessage>, ApiError> {
     if messages.is_empty() {
         return Err(ApiError::invalid("messages", "messages must not be empty"));
+    }
+    if messages.len() > MAX_MESSAGES {
+        return Err(ApiError::invalid(
+            "messages",
+            format!(
+                "messages has {} entries; at most {MAX_MESSAGES} are allowed",
+                messages.len()
+            ),
+        ));
     }
     messages
         .iter()

@@ -70,6 +70,38 @@ pub struct Tracked {
     metrics: Arc<Metrics>,
     seen_first: bool,
     ended: bool,
+    /// With `--log-prompts`: the choice's text so far, logged at its end.
+    logged: Option<PromptLog>,
+}
+
+/// One choice's prompt and output as `--log-prompts` logs them (at info,
+/// target `tandem::prompts`); without the flag no text is ever logged.
+struct PromptLog {
+    request: String,
+    text: String,
+}
+
+impl PromptLog {
+    /// Logs the prompt, decoded on the blocking pool.
+    fn start(state: &AppState, request: &str, prompt: &[u32]) -> Self {
+        let (tok, ids, id) = (
+            state.model.tokenizer.clone(),
+            prompt.to_vec(),
+            request.to_string(),
+        );
+        tokio::task::spawn_blocking(move || {
+            let prompt = tok.decode(&ids, false).unwrap_or_default();
+            tracing::info!(target: "tandem::prompts", request = %id, %prompt, "prompt");
+        });
+        PromptLog {
+            request: request.to_string(),
+            text: String::new(),
+        }
+    }
+
+    fn end(&self, finish: &str) {
+        tracing::info!(target: "tandem::prompts", request = %self.request, finish, completion = %self.text, "completion");
+    }
 }
 
 impl Stream for Tracked {
@@ -86,6 +118,12 @@ impl Stream for Tracked {
                 self.metrics.on_output(out, !self.seen_first);
                 self.seen_first = true;
                 self.ended = out.finish_reason.is_some();
+                if let Some(log) = &mut self.logged {
+                    log.text.push_str(&out.text);
+                    if let Some(reason) = out.finish_reason {
+                        log.end(finish_reason_str(reason));
+                    }
+                }
             }
             Some(Err(_)) => {
                 self.metrics.on_error();
@@ -123,10 +161,16 @@ pub fn launch(state: &AppState, prompts: Vec<Vec<ServingRequest>>) -> Result<Lau
     };
     let mut prompt_of = Vec::with_capacity(total);
     let mut streams = SelectAll::new();
+    // Ties a request's logged prompts to their completions.
+    let log_id: u32 = if state.log_prompts { rand::random() } else { 0 };
     for (p, requests) in prompts.into_iter().enumerate() {
         for request in requests {
             let index = prompt_of.len();
             prompt_of.push(p);
+            let logged = state.log_prompts.then(|| {
+                let id = format!("{log_id:08x}#{index}");
+                PromptLog::start(state, &id, &request.request.prompt_tokens)
+            });
             streams.push(Tracked {
                 index,
                 inner: state.backend.generate(request),
@@ -134,6 +178,7 @@ pub fn launch(state: &AppState, prompts: Vec<Vec<ServingRequest>>) -> Result<Lau
                 metrics: state.metrics.clone(),
                 seen_first: false,
                 ended: false,
+                logged,
             });
         }
     }

@@ -3,6 +3,7 @@
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
+use axum::http::StatusCode;
 use serde::de::DeserializeOwned;
 
 use super::errors::ApiError;
@@ -39,14 +40,26 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for GenerationJson<T> {
 }
 
 async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
-    Bytes::from_request(req, state).await.map_err(|e| ApiError {
-        status: e.status(),
-        ..ApiError::bad_request(format!(
-            "could not read the request body: {}",
-            e.body_text()
-        ))
+    let limit = req.extensions().get::<BodyLimit>().map(|l| l.0);
+    Bytes::from_request(req, state).await.map_err(|e| {
+        let message = match (e.status(), limit) {
+            (StatusCode::PAYLOAD_TOO_LARGE, Some(max)) => format!(
+                "the request body is larger than the limit of {max} bytes \
+                 (--max-request-body); send less or raise the limit"
+            ),
+            _ => format!("could not read the request body: {}", e.body_text()),
+        };
+        ApiError {
+            status: e.status(),
+            ..ApiError::bad_request(message)
+        }
     })
 }
+
+/// The body limit in force, for the 413's message (set by
+/// [`super::router`] on every request).
+#[derive(Clone, Copy, Debug)]
+pub struct BodyLimit(pub usize);
 
 /// Why a body did not parse: serde_json's error and the path of the value
 /// it was reading (`.` for the body as a whole).

@@ -105,7 +105,15 @@ pub struct AppState {
     pub rag: Option<Arc<crate::rag::RagService>>,
     /// The RAG embedder; None serves no embeddings (see `with_embedder`).
     pub embedder: Option<Arc<dyn Embedder>>,
+    /// Largest request body accepted, in bytes (`--max-request-body`).
+    pub max_body_bytes: usize,
+    /// Log prompts and completions (`--log-prompts`); off, no text is.
+    pub log_prompts: bool,
 }
+
+/// Default `--max-request-body`: room for a full 128k-token prompt as
+/// token ids, or a RAG batch of large documents.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 32 << 20;
 
 impl AppState {
     #[cfg(test)]
@@ -135,6 +143,8 @@ impl AppState {
             api_key: api_key.map(Arc::from),
             rag: None,
             embedder: None,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            log_prompts: false,
         }
     }
 
@@ -222,6 +232,8 @@ pub fn router(state: AppState) -> Router {
         .merge(rag_routes::routes(&state))
         .fallback(unknown_route)
         .method_not_allowed_fallback(wrong_method)
+        .layer(axum::extract::DefaultBodyLimit::max(state.max_body_bytes))
+        .layer(axum::Extension(json::BodyLimit(state.max_body_bytes)))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_api_key,

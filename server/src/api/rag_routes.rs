@@ -199,14 +199,18 @@ async fn delete_documents(
 ) -> Response {
     timed(&state, Route::DeleteDocuments, async {
         let req: DeleteDocumentRequest = parse(&body)?;
-        Ok(Json(service(&state)?.delete_documents(&name, req.doc_ids)?))
+        Ok(Json(
+            service(&state)?
+                .delete_documents(&name, req.doc_ids)
+                .await?,
+        ))
     })
     .await
 }
 
 async fn delete_index(State(state): State<AppState>, Path(name): Path<String>) -> Response {
     timed(&state, Route::DeleteIndex, async {
-        service(&state)?.delete_index(&name)?;
+        service(&state)?.delete_index(&name).await?;
         Ok(Json(Message {
             message: format!("Successfully deleted index {name}."),
         }))

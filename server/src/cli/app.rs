@@ -91,8 +91,28 @@ pub fn served_names(dir: &Path, args: &HttpArgs) -> Vec<String> {
     }
 }
 
-pub fn api_key(args: &HttpArgs) -> Option<String> {
-    args.api_key.clone().filter(|k| !k.is_empty())
+/// The API key from `--api-key` (or `TANDEM_API_KEY`) or the first line
+/// of `--api-key-file` (a mounted Secret); never logged.
+pub fn api_key(args: &HttpArgs) -> anyhow::Result<Option<String>> {
+    let from_file = match &args.api_key_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading --api-key-file {}", path.display()))?;
+            let key = text.lines().next().unwrap_or("").trim().to_string();
+            if key.is_empty() {
+                bail!(
+                    "--api-key-file {} is empty; put the key on its first line",
+                    path.display()
+                );
+            }
+            Some(key)
+        }
+        None => None,
+    };
+    if from_file.is_some() && args.api_key.as_deref().is_some_and(|k| !k.is_empty()) {
+        bail!("give the API key once: --api-key (or TANDEM_API_KEY) or --api-key-file, not both");
+    }
+    Ok(from_file.or_else(|| args.api_key.clone().filter(|k| !k.is_empty())))
 }
 
 /// Adds the RAG embedder: a model or URL the user named must load; the

@@ -31,6 +31,10 @@ pub struct HttpArgs {
     /// Require `Authorization: Bearer <key>` on /v1 routes.
     #[arg(long, env = "TANDEM_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
+    /// Read the API key from the first line of this file instead (a
+    /// mounted Kubernetes Secret), so it is never on a command line.
+    #[arg(long)]
+    pub api_key_file: Option<PathBuf>,
     /// Most sequences waiting for their first token; more are refused with 429.
     #[arg(long, default_value_t = 1024)]
     pub max_waiting: usize,
@@ -48,6 +52,13 @@ pub struct HttpArgs {
     /// `llama3_json` (Llama 3.1+ JSON calls).
     #[arg(long, value_enum, default_value_t = ToolCallFormat::Hermes)]
     pub tool_call_parser: ToolCallFormat,
+    /// Largest request body accepted, in bytes; larger ones get a 413.
+    #[arg(long, default_value_t = crate::api::DEFAULT_MAX_BODY_BYTES)]
+    pub max_request_body: usize,
+    /// Log every prompt and completion (info level, target
+    /// `tandem::prompts`). Off by default: no request text is ever logged.
+    #[arg(long)]
+    pub log_prompts: bool,
     /// Parse and check the flags, then exit 0 without starting anything
     /// (for validating deployment manifests).
     #[arg(long)]

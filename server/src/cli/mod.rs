@@ -6,6 +6,7 @@ mod demo_model;
 mod generate;
 mod router;
 mod serve;
+mod supervise;
 mod worker;
 
 use clap::{Parser, Subcommand};

@@ -153,12 +153,27 @@ pub fn run(args: RouterArgs) -> anyhow::Result<()> {
     app::runtime()?.block_on(serve(&args, &dir, None))
 }
 
-/// Runs the router until SIGTERM/SIGINT. With `ready_timeout` (as `tandem
-/// serve` uses it) it first waits for a healthy worker of every role.
+/// Called once with the router's worker pool and metrics registry.
+pub type Attach = Box<dyn FnOnce(&Arc<WorkerPool>, &Arc<Metrics>) + Send>;
+
+/// What `tandem serve` adds to the router it runs in-process.
+pub struct Embedded {
+    /// Wait this long for a healthy worker of every role before listening.
+    pub ready_timeout: Duration,
+    /// The stop signal, shared with the worker supervisor.
+    pub stop: tokio::sync::watch::Receiver<bool>,
+    /// Handed the worker pool and the metrics registry as soon as they
+    /// exist, so the supervisor can point the pool at a restarted worker
+    /// and count restarts.
+    pub attach: Attach,
+}
+
+/// Runs the router until SIGTERM/SIGINT (or `embedded.stop`). Embedded in
+/// `tandem serve`, it first waits for a healthy worker of every role.
 pub async fn serve(
     args: &RouterArgs,
     dir: &std::path::Path,
-    ready_timeout: Option<Duration>,
+    embedded: Option<Embedded>,
 ) -> anyhow::Result<()> {
     let meta = app::load_meta(dir)?;
     let info = app::model_info(dir, &meta, &args.http)?;
@@ -170,11 +185,23 @@ pub async fn serve(
         .filter(|t| !t.is_empty());
     let pool = WorkerPool::new(args.seeds(), WorkerClient::new(token));
     pool.start(Duration::from_secs_f64(args.routing.resolve_interval));
-    if let Some(timeout) = ready_timeout {
-        if !pool.wait_ready(timeout).await {
-            bail!("the workers did not become healthy within {timeout:?}");
+    let stop = match embedded {
+        Some(e) => {
+            (e.attach)(&pool, &metrics);
+            let mut stopped = e.stop.clone();
+            tokio::select! {
+                ready = pool.wait_ready(e.ready_timeout) => {
+                    if !ready {
+                        bail!("the workers did not become healthy within {:?}", e.ready_timeout);
+                    }
+                }
+                // Stopped before it listened: nothing to drain.
+                _ = stopped.wait_for(|&s| s) => return Ok(()),
+            }
+            e.stop
         }
-    }
+        None => app::stop_signal(),
+    };
     let backend = RouterBackend::new(
         pool,
         args.routing.config(),
@@ -182,13 +209,15 @@ pub async fn serve(
         meta.tokenizer.clone(),
         &metrics,
     );
-    let state = AppState::with_metrics(
+    let mut state = AppState::with_metrics(
         info,
         metrics,
         Arc::new(backend),
         args.http.max_waiting,
-        app::api_key(&args.http),
+        app::api_key(&args.http)?,
     );
+    state.max_body_bytes = args.http.max_request_body;
+    state.log_prompts = args.http.log_prompts;
     let state = app::with_embedder(state, &args.embedder)?;
     let state = app::with_rag(state, &args.rag)?;
     let host = args.http.host.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
@@ -198,7 +227,7 @@ pub async fn serve(
         SocketAddr::new(host, args.http.port),
         Duration::from_secs_f64(args.http.shutdown_timeout.max(0.0)),
         "router",
-        app::stop_signal(),
+        stop,
     )
     .await
 }

@@ -18,7 +18,8 @@ use crate::api::{self, AppState};
 use crate::rag::embedder::EmbedderArgs;
 use crate::rag::RagArgs;
 use crate::worker::{
-    self, KvMetrics, Leases, NotificationListener, Role, TransportLoader, WorkerState,
+    self, KvMetrics, Leases, NotificationListener, RequestMetrics, Role, TransportLoader,
+    WorkerState,
 };
 
 #[derive(clap::Args, Debug, Clone)]
@@ -137,19 +138,22 @@ pub fn run_on(args: WorkerArgs, default_host: IpAddr) -> anyhow::Result<()> {
         arena: arena_info,
         agent_metadata: agent.as_ref().map(|a| Arc::from(a.metadata())),
         leases,
+        requests: Arc::new(RequestMetrics::new(&metrics)),
         token: args
             .internal_token
             .clone()
             .filter(|t| !t.is_empty())
             .map(Arc::from),
     };
-    let state = AppState::with_metrics(
+    let mut state = AppState::with_metrics(
         info,
         metrics,
         Arc::new(engine.clone()),
         args.http.max_waiting,
-        app::api_key(&args.http),
+        app::api_key(&args.http)?,
     );
+    state.max_body_bytes = args.http.max_request_body;
+    state.log_prompts = args.http.log_prompts;
     let state = match args.role {
         Role::Both => {
             let state = app::with_embedder(state, &args.embedder)?;
@@ -157,8 +161,20 @@ pub fn run_on(args: WorkerArgs, default_host: IpAddr) -> anyhow::Result<()> {
         }
         Role::Prefill | Role::Decode => state,
     };
-    let router = api::router(state.clone()).merge(worker::routes(ws));
     let host = args.http.host.unwrap_or(default_host);
+    // The internal API hands out KV blocks and runs requests unmetered: on
+    // an address other machines reach, only behind the shared token.
+    let router = if ws.token.is_some() || host.is_loopback() {
+        api::router(state.clone()).merge(worker::routes(ws))
+    } else {
+        tracing::warn!(
+            %host,
+            "no --internal-token (TANDEM_INTERNAL_TOKEN): the internal worker API is not served \
+             on this address, so no router can use this worker; set a token shared with the \
+             router, or bind 127.0.0.1"
+        );
+        api::router(state.clone())
+    };
     let what = format!("{} worker", args.role.name());
     let result = rt.block_on(app::listen(
         router,

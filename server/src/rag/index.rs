@@ -45,6 +45,7 @@ impl ChunkRec {
 }
 
 /// A chunk of a document to add, with its embedding.
+#[derive(Clone, Debug, PartialEq)]
 pub struct NewChunk {
     pub start_byte: usize,
     pub text: String,

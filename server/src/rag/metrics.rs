@@ -193,6 +193,18 @@ impl RagMetrics {
             "rag_hybrid_retrieve_latency_seconds",
             "End-to-end latency of hybrid retrieve (dense+sparse encode, query, fusion)".into(),
         );
+        m.describe_c(
+            "rag_wal_bytes_written_total",
+            "Bytes appended to the indexes' write-ahead logs (tandem)".into(),
+        );
+        m.describe_c(
+            "rag_wal_fsyncs_total",
+            "fsyncs of the indexes' write-ahead logs, one per acknowledged write (tandem)".into(),
+        );
+        m.describe_c(
+            "rag_wal_compactions_total",
+            "Snapshots written to empty a write-ahead log (tandem)".into(),
+        );
         m
     }
 
@@ -220,10 +232,25 @@ impl RagMetrics {
     }
 
     fn counter(&self, name: &'static str, labels: &[(&'static str, &'static str)]) {
+        self.counter_by(name, labels, 1);
+    }
+
+    fn counter_by(&self, name: &'static str, labels: &[(&'static str, &'static str)], n: u64) {
         let labels: Vec<Label> = labels.iter().map(|&(k, v)| Label::new(k, v)).collect();
         self.recorder
             .register_counter(&Key::from_parts(name, labels), &META)
-            .increment(1);
+            .increment(n);
+    }
+
+    /// One fsynced append of `bytes` to a write-ahead log.
+    pub fn on_wal_append(&self, bytes: u64) {
+        self.counter_by("rag_wal_bytes_written_total", &[], bytes);
+        self.counter("rag_wal_fsyncs_total", &[]);
+    }
+
+    /// A snapshot that let a write-ahead log start over.
+    pub fn on_wal_compaction(&self) {
+        self.counter("rag_wal_compactions_total", &[]);
     }
 
     /// One API call: `rag_<route>_requests_total` and `_latency_seconds`.
@@ -279,6 +306,8 @@ mod tests {
         m.on_route(Route::Retrieve, true, 0.01);
         m.on_route(Route::DeleteIndex, false, 0.5);
         m.on_retrieve(&[0.5, 0.9], 0.002);
+        m.on_wal_append(100);
+        m.on_wal_append(28);
         let text = m.render();
         for needle in [
             "rag_indexes_retrieve_requests_total{status=\"success\"} 1",
@@ -286,6 +315,8 @@ mod tests {
             "rag_indexes_retrieve_latency_seconds_bucket{status=\"success\",le=\"0.025\"} 1",
             "rag_retrieve_result_count_sum 2",
             "rag_hybrid_search_mode_total{search_mode=\"hybrid\"} 1",
+            "rag_wal_bytes_written_total 128",
+            "rag_wal_fsyncs_total 2",
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
         }

@@ -11,6 +11,10 @@
 //! The BM25 and HNSW structures are derived data, rebuilt on load, so the
 //! format does not depend on either crate's own serialisation.
 //!
+//! Each snapshot gets a random `snapshot_id` (absent, read as 0, in those
+//! written before it existed): the index's write-ahead log names the
+//! snapshot it continues (`wal.rs`).
+//!
 //! Writing goes to a temporary sibling directory; every file and the
 //! directory are fsynced; then it is swapped with the old copy in one
 //! `renameat2(RENAME_EXCHANGE)` (or, where the filesystem lacks it, two
@@ -45,6 +49,9 @@ pub struct Manifest {
     pub num_chunks: usize,
     pub documents_sha256: String,
     pub vectors_sha256: String,
+    /// Which write-ahead log continues this snapshot (see `wal.rs`).
+    #[serde(default)]
+    pub snapshot_id: u64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -72,18 +79,51 @@ pub fn is_index_dir(dir: &Path) -> bool {
     dir.join(MANIFEST).is_file()
 }
 
-/// Writes `index` to `target` atomically (see the module docs).
-pub fn persist(index: &Index, name: &str, model: &str, target: &Path) -> Result<(), RagError> {
+/// Writes `index` to `target` atomically (see the module docs) under a
+/// fresh snapshot id, which it returns.
+pub fn persist(index: &Index, name: &str, model: &str, target: &Path) -> Result<u64, RagError> {
+    let id = new_snapshot_id();
+    persist_as(index, name, model, target, id).map(|_| id)
+}
+
+/// A random snapshot id, never 0 (0 means "no snapshot").
+pub fn new_snapshot_id() -> u64 {
+    rand::random::<u64>() | 1
+}
+
+/// [`persist`] under a given snapshot id.
+pub fn persist_as(
+    index: &Index,
+    name: &str,
+    model: &str,
+    target: &Path,
+    snapshot_id: u64,
+) -> Result<(), RagError> {
     if target.exists() && !is_index_dir(target) {
         return Err(RagError::BadRequest(format!(
             "{} exists and is not a persisted index; choose another path",
             target.display()
         )));
     }
-    write_atomically(target, |tmp| write_files(index, name, model, tmp))
+    write_atomically(target, |tmp| {
+        write_files(index, name, model, tmp, snapshot_id)
+    })
 }
 
-fn write_files(index: &Index, name: &str, model: &str, dir: &Path) -> std::io::Result<()> {
+/// The snapshot id in `dir`'s manifest; `None` if it has none readable.
+pub fn snapshot_id(dir: &Path) -> Option<u64> {
+    let bytes = fs::read(dir.join(MANIFEST)).ok()?;
+    let manifest: Manifest = serde_json::from_slice(&bytes).ok()?;
+    Some(manifest.snapshot_id)
+}
+
+fn write_files(
+    index: &Index,
+    name: &str,
+    model: &str,
+    dir: &Path,
+    snapshot_id: u64,
+) -> std::io::Result<()> {
     let mut docs = HashingWriter::create(&dir.join(DOCUMENTS))?;
     let mut vecs = HashingWriter::create(&dir.join(VECTORS))?;
     let (mut num_documents, mut num_chunks) = (0, 0);
@@ -120,6 +160,7 @@ fn write_files(index: &Index, name: &str, model: &str, dir: &Path) -> std::io::R
         num_chunks,
         documents_sha256: docs.finish()?,
         vectors_sha256: vecs.finish()?,
+        snapshot_id,
     };
     let mut m = File::create(dir.join(MANIFEST))?;
     serde_json::to_writer_pretty(&mut m, &manifest)?;
@@ -285,6 +326,37 @@ fn remove_stale_siblings(parent: &Path, name: &str) {
             }
         }
     }
+}
+
+/// Removes the index at `target` and any copy a kill left beside it: the
+/// directory is first renamed to a temporary name (which the next persist
+/// to `target` clears away if a kill interrupts the removal), so a kill
+/// never leaves a half-removed index that load would trip on.
+pub fn remove(target: &Path) -> Result<(), RagError> {
+    let (Some(parent), Some(name)) = (target.parent(), target.file_name()) else {
+        return Ok(());
+    };
+    let name = name.to_string_lossy().into_owned();
+    let mut doomed: Vec<PathBuf> = Vec::new();
+    if target.exists() {
+        let tmp = parent.join(format!(
+            ".{name}.tmp-{}-{:x}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        fs::rename(target, &tmp)?;
+        doomed.push(tmp);
+    }
+    while let Some(old) = orphaned_copy(target) {
+        let tmp = parent.join(format!(".{name}.tmp-old-{:x}", rand::random::<u32>()));
+        fs::rename(old, &tmp)?;
+        doomed.push(tmp);
+    }
+    sync_dir(parent)?;
+    for d in doomed {
+        fs::remove_dir_all(d)?;
+    }
+    Ok(())
 }
 
 /// Where an index that a kill caught between two renames was left, if so.

@@ -1,23 +1,32 @@
 //! The indexes of one server and every operation on them, for the HTTP
 //! routes, chat completions and the shutdown hook. Embedding (async, on the
 //! embedder) happens before any lock is taken; the locks only cover memory
-//! work, and disk work and token counting run on blocking threads.
+//! work, and disk work (the write-ahead log's fsyncs included) and token
+//! counting run on blocking threads.
+//!
+//! Locks, always taken in this order: `lifecycle` (creating, deleting or
+//! loading an index), an index's log lock (every write), its index lock;
+//! the name map's lock is taken last and never held while waiting for
+//! another.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
 use indexmap::IndexMap;
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 
+use super::durable::{Entry, Store};
 use super::embedder::Embedder;
 use super::error::RagError;
-use super::index::{content_hash, doc_id_of, Hit, Index, NewChunk};
+use super::index::{content_hash, doc_id_of, Hit, NewChunk};
 use super::metrics::RagMetrics;
 use super::paths::{canonical_root, resolve_index_dir, validate_index_name};
 use super::persist;
 use super::splitter::{self, SplitConfig};
 use super::types::{DeleteDocumentResponse, Document, Metadata, UpdateDocumentResponse};
+use super::wal::{DocRecord, Record};
 
 /// Where the retrieved chunks go in a RAG chat prompt.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -37,25 +46,48 @@ pub struct ChatSettings {
     pub min_similarity: f32,
 }
 
-type Shared = Arc<RwLock<Index>>;
+type Shared = Arc<Entry>;
 
 pub struct RagService {
     embedder: Arc<dyn Embedder>,
     storage_root: PathBuf,
     indexes: RwLock<IndexMap<String, Shared>>,
+    /// Held while an index is created, deleted or replaced by a load.
+    lifecycle: Mutex<()>,
+    store: Store,
     pub metrics: RagMetrics,
     pub chat: ChatSettings,
 }
 
 impl RagService {
     pub fn new(embedder: Arc<dyn Embedder>, storage_root: PathBuf, chat: ChatSettings) -> Self {
+        let store = Store::new(
+            storage_root.clone(),
+            embedder.model_name(),
+            embedder.dimension(),
+            true,
+        );
         RagService {
             embedder,
             storage_root,
             indexes: RwLock::new(IndexMap::new()),
+            lifecycle: Mutex::new(()),
+            store,
             metrics: RagMetrics::new(),
             chat,
         }
+    }
+
+    /// `--rag-wal false`: no write-ahead log (writes live in memory until
+    /// a persist, as before the log existed).
+    pub fn with_wal(mut self, on: bool) -> Self {
+        self.store = Store::new(
+            self.storage_root.clone(),
+            self.embedder.model_name(),
+            self.embedder.dimension(),
+            on,
+        );
+        self
     }
 
     pub fn storage_root(&self) -> &Path {
@@ -124,10 +156,72 @@ impl RagService {
             .collect())
     }
 
+    /// A document with its chunks embedded, ready to log and apply.
+    async fn prepare(&self, doc_id: String, d: Document) -> Result<DocRecord, RagError> {
+        let chunks = self.chunk_and_embed(&d.text, &d.metadata).await?;
+        Ok(DocRecord {
+            doc_id,
+            text: d.text,
+            metadata: d.metadata,
+            chunks,
+        })
+    }
+
+    /// The live index `name`, created (empty) if there is none.
+    fn entry_or_create(&self, name: &str) -> Result<Shared, RagError> {
+        if let Some(e) = self.indexes.read().get(name) {
+            return Ok(e.clone());
+        }
+        let _life = self.lifecycle.lock();
+        if let Some(e) = self.indexes.read().get(name) {
+            return Ok(e.clone());
+        }
+        let entry = Arc::new(self.store.create(name)?);
+        self.indexes.write().insert(name.to_string(), entry.clone());
+        Ok(entry)
+    }
+
+    /// Logs and applies a write (blocking: the log is fsynced), creating
+    /// the index if `create`, else 404 without it. An index deleted or
+    /// replaced meanwhile is looked up again.
+    fn write(&self, name: &str, record: Record, create: bool) -> Result<Vec<bool>, RagError> {
+        loop {
+            let entry = match create {
+                true => self.entry_or_create(name)?,
+                false => self.get(name)?,
+            };
+            let mut log = entry.lock_log();
+            if log.is_detached() {
+                continue;
+            }
+            return self.store.commit(&entry, &mut log, record, &self.metrics);
+        }
+    }
+
+    /// [`Self::write`] on a blocking thread, timed as store operation
+    /// `op` if given (KAITO's operations are insert, query and delete).
+    async fn write_blocking(
+        self: &Arc<Self>,
+        name: &str,
+        record: Record,
+        create: bool,
+        op: Option<&'static str>,
+    ) -> Result<Vec<bool>, RagError> {
+        let (this, name) = (self.clone(), name.to_string());
+        let start = Instant::now();
+        let result = run_blocking(move || this.write(&name, record, create)).await;
+        if let Some(op) = op {
+            self.metrics
+                .on_store_op(op, result.is_ok(), start.elapsed().as_secs_f64());
+        }
+        result
+    }
+
     /// `POST /index`: adds the documents not yet in the index (by text
-    /// hash), creating the index on first use. An empty list creates nothing.
+    /// hash), creating the index on first use. An empty list creates
+    /// nothing. Answers once the new documents are in the log.
     pub async fn index_documents(
-        &self,
+        self: &Arc<Self>,
         name: &str,
         docs: Vec<Document>,
     ) -> Result<Vec<Document>, RagError> {
@@ -142,7 +236,7 @@ impl RagService {
             let doc_id = doc_id_of(&d.text);
             let known = existing
                 .as_ref()
-                .is_some_and(|ix| ix.read().contains(&doc_id));
+                .is_some_and(|e| e.index.read().contains(&doc_id));
             if !known && !new.iter().any(|(id, _): &(String, Document)| *id == doc_id) {
                 new.push((doc_id.clone(), d.clone()));
             }
@@ -153,26 +247,15 @@ impl RagService {
                 ..d
             });
         }
+        if new.is_empty() {
+            return Ok(out);
+        }
         let mut prepared = Vec::with_capacity(new.len());
         for (id, d) in new {
-            let chunks = self.chunk_and_embed(&d.text, &d.metadata).await?;
-            prepared.push((id, d, chunks));
+            prepared.push(self.prepare(id, d).await?);
         }
-        let shared = {
-            let mut map = self.indexes.write();
-            map.entry(name.to_string())
-                .or_insert_with(|| Arc::new(RwLock::new(Index::new(self.embedder.dimension()))))
-                .clone()
-        };
-        let start = Instant::now();
-        let mut ix = shared.write();
-        for (id, d, chunks) in prepared {
-            if !ix.contains(&id) {
-                ix.put(&id, d.text, d.metadata, chunks);
-            }
-        }
-        self.metrics
-            .on_store_op("insert", true, start.elapsed().as_secs_f64());
+        self.write_blocking(name, Record::Insert(prepared), true, Some("insert"))
+            .await?;
         Ok(out)
     }
 
@@ -184,22 +267,22 @@ impl RagService {
         max_text_length: Option<usize>,
         filter: Option<&Metadata>,
     ) -> Result<(Vec<Document>, usize), RagError> {
-        let ix = self.get(name)?;
-        let ix = ix.read();
+        let entry = self.get(name)?;
+        let ix = entry.index.read();
         Ok(ix.list(offset, limit, max_text_length, filter))
     }
 
     /// `POST /indexes/{name}/documents`: new text or metadata for known ids.
     pub async fn update_documents(
-        &self,
+        self: &Arc<Self>,
         name: &str,
         docs: Vec<Document>,
     ) -> Result<UpdateDocumentResponse, RagError> {
-        let shared = self.get(name)?;
+        let entry = self.get(name)?;
         let mut resp = UpdateDocumentResponse::default();
         let mut changed = Vec::new();
         {
-            let ix = shared.read();
+            let ix = entry.index.read();
             for d in docs {
                 match ix.get(&d.doc_id) {
                     None => resp.not_found_documents.push(d),
@@ -210,47 +293,59 @@ impl RagService {
                 }
             }
         }
-        for d in changed {
-            let chunks = self.chunk_and_embed(&d.text, &d.metadata).await?;
-            let mut ix = shared.write();
-            if ix.contains(&d.doc_id) {
-                ix.put(&d.doc_id, d.text.clone(), d.metadata.clone(), chunks);
-                resp.updated_documents.push(d);
-            } else {
-                resp.not_found_documents.push(d);
+        if changed.is_empty() {
+            return Ok(resp);
+        }
+        let mut prepared = Vec::with_capacity(changed.len());
+        for d in &changed {
+            prepared.push(self.prepare(d.doc_id.clone(), d.clone()).await?);
+        }
+        let applied = self
+            .write_blocking(name, Record::Update(prepared), false, None)
+            .await?;
+        for (d, ok) in changed.into_iter().zip(applied) {
+            match ok {
+                true => resp.updated_documents.push(d),
+                false => resp.not_found_documents.push(d),
             }
         }
         Ok(resp)
     }
 
-    pub fn delete_documents(
-        &self,
+    /// `POST /indexes/{name}/documents/delete`.
+    pub async fn delete_documents(
+        self: &Arc<Self>,
         name: &str,
         ids: Vec<String>,
     ) -> Result<DeleteDocumentResponse, RagError> {
-        let shared = self.get(name)?;
-        let start = Instant::now();
-        let mut ix = shared.write();
+        self.get(name)?;
+        let deleted = self
+            .write_blocking(name, Record::Delete(ids.clone()), false, Some("delete"))
+            .await?;
         let mut resp = DeleteDocumentResponse::default();
-        for id in ids {
-            if ix.remove(&id) {
-                resp.deleted_doc_ids.push(id);
-            } else {
-                resp.not_found_doc_ids.push(id);
+        for (id, ok) in ids.into_iter().zip(deleted) {
+            match ok {
+                true => resp.deleted_doc_ids.push(id),
+                false => resp.not_found_doc_ids.push(id),
             }
         }
-        self.metrics
-            .on_store_op("delete", true, start.elapsed().as_secs_f64());
         Ok(resp)
     }
 
-    pub fn delete_index(&self, name: &str) -> Result<(), RagError> {
+    /// `DELETE /indexes/{name}`: with the log on, its stored copy under
+    /// `<storage>/<name>` goes too, so it stays deleted after a restart.
+    pub async fn delete_index(self: &Arc<Self>, name: &str) -> Result<(), RagError> {
         validate_index_name(name)?;
-        self.indexes
-            .write()
-            .shift_remove(name)
-            .map(|_| ())
-            .ok_or_else(|| RagError::IndexNotFound(name.to_string()))
+        let (this, name) = (self.clone(), name.to_string());
+        run_blocking(move || {
+            let _life = this.lifecycle.lock();
+            let entry = this.get(&name)?;
+            let mut log = entry.lock_log();
+            this.store.drop_index(&entry, &mut log)?;
+            this.indexes.write().shift_remove(&name);
+            Ok(())
+        })
+        .await
     }
 
     /// Hybrid retrieval of the `k` best chunks.
@@ -261,7 +356,7 @@ impl RagService {
         k: usize,
         filter: Option<&Metadata>,
     ) -> Result<Vec<Hit>, RagError> {
-        let shared = self.get(name)?;
+        let entry = self.get(name)?;
         if query.trim().is_empty() {
             return Err(RagError::BadRequest("Query string cannot be empty.".into()));
         }
@@ -272,7 +367,7 @@ impl RagService {
             .pop()
             .unwrap_or_default();
         let search_start = Instant::now();
-        let hits = shared.read().retrieve(query, &vector, k, filter);
+        let hits = entry.index.read().retrieve(query, &vector, k, filter);
         self.metrics
             .on_store_op("query", true, search_start.elapsed().as_secs_f64());
         let scores: Vec<f32> = hits.iter().map(|h| h.fused.score).collect();
@@ -281,25 +376,62 @@ impl RagService {
         Ok(hits)
     }
 
-    /// `POST /persist/{name}`: returns the directory written.
+    /// `POST /persist/{name}`: returns the directory written. To the
+    /// default `<storage>/<name>` it is a compaction (the log starts over).
     pub async fn persist(
         self: &Arc<Self>,
         name: &str,
         path: Option<&str>,
     ) -> Result<PathBuf, RagError> {
-        let shared = self.get(name)?;
+        let entry = self.get(name)?;
         let target = resolve_index_dir(&self.storage_root, name, path)?;
-        let this = self.clone();
-        let (name, dir) = (name.to_string(), target.clone());
+        let to_default = target == self.store.index_dir(name)?;
+        if !to_default {
+            self.refuse_other_index_home(name, &target)?;
+        }
+        let (this, dir) = (self.clone(), target.clone());
         run_blocking(move || {
-            let ix = shared.read();
-            persist::persist(&ix, &name, this.embedder.model_name(), &dir)
+            if to_default {
+                let mut log = entry.lock_log();
+                if log.is_detached() {
+                    return Err(RagError::IndexNotFound(entry.name.clone()));
+                }
+                return this.store.compact(&entry, &mut log, &this.metrics);
+            }
+            let ix = entry.index.read();
+            persist::persist(&ix, &entry.name, this.embedder.model_name(), &dir).map(|_| ())
         })
         .await?;
         Ok(target)
     }
 
+    /// With the log on, `<storage>/<other>` is where index `other` lives
+    /// (or its log's snapshot): persisting another index there would
+    /// orphan its log.
+    fn refuse_other_index_home(&self, name: &str, target: &Path) -> Result<(), RagError> {
+        if !self.store.wal_enabled()
+            || target.parent() != Some(&canonical_root(&self.storage_root)?)
+        {
+            return Ok(());
+        }
+        let other = target.file_name().unwrap_or_default().to_string_lossy();
+        let taken = validate_index_name(&other).is_ok()
+            && other != name
+            && (self.indexes.read().contains_key(other.as_ref())
+                || self.store.wal_path(&other)?.exists());
+        match taken {
+            true => Err(RagError::BadRequest(format!(
+                "{} is where index {other:?} is stored; persist to another path",
+                target.display()
+            ))),
+            false => Ok(()),
+        }
+    }
+
     /// `POST /load/{name}`: 409 if the index exists and `overwrite` is off.
+    /// From the default `<storage>/<name>`, the snapshot with its log
+    /// replayed; from elsewhere, the copy there, which then becomes what is
+    /// stored under the name.
     pub async fn load(
         self: &Arc<Self>,
         name: &str,
@@ -308,76 +440,105 @@ impl RagService {
     ) -> Result<PathBuf, RagError> {
         validate_index_name(name)?;
         let mut dir = resolve_index_dir(&self.storage_root, name, path)?;
-        if !dir.exists() {
-            match persist::orphaned_copy(&dir) {
-                Some(old) => dir = old,
-                None => return Err(RagError::PathNotFound(path.unwrap_or(name).to_string())),
-            }
+        let from_default = dir == self.store.index_dir(name)?;
+        let missing = || RagError::PathNotFound(path.unwrap_or(name).to_string());
+        if !from_default && !dir.exists() {
+            dir = persist::orphaned_copy(&dir).ok_or_else(missing)?;
         }
         if !overwrite && self.indexes.read().contains_key(name) {
             return Err(RagError::IndexExists(name.to_string()));
         }
-        let (model, dim) = (
-            self.embedder.model_name().to_string(),
-            self.embedder.dimension(),
-        );
-        let src = dir.clone();
-        let loaded = run_blocking(move || persist::load(&src, &model, dim)).await?;
-        let mut map = self.indexes.write();
-        if !overwrite && map.contains_key(name) {
-            return Err(RagError::IndexExists(name.to_string()));
-        }
-        map.insert(name.to_string(), Arc::new(RwLock::new(loaded.index)));
+        let (this, src, name, missing) = (self.clone(), dir.clone(), name.to_string(), missing());
+        run_blocking(move || this.load_blocking(&name, &src, from_default, overwrite, missing))
+            .await?;
         Ok(dir)
     }
 
-    /// SIGTERM: every index to `<storage>/<name>` (KAITO's prestop hook).
-    /// Returns how many were written; failures are logged and skipped.
+    fn load_blocking(
+        &self,
+        name: &str,
+        src: &Path,
+        from_default: bool,
+        overwrite: bool,
+        missing: RagError,
+    ) -> Result<(), RagError> {
+        let _life = self.lifecycle.lock();
+        let old = self.indexes.read().get(name).cloned();
+        if old.is_some() && !overwrite {
+            return Err(RagError::IndexExists(name.to_string()));
+        }
+        // Writes to the old index wait until it is replaced, then go to
+        // the new one.
+        let mut old_log = old.as_ref().map(|e| e.lock_log());
+        let entry = if from_default {
+            self.store.open(name)?.ok_or(missing)?.0
+        } else {
+            let loaded = persist::load(src, self.embedder.model_name(), self.embedder.dimension())?;
+            self.store.adopt(name, loaded.index, &self.metrics)?
+        };
+        if let Some(log) = old_log.as_mut() {
+            log.detach();
+        }
+        self.indexes
+            .write()
+            .insert(name.to_string(), Arc::new(entry));
+        Ok(())
+    }
+
+    /// SIGTERM: every index to `<storage>/<name>` (KAITO's prestop hook),
+    /// emptying its log. Returns how many were written; failures are
+    /// logged and skipped.
     pub fn persist_all(&self) -> usize {
-        let map = self.indexes.read();
+        let entries: Vec<Shared> = self.indexes.read().values().cloned().collect();
         let mut written = 0;
-        for (name, shared) in map.iter() {
-            let result = resolve_index_dir(&self.storage_root, name, None).and_then(|dir| {
-                let ix = shared.read();
-                persist::persist(&ix, name, self.embedder.model_name(), &dir)
-            });
-            match result {
+        for entry in entries {
+            let mut log = entry.lock_log();
+            if log.is_detached() {
+                continue;
+            }
+            match self.store.compact(&entry, &mut log, &self.metrics) {
                 Ok(()) => written += 1,
                 Err(e) => {
-                    tracing::error!(index = %name, error = %e, "could not persist the index at shutdown")
+                    tracing::error!(index = %entry.name, error = %e, "could not persist the index at shutdown")
                 }
             }
         }
         written
     }
 
-    /// `--rag-load-on-start`: every index directory under the storage root.
+    /// `--rag-load-on-start`: every index stored under the storage root (a
+    /// snapshot directory, a log, or both), its log replayed.
     pub fn load_all(&self) -> Result<usize, RagError> {
         let root = canonical_root(&self.storage_root)?;
-        let mut loaded = 0;
+        let mut names = BTreeSet::new();
         for entry in std::fs::read_dir(&root)?.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if validate_index_name(&name).is_err() || !persist::is_index_dir(&entry.path()) {
-                continue;
+            let file = entry.file_name().to_string_lossy().into_owned();
+            let (name, stored) = match file.strip_suffix(".wal") {
+                Some(stem) => (stem.to_string(), self.store.wal_enabled()),
+                None => (file.clone(), persist::is_index_dir(&entry.path())),
+            };
+            if stored && validate_index_name(&name).is_ok() {
+                names.insert(name);
             }
-            match persist::load(
-                &entry.path(),
-                self.embedder.model_name(),
-                self.embedder.dimension(),
-            ) {
-                Ok(l) => {
+        }
+        let _life = self.lifecycle.lock();
+        let mut loaded = 0;
+        for name in names {
+            match self.store.open(&name) {
+                Ok(Some((entry, replayed))) => {
+                    let ix = entry.index.read();
                     tracing::info!(
                         index = %name,
-                        documents = l.index.num_docs(),
-                        chunks = l.index.num_chunks(),
-                        format_version = l.manifest.version,
+                        documents = ix.num_docs(),
+                        chunks = ix.num_chunks(),
+                        log_records = replayed,
                         "loaded a stored RAG index"
                     );
-                    self.indexes
-                        .write()
-                        .insert(name, Arc::new(RwLock::new(l.index)));
+                    drop(ix);
+                    self.indexes.write().insert(name, Arc::new(entry));
                     loaded += 1;
                 }
+                Ok(None) => {}
                 Err(e) => {
                     tracing::error!(index = %name, error = %e, "could not load the index at start")
                 }
@@ -399,3 +560,7 @@ async fn run_blocking<T: Send + 'static>(
 #[cfg(test)]
 #[path = "service_tests.rs"]
 pub(crate) mod tests;
+
+#[cfg(test)]
+#[path = "durable_tests.rs"]
+mod durable_tests;

@@ -26,6 +26,11 @@ pub struct RagArgs {
     /// persisted there on SIGTERM).
     #[arg(long)]
     pub rag_load_on_start: bool,
+    /// Log every index write to `<storage dir>/<name>.wal` and fsync it
+    /// before answering, so acknowledged writes survive a crash (false:
+    /// writes reach disk only on /persist and at shutdown).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub rag_wal: bool,
     /// Chunks less cosine-similar to the question are left out of RAG chats.
     #[arg(long, default_value_t = DEFAULT_MIN_SIMILARITY)]
     pub rag_min_similarity: f32,
@@ -52,11 +57,9 @@ pub fn start(
         prompt_order: args.rag_prompt_order,
         min_similarity: args.rag_min_similarity,
     };
-    let rag = Arc::new(RagService::new(
-        embedder,
-        args.rag_storage_dir.clone(),
-        chat,
-    ));
+    let rag = Arc::new(
+        RagService::new(embedder, args.rag_storage_dir.clone(), chat).with_wal(args.rag_wal),
+    );
     if args.rag_load_on_start {
         let n = rag.load_all().context("loading the stored RAG indexes")?;
         tracing::info!(indexes = n, dir = %args.rag_storage_dir.display(), "loaded RAG indexes");

@@ -56,6 +56,9 @@ pub fn run(router: Arc<RouterInner>, req: ServingRequest) -> TokenStream {
             yield Err(no_workers("decode"));
             return;
         };
+        // In flight on its decode worker from the decision on, not from the
+        // end of its prefill: requests routed meanwhile see it in the queue.
+        let mut held = Some(decode.assign());
         let uncached = prompt
             .len()
             .saturating_sub(score.overlap_blocks * router.block_size);
@@ -125,7 +128,8 @@ pub fn run(router: Arc<RouterInner>, req: ServingRequest) -> TokenStream {
                 },
             };
             tried_decode.push(worker.url.clone());
-            let assignment = worker.assign();
+            // The first try is the worker chosen above, already counted.
+            let assignment = held.take().unwrap_or_else(|| worker.assign());
             let call = match &handoff {
                 Some(p) => {
                     let body = DecodeRequest { request: req.clone(), output_tokens: p.output_tokens.clone(), kv: p.kv.clone() };

@@ -119,17 +119,22 @@ pub struct Seed {
 }
 
 pub struct WorkerPool {
-    seeds: Vec<Seed>,
+    /// Changes only when `tandem serve` restarts a worker on a new port.
+    seeds: RwLock<Vec<Seed>>,
     workers: RwLock<Vec<Arc<Worker>>>,
     client: WorkerClient,
+    /// One discovery pass at a time, so a pass that resolved the seeds
+    /// before a [`replace`](Self::replace) cannot undo it.
+    discovering: tokio::sync::Mutex<()>,
 }
 
 impl WorkerPool {
     pub fn new(seeds: Vec<Seed>, client: WorkerClient) -> Arc<Self> {
         Arc::new(WorkerPool {
-            seeds,
+            seeds: RwLock::new(seeds),
             workers: RwLock::new(Vec::new()),
             client,
+            discovering: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -153,7 +158,27 @@ impl WorkerPool {
     }
 
     pub fn has_role(&self, role: Role) -> bool {
-        self.seeds.iter().any(|s| s.role == role)
+        self.seeds.read().iter().any(|s| s.role == role)
+    }
+
+    /// Takes the worker at `url` out of routing now (its process exited);
+    /// calls in flight to it fail on their own.
+    pub fn mark_down(&self, url: &str) {
+        for w in self.workers().iter().filter(|w| w.url == url) {
+            w.mark_failed();
+        }
+    }
+
+    /// The worker that answered at `old` now answers at `new` (`tandem
+    /// serve` restarted it on another port): follows `new` at once and
+    /// drops `old`. A new address is a new [`Worker`], so nothing learnt
+    /// about the dead process (its cached blocks, its KV leases, whose ids
+    /// the new process reuses) is ever sent to the new one.
+    pub async fn replace(self: &Arc<Self>, old: &str, new: &str) {
+        for seed in self.seeds.write().iter_mut().filter(|s| s.url == old) {
+            seed.url = new.to_string();
+        }
+        self.discover().await;
     }
 
     /// Resolves the seeds now and then every `every`, polling and following
@@ -172,7 +197,7 @@ impl WorkerPool {
     pub async fn wait_ready(&self, timeout: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let ready = self.seeds.iter().all(|s| {
+            let ready = self.seeds.read().iter().all(|s| {
                 self.workers()
                     .iter()
                     .any(|w| w.role == s.role && w.is_healthy())
@@ -188,8 +213,10 @@ impl WorkerPool {
     }
 
     async fn discover(self: &Arc<Self>) {
+        let _one_at_a_time = self.discovering.lock().await;
+        let seeds = self.seeds.read().clone();
         let mut found: Vec<(String, Role)> = Vec::new();
-        for seed in &self.seeds {
+        for seed in &seeds {
             match resolve(&seed.url).await {
                 Ok(urls) => found.extend(urls.into_iter().map(|u| (u, seed.role))),
                 Err(e) => {

@@ -1,4 +1,5 @@
-//! The worker's KV-transfer series, in the same registry as the API's.
+//! The worker's own series (KV transfer, internal requests), in the same
+//! registry as the API's.
 
 use metrics::{Counter, Histogram};
 
@@ -51,6 +52,33 @@ impl KvMetrics {
                 &[],
                 "Held prompt KV freed because nobody pulled it within --kv-lease-timeout.",
             ),
+        }
+    }
+}
+
+/// Requests the router sent here, by internal route. A P/D worker's
+/// requests bypass the OpenAI layer, so its `vllm:request_success_total`
+/// stays at zero; this is how many requests each worker took (what a
+/// load-balance check compares).
+pub struct RequestMetrics {
+    pub generate: Counter,
+    pub prefill: Counter,
+    pub decode: Counter,
+}
+
+impl RequestMetrics {
+    pub fn new(m: &Metrics) -> Self {
+        let route = |name| {
+            m.counter(
+                "tandem_worker_requests_total",
+                &[("route", name)],
+                "Internal requests this worker accepted, by route (generate, prefill, decode).",
+            )
+        };
+        RequestMetrics {
+            generate: route("generate"),
+            prefill: route("prefill"),
+            decode: route("decode"),
         }
     }
 }

@@ -16,7 +16,7 @@ use tandem_engine::runner::ArenaInfo;
 use tandem_engine::serving::EngineHandle;
 
 pub use leases::Leases;
-pub use metrics::KvMetrics;
+pub use metrics::{KvMetrics, RequestMetrics};
 pub use routes::routes;
 pub use transfer::{build_core_over_agent, start_agent, NotificationListener, TransportLoader};
 
@@ -53,8 +53,13 @@ pub struct WorkerState {
     /// every KV handle it gives out.
     pub agent_metadata: Option<Arc<[u8]>>,
     pub leases: Arc<Leases>,
+    /// Counts the requests each internal route accepted.
+    pub requests: Arc<RequestMetrics>,
     pub token: Option<Arc<str>>,
     /// True once the worker is shutting down: endless streams (KV events)
     /// end so the graceful drain does not wait on them.
     pub stopping: tokio::sync::watch::Receiver<bool>,
 }
+
+#[cfg(test)]
+mod fuzz_tests;

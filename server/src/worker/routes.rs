@@ -44,7 +44,7 @@ async fn require_token(
 ) -> Response {
     if let Some(token) = &state.token {
         let given = headers.get(TOKEN_HEADER).and_then(|v| v.to_str().ok());
-        if given != Some(token.as_ref()) {
+        if !given.is_some_and(|g| crate::api::auth::same_secret(g, token)) {
             return error(
                 StatusCode::UNAUTHORIZED,
                 &ServingError::Rejected(format!(
@@ -125,6 +125,7 @@ async fn generate(
     if let Err(refused) = precompile_guide(&state, &req).await {
         return refused;
     }
+    state.requests.generate.increment(1);
     ndjson(token_lines(Backend::generate(&state.engine, req)))
 }
 
@@ -167,6 +168,7 @@ async fn prefill(
     if let Err(refused) = precompile_guide(&state, &req).await {
         return refused;
     }
+    state.requests.prefill.increment(1);
     let mut stream = state.engine.add_request(req);
     let mut first = match stream.next().await {
         Some(Ok(out)) => out,
@@ -206,6 +208,7 @@ async fn decode(
     if let Err(refused) = precompile_guide(&state, &request).await {
         return refused;
     }
+    state.requests.decode.increment(1);
     ndjson(token_lines(Backend::generate(&state.engine, request)))
 }
 

@@ -26,6 +26,8 @@ use super::{router, AppState, ModelInfo};
 
 mod embeddings;
 mod errors;
+mod fuzz;
+mod limits;
 mod rag;
 mod streaming;
 mod tokenizing;
