@@ -9,6 +9,9 @@ source scripts/bootstrap.sh
 # TANDEM_CUDA_WHEELS=1 adds NVRTC and the CUDA headers for the CUDA check below.
 TANDEM_CUDA_WHEELS=1 source scripts/python_env.sh
 cargo fmt --all -- --check
+# Licenses and sources of every crate (offline); advisories where a tool
+# and the RustSec database are at hand, else a printed reason.
+python3 scripts/check_deps.py
 # The default build is CPU-only and must stay clean without any CUDA code.
 cargo clippy --workspace --all-targets -- -D warnings
 
