@@ -139,12 +139,19 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+/// One app for every case (building the demo tokenizer takes longer than
+/// a case).
+fn shared_app() -> axum::Router {
+    static APP: std::sync::OnceLock<axum::Router> = std::sync::OnceLock::new();
+    APP.get_or_init(|| app(Mode::Script, 1024, None).0).clone()
+}
+
 proptest! {
     #![proptest_config(cases(192))]
 
     #[test]
     fn chat_bodies_never_break_the_server(body in mutated(chat_base(), CHAT_KEYS)) {
-        let (app, _) = app(Mode::Script, 16, None);
+        let app = shared_app();
         runtime().block_on(check_openai_answer(&app, "/v1/chat/completions", Body::from(body.to_string())));
     }
 
@@ -152,13 +159,13 @@ proptest! {
     fn completion_bodies_never_break_the_server(
         body in mutated(completion_base(), &["prompt", "echo", "suffix", "best_of", "logprobs", "n", "stop", "max_tokens", "stream", "guided_regex", "response_format"]),
     ) {
-        let (app, _) = app(Mode::Script, 16, None);
+        let app = shared_app();
         runtime().block_on(check_openai_answer(&app, "/v1/completions", Body::from(body.to_string())));
     }
 
     #[test]
     fn arbitrary_bytes_are_client_errors(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
-        let (app, _) = app(Mode::Script, 16, None);
+        let app = shared_app();
         let rt = runtime();
         for path in ["/v1/chat/completions", "/v1/completions", "/tokenize"] {
             rt.block_on(check_openai_answer(&app, path, Body::from(bytes.clone())));
