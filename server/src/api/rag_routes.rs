@@ -29,6 +29,34 @@ use crate::rag::RagService;
 /// KAITO's `RAG_MAX_TOP_K`.
 pub const MAX_NODE_COUNT: i64 = 300;
 
+/// Most documents one `/index` or update request may carry.
+pub const MAX_DOCUMENTS_PER_REQUEST: usize = 1000;
+/// Longest document text, in bytes (it is chunked and embedded whole).
+pub const MAX_DOCUMENT_BYTES: usize = 4 << 20;
+
+/// A batch within [`MAX_DOCUMENTS_PER_REQUEST`] of texts within
+/// [`MAX_DOCUMENT_BYTES`]; the error names the limit and the value.
+fn check_batch(documents: &[crate::rag::types::Document]) -> Result<(), RagError> {
+    if documents.len() > MAX_DOCUMENTS_PER_REQUEST {
+        return Err(RagError::BadRequest(format!(
+            "documents has {} entries; at most {MAX_DOCUMENTS_PER_REQUEST} are allowed per \
+             request: send them in several requests",
+            documents.len()
+        )));
+    }
+    match documents
+        .iter()
+        .position(|d| d.text.len() > MAX_DOCUMENT_BYTES)
+    {
+        Some(i) => Err(RagError::BadRequest(format!(
+            "documents[{i}].text is {} bytes; a document is at most {MAX_DOCUMENT_BYTES} bytes: \
+             split it into several documents",
+            documents[i].text.len()
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// The RAG routes, or none when RAG is off.
 pub fn routes(state: &AppState) -> Router<AppState> {
     if state.rag.is_none() {
@@ -96,6 +124,7 @@ fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, RagError> {
 async fn index(State(state): State<AppState>, body: Bytes) -> Response {
     timed(&state, Route::Index, async {
         let req: IndexRequest = parse(&body)?;
+        check_batch(&req.documents)?;
         let svc = service(&state)?;
         Ok(Json(
             svc.index_documents(&req.index_name, req.documents).await?,
@@ -183,6 +212,7 @@ async fn update_documents(
 ) -> Response {
     timed(&state, Route::UpdateDocuments, async {
         let req: UpdateDocumentRequest = parse(&body)?;
+        check_batch(&req.documents)?;
         Ok(Json(
             service(&state)?
                 .update_documents(&name, req.documents)

@@ -90,3 +90,39 @@ async fn counts_and_lengths_are_capped_with_the_field_named() {
         assert!(message.contains(limit), "{param}: {message}");
     }
 }
+
+#[tokio::test]
+async fn rag_batches_and_documents_are_capped_with_the_limit_named() {
+    use crate::api::rag_routes::{MAX_DOCUMENTS_PER_REQUEST, MAX_DOCUMENT_BYTES};
+    let dir = tempfile::tempdir().unwrap();
+    let mut state = test_state(64).with_rag(crate::rag::service::tests::service(dir.path()));
+    state.max_body_bytes = 64 << 20;
+    let app = router(state);
+    let many: Vec<_> = (0..=MAX_DOCUMENTS_PER_REQUEST)
+        .map(|i| json!({"text": format!("doc {i}")}))
+        .collect();
+    let huge = json!([{"text": "x".repeat(MAX_DOCUMENT_BYTES + 1)}]);
+    for (path, body, limit) in [
+        (
+            "/index",
+            json!({"index_name": "kb", "documents": many}),
+            "1000",
+        ),
+        (
+            "/index",
+            json!({"index_name": "kb", "documents": huge}),
+            "4194304",
+        ),
+        (
+            "/indexes/kb/documents",
+            json!({"documents": huge}),
+            "4194304",
+        ),
+    ] {
+        let resp = send(&app, "POST", path, Some(body), None).await;
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{path}");
+        let v: serde_json::Value = serde_json::from_str(&text(resp).await).unwrap();
+        let detail = v["detail"].as_str().unwrap();
+        assert!(detail.contains(limit), "{detail}");
+    }
+}
