@@ -138,6 +138,22 @@ def server(model_dir):
 
 
 @pytest.fixture(scope="session")
+def pd_server(model_dir):
+    """P/D `tandem serve` that prefills every prompt on its prefill worker."""
+    s = Server(model_dir, "--pd-threshold", "0")
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="session")
+def colocated_server(model_dir):
+    """One engine doing both: what P/D output is compared with."""
+    s = Server(model_dir, "--colocated")
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="session")
 def guarded(model_dir):
     """A server with an API key, one sequence at a time and room for one waiting."""
     s = Server(model_dir, "--api-key", API_KEY, "--max-num-seqs", "1", "--max-waiting", "1")

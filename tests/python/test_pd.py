@@ -8,20 +8,6 @@ import pytest
 from conftest import MODEL, Server
 
 
-@pytest.fixture(scope="module")
-def pd_server(model_dir):
-    s = Server(model_dir, "--pd-threshold", "0")
-    yield s
-    s.stop()
-
-
-@pytest.fixture(scope="module")
-def colocated_server(model_dir):
-    s = Server(model_dir, "--colocated")
-    yield s
-    s.stop()
-
-
 def client(server):
     return openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0, timeout=60)
 

@@ -280,20 +280,6 @@ def test_unknown_response_format_type_is_400(client):
 
 # --- prefill/decode disaggregation ------------------------------------------
 
-@pytest.fixture(scope="module")
-def pd_server(model_dir):
-    s = Server(model_dir, "--pd-threshold", "0")
-    yield s
-    s.stop()
-
-
-@pytest.fixture(scope="module")
-def colocated_server(model_dir):
-    s = Server(model_dir, "--colocated")
-    yield s
-    s.stop()
-
-
 def guided_outputs(server, stream: bool) -> list[str]:
     """The same greedy guided requests (a json_schema chat, a regex
     completion); the prefill worker samples the first token under the

@@ -269,20 +269,6 @@ def test_required_with_a_response_format_is_400(client):
 
 # --- prefill/decode disaggregation ------------------------------------------
 
-@pytest.fixture(scope="module")
-def pd_server(model_dir):
-    s = Server(model_dir, "--pd-threshold", "0")
-    yield s
-    s.stop()
-
-
-@pytest.fixture(scope="module")
-def colocated_server(model_dir):
-    s = Server(model_dir, "--colocated")
-    yield s
-    s.stop()
-
-
 def named_call(server, stream: bool) -> list[tuple[str, str]]:
     """The greedy named call's (name, arguments); ids differ per request."""
     c = client_of(server)
