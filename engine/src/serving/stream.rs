@@ -62,9 +62,24 @@ impl RequestStream {
 impl Drop for RequestStream {
     /// A caller that stops listening (a client disconnect) aborts the
     /// request, which frees its KV blocks.
+    /// A prompt detached into a lease that was never read (the caller left
+    /// during its last prefill step) has its lease released here, or its
+    /// blocks would be held with no timer to free them.
     fn drop(&mut self) {
         if !self.done {
             let _ = self.commands.send(Command::Abort(self.id));
+        }
+        // No more sends from here: what the engine sends later fails, and
+        // the engine releases that lease itself.
+        self.rx.close();
+        while let Ok(item) = self.rx.try_recv() {
+            if let Ok(RequestOutput {
+                kv_handoff: Some(h),
+                ..
+            }) = item
+            {
+                let _ = self.commands.send(Command::ReleaseLease(h.lease));
+            }
         }
     }
 }

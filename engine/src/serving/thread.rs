@@ -225,6 +225,7 @@ impl EngineThread {
             let id = out.id;
             // Finished in the core, or detached into a lease.
             let core_finished = out.finished.is_some() || out.handoff.is_some();
+            let lease = out.handoff.as_ref().map(|h| h.lease);
             let Some(req) = self.live.get_mut(&id) else {
                 continue;
             };
@@ -245,6 +246,10 @@ impl EngineThread {
                 // Stop strings and vanished receivers end the request here.
                 if !core_finished {
                     self.core.finish(id, FinishReason::Abort);
+                }
+                // A lease nobody received would never expire: free it now.
+                if let (Some(lease), false) = (lease, delivered) {
+                    self.core.release_lease(lease);
                 }
                 self.live.remove(&id);
             }

@@ -136,10 +136,14 @@ impl TransportLoader {
 }
 
 impl LoaderInner {
-    fn peer(&self, metadata: &[u8]) -> Result<RemoteAgent, String> {
+    fn key(metadata: &[u8]) -> u64 {
         let mut h = DefaultHasher::new();
         metadata.hash(&mut h);
-        let key = h.finish();
+        h.finish()
+    }
+
+    fn peer(&self, metadata: &[u8]) -> Result<RemoteAgent, String> {
+        let key = Self::key(metadata);
         let mut peers = self.peers.lock();
         if let Some(p) = peers.get(&key) {
             return Ok(p.clone());
@@ -159,10 +163,15 @@ impl LoaderInner {
         let done = self
             .agent
             .read(&remote, &pairs, Some(&notify))
-            .map_err(|e| e.to_string())?
-            .wait()
-            .map_err(|e| e.to_string())?;
-        Ok(done.bytes)
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.wait().map_err(|e| e.to_string()));
+        if done.is_err() {
+            // A failed read (a timeout breaks the connection) must not
+            // disable every later pull from this worker: the next one
+            // connects again.
+            self.peers.lock().remove(&Self::key(&load.remote.agent));
+        }
+        Ok(done?.bytes)
     }
 }
 
