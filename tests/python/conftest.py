@@ -179,3 +179,17 @@ def client(server):
 def guarded_client(guarded):
     with openai.OpenAI(base_url=guarded.url + "/v1", api_key=API_KEY, max_retries=0, timeout=60) as c:
         yield c
+
+
+def print_figures(config, title: str, header: list[str], rows: list[list], footer: str):
+    """A scenario table as Markdown on the terminal, even under -q (the
+    chaos suites print their figures this way for docs/reliability.md)."""
+    lines = ["", f"{title} (copy into docs/reliability.md):", "",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    lines.append(footer)
+    reporter = config.pluginmanager.getplugin("terminalreporter")
+    capture = config.pluginmanager.getplugin("capturemanager")
+    with capture.global_and_fixture_disabled():
+        for line in lines:
+            reporter.write_line(line)

@@ -31,7 +31,7 @@ from pathlib import Path
 import openai
 import pytest
 
-from conftest import MODEL, Server
+from conftest import MODEL, Server, print_figures
 
 # Seconds one request may take, end to end, whatever happens to the workers.
 DEADLINE = 20.0
@@ -343,25 +343,21 @@ def print_table(config, rows: list[Row]):
     """The figures, as a Markdown table on the terminal (even under -q)."""
     if not rows:
         return
-    lines = ["", "chaos figures (copy into docs/reliability.md):", "",
-             "| scenario | sent | completed | closed by client | errored (by type) | lost | leaked KV blocks "
-             "| time to recover | worker growth threads/fds/RSS MiB | notes |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    table = []
     for r in rows:
         kinds = Counter(o.kind for o in r.outcomes)
         errors = Counter(o.detail for o in r.outcomes if o.kind == "error")
         err = ", ".join(f"{n} {t}" for t, n in errors.most_common()) or "0"
         rec = "–" if r.recover_s is None else f"{r.recover_s:.1f} s"
-        lines.append(f"| {r.scenario} | {len(r.outcomes)} | {kinds['completed']} | {kinds['closed']} | {err} "
-                     f"| {kinds['lost']} | {r.leaked_blocks} | {rec} | {r.growth} | {'; '.join(r.notes)} |")
-    lines.append(f"(growth: the largest over the workers alive since a warm-up, RSS without the shared-memory "
-                 f"KV arena; bounds per worker: threads +{MAX_THREADS}, fds +{MAX_FDS}, RSS +{MAX_RSS_MIB} MiB; "
-                 f"deadline {DEADLINE:.0f} s per request; KV lease {LEASE_S:.0f} s)")
-    reporter = config.pluginmanager.getplugin("terminalreporter")
-    capture = config.pluginmanager.getplugin("capturemanager")
-    with capture.global_and_fixture_disabled():
-        for line in lines:
-            reporter.write_line(line)
+        table.append([r.scenario, len(r.outcomes), kinds["completed"], kinds["closed"], err, kinds["lost"],
+                      r.leaked_blocks, rec, r.growth, "; ".join(r.notes)])
+    print_figures(config, "chaos figures",
+                  ["scenario", "sent", "completed", "closed by client", "errored (by type)", "lost",
+                   "leaked KV blocks", "time to recover", "worker growth threads/fds/RSS MiB", "notes"],
+                  table,
+                  f"(growth: the largest over the workers alive since a warm-up, RSS without the shared-memory "
+                  f"KV arena; bounds per worker: threads +{MAX_THREADS}, fds +{MAX_FDS}, RSS +{MAX_RSS_MIB} MiB; "
+                  f"deadline {DEADLINE:.0f} s per request; KV lease {LEASE_S:.0f} s)")
 
 
 def first_chunks_then(event: threading.Event, count: int):

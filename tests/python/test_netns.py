@@ -56,7 +56,7 @@ from dataclasses import dataclass, field
 import openai
 import pytest
 
-from conftest import MODEL, tandem_bin
+from conftest import MODEL, tandem_bin, print_figures
 
 # Seconds one request may take end to end, whatever happens to the network.
 DEADLINE = 20.0
@@ -514,25 +514,21 @@ def print_table(config, rows: list[Row]):
     """The figures, as a Markdown table on the terminal (even under -q)."""
     if not rows:
         return
-    lines = ["", "network-namespace figures (copy into docs/reliability.md):", "",
-             "| scenario | sent | completed | errored (by type) | cut with the router | lost | leaked KV blocks "
-             "| time to recover | notes |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    table = []
     for r in rows:
         kinds = Counter(o.kind for o in r.outcomes)
         errors = Counter(o.detail for o in r.outcomes if o.kind == "error")
         err = ", ".join(f"{n} {t}" for t, n in errors.most_common()) or "0"
         rec = f"not within {RECOVER_S:.0f} s" if r.recover_s is None else f"{r.recover_s:.1f} s"
-        lines.append(f"| {r.scenario} | {len(r.outcomes)} | {kinds['completed']} | {err} | {kinds['cut']} "
-                     f"| {kinds['lost']} | {r.leaked_blocks} | {rec} | {'; '.join(r.notes)} |")
-    lines.append(f"(deadline {DEADLINE:.0f} s per request; KV lease {LEASE_S:.0f} s; pull deadline "
-                 f"{PULL_DEADLINE_S:.0f} s; {PROMPT_TOKENS}-token prompts unless said; UCX tcp over a veth pair "
-                 f"between the workers' namespaces; time to recover: until a request's KV is pulled again)")
-    reporter = config.pluginmanager.getplugin("terminalreporter")
-    capture = config.pluginmanager.getplugin("capturemanager")
-    with capture.global_and_fixture_disabled():
-        for line in lines:
-            reporter.write_line(line)
+        table.append([r.scenario, len(r.outcomes), kinds["completed"], err, kinds["cut"], kinds["lost"],
+                      r.leaked_blocks, rec, "; ".join(r.notes)])
+    print_figures(config, "network-namespace figures",
+                  ["scenario", "sent", "completed", "errored (by type)", "cut with the router", "lost",
+                   "leaked KV blocks", "time to recover", "notes"],
+                  table,
+                  f"(deadline {DEADLINE:.0f} s per request; KV lease {LEASE_S:.0f} s; pull deadline "
+                  f"{PULL_DEADLINE_S:.0f} s; {PROMPT_TOKENS}-token prompts unless said; UCX tcp over a veth pair "
+                  f"between the workers' namespaces; time to recover: until a request's KV is pulled again)")
 
 
 def pull_notes(c: Cluster, failures: float, expired: float) -> list[str]:
