@@ -193,3 +193,18 @@ def print_figures(config, title: str, header: list[str], rows: list[list], foote
     with capture.global_and_fixture_disabled():
         for line in lines:
             reporter.write_line(line)
+
+
+def collect_outcomes(futures, pool, within: float, lost):
+    """Every future's result, waiting at most `within` seconds in all; one
+    still running by then counts as `lost()`. Cancels what is left."""
+    from concurrent.futures import TimeoutError as FutureTimeout
+    deadline = time.monotonic() + within
+    out = []
+    for f in futures:
+        try:
+            out.append(f.result(timeout=max(0.1, deadline - time.monotonic())))
+        except FutureTimeout:
+            out.append(lost())
+    pool.shutdown(wait=False, cancel_futures=True)
+    return out

@@ -31,7 +31,7 @@ from pathlib import Path
 import openai
 import pytest
 
-from conftest import MODEL, Server, print_figures
+from conftest import MODEL, Server, collect_outcomes, print_figures
 
 # Seconds one request may take, end to end, whatever happens to the workers.
 DEADLINE = 20.0
@@ -283,15 +283,8 @@ def run_streams(chaos: Chaos, jobs: list[dict], stagger: float = 0.0) -> tuple[l
 
 def collect(futures, pool) -> list[Outcome]:
     """Every outcome; a request still running past the deadline is lost."""
-    deadline = time.monotonic() + DEADLINE + 5
-    out = []
-    for f in futures:
-        try:
-            out.append(f.result(timeout=max(0.1, deadline - time.monotonic())))
-        except TimeoutError:
-            out.append(Outcome("lost", "still running past the deadline"))
-    pool.shutdown(wait=False, cancel_futures=True)
-    return out
+    return collect_outcomes(futures, pool, DEADLINE + 5,
+                            lambda: Outcome("lost", "still running past the deadline"))
 
 
 def wait_for(what: str, check, limit: float) -> float:

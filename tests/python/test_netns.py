@@ -56,7 +56,7 @@ from dataclasses import dataclass, field
 import openai
 import pytest
 
-from conftest import MODEL, tandem_bin, print_figures
+from conftest import MODEL, tandem_bin, collect_outcomes, print_figures
 
 # Seconds one request may take end to end, whatever happens to the network.
 DEADLINE = 20.0
@@ -327,15 +327,8 @@ def run_streams(jobs: list[dict]) -> tuple[list, ThreadPoolExecutor]:
 
 def collect(futures, pool) -> list[Outcome]:
     """Every outcome; a request still running past the deadline is lost."""
-    deadline = time.monotonic() + DEADLINE + 3
-    out = []
-    for f in futures:
-        try:
-            out.append(f.result(timeout=max(0.1, deadline - time.monotonic())))
-        except TimeoutError:
-            out.append(Outcome("lost", "still running past the deadline"))
-    pool.shutdown(wait=False, cancel_futures=True)
-    return out
+    return collect_outcomes(futures, pool, DEADLINE + 3,
+                            lambda: Outcome("lost", "still running past the deadline"))
 
 
 def when_above(read, target: float) -> threading.Event:

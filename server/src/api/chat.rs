@@ -427,7 +427,7 @@ impl Writer {
             content: (!parsed.content.is_empty()).then_some(parsed.content),
             ..Delta::default()
         };
-        let pieces = merge_pieces(parsed.calls).into_iter().map(|c| ToolCallOut {
+        let mut pieces = merge_pieces(parsed.calls).into_iter().map(|c| ToolCallOut {
             kind: c.id.is_some().then_some("function"),
             index: Some(c.index),
             id: c.id,
@@ -437,16 +437,8 @@ impl Writer {
             },
         });
         if reading.legacy {
-            // The first call only; its pieces merged into one delta.
-            let mut first = pieces.filter(|p| p.index == Some(0)).map(|p| p.function);
-            delta.function_call = first.next().map(|mut f| {
-                for more in first {
-                    f.name = f.name.or(more.name);
-                    let args = f.arguments.get_or_insert_with(String::new);
-                    args.push_str(more.arguments.as_deref().unwrap_or(""));
-                }
-                f
-            });
+            // The first call only (merge_pieces left one entry per call).
+            delta.function_call = pieces.find(|p| p.index == Some(0)).map(|p| p.function);
         } else {
             delta.tool_calls = pieces.collect();
         }
