@@ -2,12 +2,13 @@
 //! The serving loop (on its own thread) and offline generation both drive
 //! this; nothing here knows about HTTP, channels or text.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::error::{EngineError, Result};
 use crate::guided::GuidanceCompiler;
-use crate::kv_cache::{block_hashes, BlockHash, KvEvent, PrefixCacheStats};
-use crate::kv_handoff::{KvHandle, KvLoad};
+use crate::kv_cache::{block_hashes, BlockChecksum, BlockHash, BlockId, KvEvent, PrefixCacheStats};
+use crate::kv_handoff::{BlockPair, KvHandle, KvLoad};
 use crate::runner::ModelRunner;
 use crate::sampler::{sample_batch, SampledToken};
 use crate::scheduler::{Scheduler, SchedulerConfig};
@@ -43,6 +44,9 @@ pub struct EngineStats {
     pub num_kv_leases: usize,
     /// Decode role: sequences waiting for their prompt KV to arrive.
     pub num_loading_kv: usize,
+    /// Decode role: pulls that landed with bytes other than the prefill
+    /// worker's (checksum mismatch), whose prompts were computed here.
+    pub num_kv_pulls_discarded: u64,
 }
 
 pub struct EngineCore {
@@ -53,6 +57,10 @@ pub struct EngineCore {
     /// Compiles requests' structured-output constraints; without it such
     /// requests are refused.
     guidance: Option<Arc<GuidanceCompiler>>,
+    /// Decode role: the blocks each loading sequence is pulling, checked
+    /// against their checksums when the pull ends.
+    pulls: HashMap<SeqId, Vec<BlockPair>>,
+    pulls_discarded: u64,
 }
 
 impl EngineCore {
@@ -84,6 +92,8 @@ impl EngineCore {
             eos_token_ids,
             seed,
             guidance: None,
+            pulls: HashMap::new(),
+            pulls_discarded: 0,
         })
     }
 
@@ -140,6 +150,12 @@ impl EngineCore {
             if remote.block_hashes != block_hashes(&req.prompt_tokens[..full * bs], bs) {
                 return Err(EngineError::HandoffHashMismatch);
             }
+            if remote.block_checksums.len() != remote.block_ids.len() {
+                return Err(EngineError::HandoffChecksums {
+                    checksums: remote.block_checksums.len(),
+                    blocks: remote.block_ids.len(),
+                });
+            }
         }
         if total > self.scheduler.token_capacity() {
             return Err(EngineError::KvCacheTooSmall {
@@ -179,12 +195,46 @@ impl EngineCore {
 
     /// Pulls the decode side must start (see [`crate::kv_handoff`]).
     pub fn take_kv_loads(&mut self) -> Vec<KvLoad> {
-        self.scheduler.take_kv_loads()
+        let loads = self.scheduler.take_kv_loads();
+        for load in &loads {
+            self.pulls.insert(load.seq, load.pairs.clone());
+        }
+        loads
     }
 
-    /// A pull ended; `ok == false` makes the engine compute the prompt.
-    pub fn kv_loaded(&mut self, id: SeqId, ok: bool) {
-        self.scheduler.kv_loaded(id, ok);
+    /// A pull ended. Its blocks are used only if it succeeded and every
+    /// pulled block hashes to the prefill worker's checksum; otherwise the
+    /// engine computes the prompt itself.
+    pub fn kv_loaded(&mut self, id: SeqId, outcome: std::result::Result<(), String>) {
+        let pairs = self.pulls.remove(&id).unwrap_or_default();
+        let outcome = outcome.and_then(|()| self.check_pulled(&pairs));
+        if let Err(e) = &outcome {
+            tracing::warn!(seq = id, error = %e, "KV pull not usable; computing the prompt here");
+        }
+        self.scheduler.kv_loaded(id, outcome.is_ok());
+    }
+
+    /// The first pulled block whose bytes are not the prefill worker's.
+    fn check_pulled(&mut self, pairs: &[BlockPair]) -> std::result::Result<(), String> {
+        let kv = self.runner.host_kv_cache().map_err(|e| e.to_string())?;
+        let Some(bad) = pairs
+            .iter()
+            .find(|p| kv.block_checksum(p.local) != p.checksum)
+        else {
+            return Ok(());
+        };
+        self.pulls_discarded += 1;
+        Err(format!(
+            "remote block {} changed while it was read (its lease expired mid-pull, or the \
+             transport delivered other bytes): checksum mismatch in local block {}",
+            bad.remote, bad.local
+        ))
+    }
+
+    /// Checksums of `blocks` as they are now (prefill role, at handoff).
+    fn block_checksums(&self, blocks: &[BlockId]) -> Result<Vec<BlockChecksum>> {
+        let kv = self.runner.host_kv_cache()?;
+        Ok(blocks.iter().map(|&b| kv.block_checksum(b)).collect())
     }
 
     /// Frees a prefill lease's blocks (they stay in the prefix cache).
@@ -208,6 +258,7 @@ impl EngineCore {
             num_preemptions: self.scheduler.num_preemptions(),
             num_kv_leases: kv.num_leases(),
             num_loading_kv: self.scheduler.num_loading(),
+            num_kv_pulls_discarded: self.pulls_discarded,
         }
     }
 
@@ -260,7 +311,14 @@ impl EngineCore {
                 self.scheduler.finish(id, reason);
             } else if hold {
                 // The prompt's blocks stay held under lease `id`.
-                handoff = Some(self.scheduler.detach(id).expect("scheduled"));
+                let table = self
+                    .scheduler
+                    .get(id)
+                    .expect("scheduled")
+                    .block_table()
+                    .to_vec();
+                let checksums = self.block_checksums(&table)?;
+                handoff = Some(self.scheduler.detach(id, checksums).expect("scheduled"));
             }
             outputs.push(StepOutput {
                 id,

@@ -69,6 +69,8 @@ pub enum EngineError {
     },
     #[error("the prefill worker's block hashes for this prompt differ from this worker's; prefill and decode workers must run the same tandem version with the same --block-size")]
     HandoffHashMismatch,
+    #[error("the prefill worker sent {checksums} block checksums for {blocks} KV blocks; prefill and decode workers must run the same tandem version")]
+    HandoffChecksums { checksums: usize, blocks: usize },
     #[error(
         "--device {value:?} is not a device: {reason}; use cpu, cuda or cuda:N (N the GPU's index)"
     )]

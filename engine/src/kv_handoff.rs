@@ -9,7 +9,7 @@
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
 
-use crate::kv_cache::{BlockHash, BlockId};
+use crate::kv_cache::{BlockChecksum, BlockHash, BlockId};
 use crate::sequence::SeqId;
 
 /// Where a prompt's KV waits on a prefill worker, from the prefill engine
@@ -30,6 +30,12 @@ pub struct KvHandle {
     /// Chained hashes of the prompt's full blocks (kv_cache::block_hash);
     /// the decode engine refuses a handle whose hashes differ from its own.
     pub block_hashes: Vec<BlockHash>,
+    /// The bytes of each block of `block_ids` when the lease began; the
+    /// decode engine checks what it pulled against them (see
+    /// `kv_cache::BlockChecksum`). Missing (an older prefill worker), it is
+    /// empty and the decode engine refuses the handle, naming the version.
+    #[serde(default)]
+    pub block_checksums: Vec<BlockChecksum>,
     /// Prompt tokens whose KV the blocks hold.
     pub num_tokens: usize,
 }
@@ -59,6 +65,8 @@ mod base64_bytes {
 pub struct BlockPair {
     pub remote: BlockId,
     pub local: BlockId,
+    /// What the block's bytes hash to on the prefill worker.
+    pub checksum: BlockChecksum,
 }
 
 /// One pull the decode engine needs before it can decode a sequence.
@@ -118,6 +126,7 @@ mod tests {
             lease: 3,
             block_ids: vec![BlockId(5), BlockId(1)],
             block_hashes: vec![BlockHash(u64::MAX)],
+            block_checksums: vec![BlockChecksum(9), BlockChecksum(10)],
             num_tokens: 20,
         };
         let json = serde_json::to_value(&handle).unwrap();
@@ -125,7 +134,7 @@ mod tests {
             json,
             serde_json::json!({
                 "agent": "cGVlcg==", "lease": 3, "block_ids": [5, 1],
-                "block_hashes": [u64::MAX], "num_tokens": 20,
+                "block_hashes": [u64::MAX], "block_checksums": [9, 10], "num_tokens": 20,
             })
         );
         assert_eq!(serde_json::from_value::<KvHandle>(json).unwrap(), handle);
@@ -135,7 +144,7 @@ mod tests {
     fn an_agent_that_is_not_base64_is_refused() {
         let json = serde_json::json!({
             "agent": "not base64!", "lease": 3, "block_ids": [],
-            "block_hashes": [], "num_tokens": 0,
+            "block_hashes": [], "block_checksums": [], "num_tokens": 0,
         });
         let e = serde_json::from_value::<KvHandle>(json).unwrap_err();
         assert!(e.to_string().contains("not base64"), "{e}");

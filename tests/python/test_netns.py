@@ -24,15 +24,14 @@ requests are gone. The figures are printed as one table when the module
 ends (for docs/reliability.md).
 
 Each scenario fails with its own exception type (LeakedKv, WrongOutput,
-NoRecovery, ...). One hits a known server bug and is marked
-xfail(strict) on that one check, so any other failure still fails and a
-fix shows up as an unexpected pass:
-  WrongOutput a lease expiring while its pull is stalled frees blocks the
-              pull still reads, and the decode worker decodes from
-              whatever was written there since.
-Two more bugs this file found are fixed: a prefill finishing while its
-caller was gone left a lease no timer freed (LeakedKv), and one timed-out
-pull stopped every later pull from that prefill worker (NoRecovery).
+NoRecovery, ...). Three bugs this file found are fixed: a prefill
+finishing while its caller was gone left a lease no timer freed
+(LeakedKv); one timed-out pull stopped every later pull from that
+prefill worker (NoRecovery); and a lease expiring while its pull was
+stalled freed blocks the pull still read, so the decode worker decoded
+from another prompt's KV (WrongOutput; the decode engine now checks each
+pulled block against the prefill worker's checksum and computes the
+prompt itself on a mismatch).
 
 Needs root (CAP_NET_ADMIN, CAP_SYS_ADMIN) for `ip netns`; without it every
 test is skipped with the command's error. TANDEM_NETNS_LOGS=1 prints the
@@ -406,6 +405,9 @@ class Cluster:
     def expired(self) -> float:
         return metric(self.prefill.url, "tandem_kv_leases_expired_total")
 
+    def discarded(self) -> float:
+        return metric(self.decode.url, "tandem_kv_pulls_discarded_total")
+
     def served_remotely(self) -> bool:
         """One request prefilled on the prefill worker whose KV the decode
         worker pulled (not computed itself): True when it went that way."""
@@ -554,9 +556,6 @@ def test_kv_link_cut_after_the_first_pull(make_cluster):
         raise NoRecovery("the KV path did not serve again after the cut")
 
 
-@pytest.mark.xfail(raises=WrongOutput, strict=True,
-                   reason="bug: a lease that expires while its pull is stalled frees blocks the pull still "
-                          "reads; the decode worker decodes from the next prompt's KV, no error anywhere")
 def test_lease_expiring_during_a_stalled_pull(make_cluster):
     """The KV link is down before prompt A is prefilled, so A's pull stalls;
     A's lease expires (LEASE_S), then prompt B is prefilled into the blocks
@@ -564,7 +563,7 @@ def test_lease_expiring_during_a_stalled_pull(make_cluster):
     the link comes back and A's pull completes. A's completion must still
     be right (or fail over to the decode worker computing A)."""
     c = make_cluster("--kv-cache-memory", "1MiB", "--max-model-len", "2048")
-    failures, expired = c.pull_failures(), c.expired()
+    failures, expired, discarded = c.pull_failures(), c.expired(), c.discarded()
     c.topo.set_kv_link("down")
     try:
         a, a_pool = run_streams(c.jobs(1, PROMPT_TOKENS, MAX_TOKENS))
@@ -575,10 +574,13 @@ def test_lease_expiring_during_a_stalled_pull(make_cluster):
         c.topo.set_kv_link("up")
     outcomes = collect(a, a_pool) + collect(b, b_pool)
     recover = c.recover()
+    caught = c.discarded() - discarded
     c.finish("KV link down, A's lease expires, B reuses its blocks (1 MiB prefill arena)", outcomes, recover,
-             pull_notes(c, failures, expired))
+             pull_notes(c, failures, expired) + [f"{caught:.0f} pulls discarded for a checksum mismatch"])
     if recover is None:
         raise NoRecovery("the KV path did not serve again after the cut")
+    # A's KV cannot have arrived intact: its pull failed or was discarded.
+    assert caught + c.pull_failures() - failures >= 1, "A's stale pull went unnoticed"
 
 
 def test_router_sigkilled_mid_stream_and_restarted(make_cluster):

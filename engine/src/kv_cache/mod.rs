@@ -5,6 +5,7 @@
 mod block_hash;
 mod block_id;
 mod block_pool;
+mod checksum;
 mod events;
 mod free_queue;
 mod manager;
@@ -12,6 +13,7 @@ mod manager;
 pub use block_hash::{block_hash, block_hashes, extend_block_hashes, BlockHash, BLOCK_HASH_SEED};
 pub use block_id::BlockId;
 pub use block_pool::PrefixCacheStats;
+pub use checksum::BlockChecksum;
 pub use events::KvEvent;
 pub use manager::{ComputedBlocks, KvCacheManager, SeqBlocks};
 pub use tandem_kernels::KvCacheLayout;

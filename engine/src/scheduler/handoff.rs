@@ -5,6 +5,7 @@
 
 use super::blocks::Admitted;
 use super::Scheduler;
+use crate::kv_cache::BlockChecksum;
 use crate::kv_handoff::{BlockPair, KvHandle, KvLoad};
 use std::time::Instant;
 
@@ -23,6 +24,7 @@ impl Scheduler {
             .map(|i| BlockPair {
                 remote: remote.block_ids[i],
                 local: seq.block_table()[i],
+                checksum: remote.block_checksums[i],
             })
             .collect();
         if pairs.is_empty() {
@@ -88,8 +90,9 @@ impl Scheduler {
     /// Ends prefill-side sequence `id` but keeps its blocks held under lease
     /// `id` until [`Scheduler::release_lease`], and returns the handle a
     /// decode worker pulls them by (its `agent` left for the worker to fill
-    /// in).
-    pub fn detach(&mut self, id: SeqId) -> Option<KvHandle> {
+    /// in). `block_checksums` are the blocks' contents now, one per entry
+    /// of the sequence's block table.
+    pub fn detach(&mut self, id: SeqId, block_checksums: Vec<BlockChecksum>) -> Option<KvHandle> {
         let mut seq = self.seqs.remove(&id)?;
         self.running.retain(|&r| r != id);
         self.waiting.retain(|&w| w != id);
@@ -100,6 +103,7 @@ impl Scheduler {
             lease: id,
             block_ids: blocks.table().to_vec(),
             block_hashes: blocks.hashes()[..full].to_vec(),
+            block_checksums,
             num_tokens: seq.prompt_len(),
         };
         self.kv.hold(id, blocks);

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use proptest::prelude::*;
 
 use super::*;
-use crate::kv_cache::{block_hashes, BlockId};
+use crate::kv_cache::{block_hashes, BlockChecksum, BlockId};
 use crate::kv_handoff::{BlockPair, KvHandle};
 use crate::sampler::{SampledToken, SamplingParams};
 use crate::sequence::{KvHandoff, Request, StopConditions};
@@ -291,6 +291,10 @@ fn remote_seq(id: SeqId, prompt: Vec<u32>, first: u32, remote_blocks: Vec<u32>) 
         agent: Default::default(),
         lease: 7,
         num_tokens: prompt.len(),
+        block_checksums: remote_blocks
+            .iter()
+            .map(|&b| BlockChecksum(b.into()))
+            .collect(),
         block_ids: remote_blocks.into_iter().map(BlockId).collect(),
         block_hashes: Vec::new(),
     };
@@ -321,7 +325,8 @@ fn a_remote_prompt_pulls_only_the_blocks_not_cached_here() {
         loads[0].pairs,
         vec![BlockPair {
             remote: BlockId(102),
-            local: seq2.block_table()[2]
+            local: seq2.block_table()[2],
+            checksum: BlockChecksum(102),
         }]
     );
     assert_eq!(seq2.status(), SeqStatus::LoadingKv);
@@ -406,7 +411,7 @@ fn a_detached_prefill_keeps_its_blocks_until_released() {
     let mut s = sched(8, 4, 64);
     s.add(seq(5, (1..=10).collect(), 4));
     step(&mut s, 9);
-    let handle = s.detach(5).unwrap();
+    let handle = s.detach(5, vec![BlockChecksum(1); 3]).unwrap();
     assert_eq!(
         (handle.lease, handle.block_ids.len(), handle.num_tokens),
         (5, 3, 10)

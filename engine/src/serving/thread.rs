@@ -187,7 +187,9 @@ impl EngineThread {
                     self.loads_in_flight += 1;
                     loader.start(load, KvLoadDone::new(id, self.loads_done_tx.clone()));
                 }
-                None => self.core.kv_loaded(id, false),
+                None => self
+                    .core
+                    .kv_loaded(id, Err("this engine has no KV loader".into())),
             }
         }
     }
@@ -198,10 +200,7 @@ impl EngineThread {
         while let Ok((id, outcome)) = self.loads_done.try_recv() {
             self.loads_in_flight -= 1;
             any = true;
-            if let Err(e) = &outcome {
-                tracing::warn!(seq = id, error = %e, "KV pull failed; computing the prompt here");
-            }
-            self.core.kv_loaded(id, outcome.is_ok());
+            self.core.kv_loaded(id, outcome);
         }
         any
     }

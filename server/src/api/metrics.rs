@@ -54,6 +54,7 @@ pub struct Metrics {
     prefix_queries: Counter,
     prefix_hits: Counter,
     preemptions: Counter,
+    kv_pulls_discarded: Counter,
     pending: Gauge,
     prompt_tokens: Counter,
     generation_tokens: Counter,
@@ -127,6 +128,12 @@ impl Metrics {
                 "vllm:num_preemptions_total",
                 &[],
                 "Sequences preempted (their KV recomputed later).",
+            ),
+            kv_pulls_discarded: r.counter(
+                "tandem_kv_pulls_discarded_total",
+                &[],
+                "KV pulls whose blocks changed while they were read (checksum mismatch); \
+                 the decode worker computed those prompts itself.",
             ),
             pending: r.gauge(
                 "tandem_requests_pending",
@@ -237,6 +244,8 @@ impl Metrics {
         self.prefix_queries.absolute(stats.prefix_cache.queries);
         self.prefix_hits.absolute(stats.prefix_cache.hits);
         self.preemptions.absolute(stats.num_preemptions);
+        self.kv_pulls_discarded
+            .absolute(stats.num_kv_pulls_discarded);
         self.pending.set(pending as f64);
         self.handle.run_upkeep();
         self.handle.render()

@@ -250,6 +250,7 @@ impl Backend for RouterBackend {
             total.kv_usage += s.kv_usage / statuses.len() as f64;
             total.num_kv_leases += s.num_kv_leases;
             total.num_loading_kv += s.num_loading_kv;
+            total.num_kv_pulls_discarded += s.num_kv_pulls_discarded;
         }
         total
     }

@@ -252,6 +252,7 @@ async fn status(State(state): State<WorkerState>) -> Json<WorkerStatus> {
         kv_usage: s.kv_usage,
         num_kv_leases: s.num_kv_leases,
         num_loading_kv: s.num_loading_kv,
+        num_kv_pulls_discarded: s.num_kv_pulls_discarded,
         kv_arena: Some(state.arena.clone()),
     })
 }

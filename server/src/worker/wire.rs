@@ -165,6 +165,9 @@ pub struct WorkerStatus {
     pub kv_usage: f64,
     pub num_kv_leases: usize,
     pub num_loading_kv: usize,
+    /// Pulls refused for a checksum mismatch since the worker started.
+    #[serde(default)]
+    pub num_kv_pulls_discarded: u64,
     /// Where the KV cache lives (`cpu` or `cuda:N (<GPU>)`), its size, and
     /// whose memory it is (`memory`: `transfer-agent (UCX-allocated)` for a
     /// CPU prefill/decode worker, `process` for a `both` worker).
