@@ -6,6 +6,7 @@ mod guided;
 mod membw;
 mod plot;
 mod random_model;
+mod roof;
 mod serve;
 mod sweep;
 mod throughput;
@@ -40,6 +41,8 @@ enum Command {
     Sweep(Box<sweep::SweepArgs>),
     /// Plot TTFT/TPOT percentiles vs rate from sweep results (PNG or SVG).
     Plot(plot::Args),
+    /// The measured FMA peak (f32, bf16) beside the prefill GEMMs of every kernel build and candle's.
+    Roof(roof::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -51,6 +54,7 @@ fn main() -> anyhow::Result<()> {
         Command::Serve(a) => serve::run(*a),
         Command::Sweep(a) => sweep::run(*a),
         Command::Plot(a) => plot::run(a),
+        Command::Roof(a) => roof::run(a),
     }
 }
 

@@ -135,14 +135,14 @@ impl HostArena {
         check_dtype(dtype)?;
         let size = dtype.size_in_bytes();
         let ptr = NonNull::new(ptr).ok_or(KernelError::ArenaNull)?;
-        if ptr.as_ptr() as usize % size != 0 {
+        if !(ptr.as_ptr() as usize).is_multiple_of(size) {
             return Err(KernelError::ArenaMisaligned {
                 addr: ptr.as_ptr() as usize,
                 dtype,
                 align: size,
             });
         }
-        if len_bytes % size != 0 || len_bytes > isize::MAX as usize {
+        if !len_bytes.is_multiple_of(size) || len_bytes > isize::MAX as usize {
             return Err(KernelError::ArenaLength {
                 len_bytes,
                 dtype,

@@ -29,9 +29,10 @@ mod reshape_and_cache;
 mod vecmath;
 
 pub use arena::HostArena;
+pub use cpu::gemm::Isa;
 pub use error::KernelError;
 pub use layout::{KvCacheLayout, K, V};
-pub use linear::{linear, linear_portable};
+pub use linear::{linear, linear_on};
 pub use metadata::AttentionMetadata;
 pub use paged_attention::paged_attention;
 pub use reshape_and_cache::reshape_and_cache;

@@ -21,15 +21,22 @@ pub fn linear(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> candle_core::Res
     linear_with(x, w, bias, Isa::detect())
 }
 
-/// [`linear`] forced onto the portable fallback kernel, so tests and benches
-/// can exercise it on machines with AVX2. Not for production use.
+/// [`linear`] forced onto one kernel build (one of [`Isa::available`]), so
+/// tests and benches can compare the builds on one machine. Not for
+/// production use.
 #[doc(hidden)]
-pub fn linear_portable(
+pub fn linear_on(
+    isa: Isa,
     x: &Tensor,
     w: &Tensor,
     bias: Option<&Tensor>,
 ) -> candle_core::Result<Tensor> {
-    linear_with(x, w, bias, Isa::Portable)
+    assert!(
+        Isa::available().contains(&isa),
+        "this CPU cannot run the {} kernels",
+        isa.name()
+    );
+    linear_with(x, w, bias, isa)
 }
 
 fn linear_with(

@@ -44,7 +44,7 @@ pub fn paged_attention(
         }
         .into());
     }
-    if dims[1] % layout.num_kv_heads != 0 {
+    if !dims[1].is_multiple_of(layout.num_kv_heads) {
         return Err(KernelError::HeadsNotMultiple {
             num_heads: dims[1],
             num_kv_heads: layout.num_kv_heads,

@@ -1,4 +1,4 @@
-//! `linear` (AVX2 and portable builds) against a naive f64 reference, for
+//! `linear` (every build this CPU runs: AVX-512, AVX2, portable) against a naive f64 reference, for
 //! decode- and prefill-shaped products, every dtype pair, with and without
 //! bias; and the errors it reports for bad inputs.
 //!
@@ -12,11 +12,9 @@
 use candle_core::{DType, Device, Tensor};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use tandem_kernels::{linear, linear_portable, KernelError};
+use tandem_kernels::{linear, linear_on, Isa, KernelError};
 
 const DTYPES: [DType; 3] = [DType::F32, DType::BF16, DType::F16];
-type LinearFn = fn(&Tensor, &Tensor, Option<&Tensor>) -> candle_core::Result<Tensor>;
-const BUILDS: [(&str, LinearFn); 2] = [("best", linear), ("portable", linear_portable)];
 
 fn tensor(rng: &mut ChaCha8Rng, shape: &[usize], dtype: DType) -> Tensor {
     let n = shape.iter().product();
@@ -60,9 +58,10 @@ fn check(m: usize, k: usize, n: usize, xd: DType, wd: DType, bias: Option<DType>
             want[i * n + j] = dot + bv.as_ref().map_or(0.0, |b| b[j] as f64);
         }
     }
-    for (build, f) in BUILDS {
+    for isa in Isa::available() {
+        let build = isa.name();
         let case = format!("{build} m={m} k={k} n={n} x={xd:?} w={wd:?} bias={bias:?}");
-        let y = f(&x, &w, b.as_ref()).unwrap();
+        let y = linear_on(isa, &x, &w, b.as_ref()).unwrap();
         assert_eq!((y.dims(), y.dtype()), (&[m, n][..], xd), "{case}");
         for (idx, (&got, &want)) in values(&y).iter().zip(&want).enumerate() {
             let tol = 1e-5 * scale + rounding(xd) * want.abs();
@@ -126,6 +125,22 @@ fn every_block_shape_matches_reference() {
                 bias,
                 500 + 3 * i as u64 + j as u64,
             );
+        }
+    }
+}
+
+/// The prefill register blocks' edges: every row remainder of the 6-row
+/// (AVX2, portable) and 12-row (AVX-512) blocks, and columns around one
+/// and two 16-wide panels, so partial blocks, a lone last panel in a
+/// two-panel block, and full blocks all meet the reference.
+#[test]
+fn prefill_register_block_edges_match_reference() {
+    let mut seed = 9000;
+    for m in 33..=45 {
+        for n in [15, 16, 17, 31, 32, 33, 48, 49] {
+            let wd = [DType::F32, DType::BF16][seed as usize % 2];
+            check(m, 37, n, DType::F32, wd, None, seed);
+            seed += 1;
         }
     }
 }

@@ -189,7 +189,7 @@ impl CudaKernels {
         layout.validate()?;
         meta.validate(num_tokens, layout)?;
         check_slot_mapping(&meta.slot_mapping, num_tokens, layout)?;
-        if config.num_heads == 0 || config.num_heads % layout.num_kv_heads != 0 {
+        if config.num_heads == 0 || !config.num_heads.is_multiple_of(layout.num_kv_heads) {
             return Err(KernelError::HeadsNotMultiple {
                 num_heads: config.num_heads,
                 num_kv_heads: layout.num_kv_heads,

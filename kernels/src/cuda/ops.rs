@@ -319,7 +319,7 @@ impl CudaKernels {
         l: &RotaryLayout,
     ) -> Result<()> {
         const OP: &str = "rotary_neox";
-        if l.rot_dim == 0 || l.rot_dim % 2 != 0 || l.rot_dim > l.head_dim {
+        if l.rot_dim == 0 || !l.rot_dim.is_multiple_of(2) || l.rot_dim > l.head_dim {
             return Err(CudaKernelError::Unsupported {
                 op: OP,
                 reason: format!(

@@ -92,10 +92,12 @@ fn dot_block<X: Lanes, W: Lanes, const R: usize, const C: usize, const U: usize>
     let len = lens.min().unwrap_or(0);
     match isa {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => {
+        // Decode is bound by the weight stream, which 8-lane loads keep up
+        // with; AVX-512 machines run the AVX2 build here.
+        Isa::Avx2 | Isa::Avx512 => {
             let (xp, wp) = (x.map(<[X]>::as_ptr), w.map(<[W]>::as_ptr));
-            // SAFETY: every row holds at least `len` elements, and `Isa::Avx2`
-            // is only returned by `detect` after checking AVX2, FMA and F16C.
+            // SAFETY: every row holds at least `len` elements, and both ISAs
+            // are only returned by `detect` after checking AVX2, FMA and F16C.
             unsafe { avx2::dot_block::<X, W, R, C, U>(xp, wp, len, prefetch) }
         }
         _ => portable::dot_block::<X, W, R, C>(x, w, len),

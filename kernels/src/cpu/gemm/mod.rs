@@ -2,10 +2,11 @@
 //! lies (never copied whole); rayon tasks own disjoint output tiles, each
 //! accumulated in an f32 tile and narrowed once. [`plan`] picks the regime
 //! (streaming dot products for decode, packed broadcast kernel for
-//! prefill); [`dot`] and [`packed`] run a tile; [`avx2`] and [`portable`]
-//! hold the two builds of each register-block kernel.
+//! prefill); [`dot`] and [`packed`] run a tile; [`avx512`], [`avx2`] and
+//! [`portable`] hold the builds of each register-block kernel.
 
 mod avx2;
+mod avx512;
 mod dot;
 mod packed;
 mod plan;
@@ -19,8 +20,13 @@ use std::cell::RefCell;
 
 /// Which kernel build runs. `Portable` is always available, so tests can
 /// cover the fallback on machines that have AVX2.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Isa {
+/// Declared best first, so `a < b` means `a` is the faster build.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Isa {
+    /// AVX-512F for the prefill kernel (and AVX2 + FMA + F16C for the
+    /// rest); only built by [`Isa::detect`].
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    Avx512,
     /// AVX2 + FMA + F16C intrinsics; only built by [`Isa::detect`].
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     Avx2,
@@ -30,15 +36,34 @@ pub(crate) enum Isa {
 
 impl Isa {
     /// The best build this CPU runs (feature detection is a cached load).
-    pub(crate) fn detect() -> Self {
+    pub fn detect() -> Self {
         #[cfg(target_arch = "x86_64")]
         if is_x86_feature_detected!("avx2")
             && is_x86_feature_detected!("fma")
             && is_x86_feature_detected!("f16c")
         {
+            if is_x86_feature_detected!("avx512f") {
+                return Isa::Avx512;
+            }
             return Isa::Avx2;
         }
         Isa::Portable
+    }
+
+    /// Every build this CPU runs, best first (for tests and benchmarks).
+    pub fn available() -> Vec<Isa> {
+        [Isa::Avx512, Isa::Avx2, Isa::Portable]
+            .into_iter()
+            .filter(|&isa| isa >= Isa::detect())
+            .collect()
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Avx512 => "avx512",
+            Isa::Avx2 => "avx2",
+            Isa::Portable => "portable",
+        }
     }
 }
 

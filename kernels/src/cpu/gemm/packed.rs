@@ -1,12 +1,17 @@
 //! Prefill tiles: per k block, the task widens its weight rows into f32
-//! panels of `NR` columns laid out k-major (`[kc][NR]`), then runs an
-//! `MR × NR` broadcast kernel: each step loads `NR` weights as two vectors
-//! and broadcasts one activation per row, 12 FMAs on 12 accumulators. Both
-//! the panel and the activation rows are hot in L1; the widening costs one
-//! pass over the weight block per `MB` activation rows.
+//! panels of `NR` columns laid out k-major (`[kc][NR]`), then runs a
+//! broadcast kernel over register blocks: with AVX2 (and portable) `MR ×
+//! NR` — each step loads `NR` weights as two vectors and broadcasts one
+//! activation per row, 12 FMAs on 12 accumulators, panel by panel down the
+//! tile; with AVX-512 `MR512` rows × two panels, the rows first interleaved
+//! into one micro-panel (see `avx512`). The widening costs one pass over
+//! the weight block per `MB` activation rows.
 
 #[cfg(target_arch = "x86_64")]
 use super::avx2;
+#[cfg(target_arch = "x86_64")]
+use super::avx512;
+use super::avx512::{MR512, PANELS512};
 use super::plan::{Plan, MR, NR};
 use super::{portable, Isa, Lanes, Problem, Tile};
 use crate::element::Element;
@@ -33,49 +38,177 @@ pub(super) unsafe fn run<X: Lanes, W: Lanes>(
     (w_pack, x_pack): (&mut Vec<f32>, &mut Vec<f32>),
     dest: Dest,
 ) {
-    let (rows, cols) = (t.rows.len(), t.cols.len());
+    let cols = t.cols.len();
     let panels = cols.div_ceil(NR);
     let w_pack = aligned(w_pack, panels * plan.kc() * NR);
     for ks in plan.k_blocks() {
         let kc = ks.len();
         let w_block = &mut w_pack[..panels * kc * NR];
         pack_w(isa, p.w, p.k, t.cols.clone(), ks.clone(), w_block);
-        // f32 activations are read in place; others are widened once.
-        let (xs, stride) = match X::as_f32(p.x) {
-            Some(x) => (&x[t.rows.start * p.k + ks.start..], p.k),
-            None => {
-                pack_x(p.x, p.k, t.rows.clone(), ks.clone(), x_pack);
-                (&x_pack[..], kc)
-            }
+        let block = KBlock {
+            w: w_block,
+            kc,
+            cols,
         };
-        for (pi, panel) in w_block.chunks_exact(kc * NR).enumerate() {
-            let (c0, keep) = (pi * NR, (cols - pi * NR).min(NR));
-            for i in (0..rows).step_by(MR) {
-                let live = (rows - i).min(MR);
-                // Rows past the tile repeat its last row; results dropped.
-                let x: [&[f32]; MR] =
-                    std::array::from_fn(|r| &xs[(i + r.min(live - 1)) * stride..][..kc]);
-                let at = dest.ptr.wrapping_add(i * dest.ld + c0);
-                if live == MR && keep == NR {
-                    // SAFETY: rows `i..i + MR` and columns `c0..c0 + NR` lie
-                    // in the tile, which the caller lends us exclusively.
-                    unsafe { kernel(isa, x, panel, at, dest.ld) };
-                } else {
-                    let mut tmp = [0.0f32; MR * NR];
-                    // SAFETY: `tmp` holds `MR` rows of `NR`.
-                    unsafe { kernel(isa, x, panel, tmp.as_mut_ptr(), NR) };
-                    for (r, sums) in tmp.chunks_exact(NR).take(live).enumerate() {
-                        // SAFETY: row `i + r < rows`, columns `c0..c0 + keep`
-                        // are in the tile (see above).
-                        let row =
-                            unsafe { std::slice::from_raw_parts_mut(at.add(r * dest.ld), keep) };
-                        row.iter_mut().zip(sums).for_each(|(a, v)| *a += v);
-                    }
-                }
-            }
+        // SAFETY: the caller lends us `dest` for the tile.
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => unsafe { block_avx512(p, t, ks, &block, x_pack, &dest) },
+            _ => unsafe { block_by_panel(p, isa, t, ks, &block, x_pack, &dest) },
         }
     }
 }
+
+/// One k block of a tile: its packed weight panels.
+struct KBlock<'a> {
+    w: &'a [f32],
+    kc: usize,
+    cols: usize,
+}
+
+impl KBlock<'_> {
+    /// Panel `pi`, clamped to the last one (columns past the tile repeat
+    /// its last panel; those results are dropped).
+    fn panel(&self, pi: usize) -> &[f32] {
+        let last = self.cols.div_ceil(NR) - 1;
+        &self.w[pi.min(last) * self.kc * NR..][..self.kc * NR]
+    }
+}
+
+/// AVX2 and portable: panel by panel, the 6-row blocks run down the tile
+/// against one panel that stays in L1, activation rows read in place (f32)
+/// or widened once.
+///
+/// # Safety
+/// As [`run`].
+unsafe fn block_by_panel<X: Lanes, W: Lanes>(
+    p: &Problem<'_, X, W>,
+    isa: Isa,
+    t: &Tile,
+    ks: Range<usize>,
+    b: &KBlock<'_>,
+    x_pack: &mut Vec<f32>,
+    dest: &Dest,
+) {
+    let (rows, kc) = (t.rows.len(), b.kc);
+    let (xs, stride) = activations(p, t, ks, kc, x_pack);
+    for pi in 0..b.cols.div_ceil(NR) {
+        let panel = b.panel(pi);
+        let (c0, keep) = (pi * NR, (b.cols - pi * NR).min(NR));
+        for i in (0..rows).step_by(MR) {
+            let live = (rows - i).min(MR);
+            // Rows past the tile repeat its last row; results dropped.
+            let x: [&[f32]; MR] =
+                std::array::from_fn(|r| &xs[(i + r.min(live - 1)) * stride..][..kc]);
+            let at = dest.ptr.wrapping_add(i * dest.ld + c0);
+            let full = live == MR && keep == NR;
+            // SAFETY: rows `i..i + live` and columns `c0..c0 + keep` lie in
+            // the tile, which the caller lends us exclusively.
+            unsafe {
+                add_block(at, dest.ld, live, keep, full, NR, |acc, ld| {
+                    small_kernel(isa, x, panel, acc, ld)
+                })
+            };
+        }
+    }
+}
+
+/// AVX-512: each pair of panels (in L1) runs down the tile's activation
+/// rows in blocks of `MR512`, the rows read in place when they are f32
+/// (widened once otherwise).
+///
+/// # Safety
+/// As [`run`]; the CPU has AVX-512F.
+#[cfg(target_arch = "x86_64")]
+unsafe fn block_avx512<X: Lanes, W: Lanes>(
+    p: &Problem<'_, X, W>,
+    t: &Tile,
+    ks: Range<usize>,
+    b: &KBlock<'_>,
+    x_pack: &mut Vec<f32>,
+    dest: &Dest,
+) {
+    let (rows, kc) = (t.rows.len(), b.kc);
+    let width = PANELS512 * NR;
+    let (xs, stride) = activations(p, t, ks, kc, x_pack);
+    for first in (0..b.cols.div_ceil(NR)).step_by(PANELS512) {
+        let group: [*const f32; PANELS512] = std::array::from_fn(|q| b.panel(first + q).as_ptr());
+        let (c0, keep) = (first * NR, (b.cols - first * NR).min(width));
+        for i in (0..rows).step_by(MR512) {
+            let live = (rows - i).min(MR512);
+            // Rows past the tile repeat its last row; results dropped.
+            let x: [*const f32; MR512] =
+                std::array::from_fn(|r| xs[(i + r.min(live - 1)) * stride..][..kc].as_ptr());
+            let at = dest.ptr.wrapping_add(i * dest.ld + c0);
+            let full = live == MR512 && keep == width;
+            // SAFETY: as in `block_by_panel`; each `x[r]` holds `kc` values
+            // and each panel `kc * NR`; the caller checked AVX-512F.
+            unsafe {
+                add_block(at, dest.ld, live, keep, full, width, |acc, ld| {
+                    avx512::tile(x, group, kc, acc, ld)
+                })
+            };
+        }
+    }
+}
+
+/// The tile's activation rows for k range `ks` as f32 and their row
+/// stride: read in place when they are f32, else widened into `x_pack`.
+fn activations<'a, X: Lanes, W>(
+    p: &'a Problem<'_, X, W>,
+    t: &Tile,
+    ks: Range<usize>,
+    kc: usize,
+    x_pack: &'a mut Vec<f32>,
+) -> (&'a [f32], usize) {
+    match X::as_f32(p.x) {
+        Some(x) => (&x[t.rows.start * p.k + ks.start..], p.k),
+        None => {
+            pack_x(p.x, p.k, t.rows.clone(), ks, x_pack);
+            (&x_pack[..], kc)
+        }
+    }
+}
+
+/// Runs `kernel` (which adds a full register block of `width` columns at
+/// `acc`, row stride `ld`) into `at` directly when the block is `full`,
+/// else into a scratch block whose first `live` rows and `keep` columns
+/// are then added at `at`.
+///
+/// # Safety
+/// `at` covers `live` rows of `keep` writable f32, `ld` apart (a full
+/// block when `full`), that nothing else accesses during the call.
+#[inline]
+unsafe fn add_block(
+    at: *mut f32,
+    ld: usize,
+    live: usize,
+    keep: usize,
+    full: bool,
+    width: usize,
+    kernel: impl FnOnce(*mut f32, usize),
+) {
+    if full {
+        return kernel(at, ld);
+    }
+    let mut tmp = [0.0f32; MAX_BLOCK];
+    kernel(tmp.as_mut_ptr(), width);
+    for (r, sums) in tmp.chunks_exact(width).take(live).enumerate() {
+        // SAFETY: row `r < live`, columns `..keep`, as the caller vouches.
+        let row = unsafe { std::slice::from_raw_parts_mut(at.add(r * ld), keep) };
+        row.iter_mut().zip(sums).for_each(|(a, v)| *a += v);
+    }
+}
+
+/// The largest register block of any build, in f32.
+const MAX_BLOCK: usize = {
+    let (a, b) = (MR512 * PANELS512 * NR, MR * NR);
+    if a > b {
+        a
+    } else {
+        b
+    }
+};
 
 /// `acc[r * ld + 0..NR] += Σ_k x[r][k] · panel[k][0..NR]` for `r < MR`.
 ///
@@ -83,15 +216,15 @@ pub(super) unsafe fn run<X: Lanes, W: Lanes>(
 /// `acc` points at `MR` rows of `NR` writable f32, `ld` apart, that nothing
 /// else accesses during the call.
 #[inline]
-unsafe fn kernel(isa: Isa, x: [&[f32]; MR], panel: &[f32], acc: *mut f32, ld: usize) {
+unsafe fn small_kernel(isa: Isa, x: [&[f32]; MR], panel: &[f32], acc: *mut f32, ld: usize) {
     let kc = x.iter().map(|r| r.len()).min().unwrap_or(0);
     let kc = kc.min(panel.len() / NR);
     match isa {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => {
+        Isa::Avx2 | Isa::Avx512 => {
             let xp = x.map(<[f32]>::as_ptr);
             // SAFETY: each `x[r]` holds `kc` elements, `panel` `kc * NR`, the
-            // caller vouches for `acc`; `Isa::Avx2` is only built after
+            // caller vouches for `acc`; both ISAs are only built after
             // detecting AVX2 and FMA.
             unsafe { avx2::tile(xp, panel.as_ptr(), kc, acc, ld) }
         }
@@ -118,9 +251,9 @@ fn pack_w<W: Lanes>(
         });
         match isa {
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => {
+            Isa::Avx2 | Isa::Avx512 => {
                 // SAFETY: every row has `kc` elements and `panel` `kc * NR`;
-                // `Isa::Avx2` is only built after detecting AVX2, FMA, F16C.
+                // both ISAs are only built after detecting AVX2, FMA, F16C.
                 unsafe { avx2::pack_panel(rows.map(<[W]>::as_ptr), kc, panel.as_mut_ptr()) }
             }
             _ => {

@@ -161,7 +161,7 @@ impl Plan {
 /// Raises `cols` (at most to `units`) until the tile count is a multiple of
 /// the thread count, so equal tiles end together; one tile stays one.
 fn balance(rows: usize, mut cols: usize, units: usize, threads: usize) -> usize {
-    while rows * cols > 1 && (rows * cols) % threads != 0 && cols < units {
+    while rows * cols > 1 && !(rows * cols).is_multiple_of(threads) && cols < units {
         cols += 1;
     }
     cols.min(units)
