@@ -46,6 +46,8 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
+    // As `tandem` does, so the benches measure the same allocator.
+    tandem_engine::host_memory::keep_freed_buffers();
     match Cli::parse().command {
         Command::Decode(a) => decode::run(a),
         Command::Guided(a) => guided::run(a),

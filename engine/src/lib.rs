@@ -10,6 +10,7 @@ pub mod error;
 pub mod generation_config;
 pub mod gguf;
 pub mod guided;
+pub mod host_memory;
 pub mod kv_cache;
 pub mod kv_handoff;
 pub mod loader;

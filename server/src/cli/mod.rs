@@ -40,6 +40,7 @@ enum Command {
 /// The `tandem` binary: parses the command line, logs to stderr (`RUST_LOG`,
 /// default `info`) and runs the subcommand.
 pub fn main() -> anyhow::Result<()> {
+    tandem_engine::host_memory::keep_freed_buffers();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)

@@ -35,8 +35,33 @@ pub enum Isa {
 }
 
 impl Isa {
-    /// The best build this CPU runs (feature detection is a cached load).
+    /// The build `linear` uses: the best this CPU runs, or a slower one
+    /// named by `TANDEM_CPU_KERNELS` (`avx512`, `avx2` or `portable`; to
+    /// compare builds in one binary, or to step around a kernel). Read once.
     pub fn detect() -> Self {
+        static CHOSEN: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
+        *CHOSEN.get_or_init(|| {
+            let best = Isa::best();
+            match std::env::var("TANDEM_CPU_KERNELS") {
+                Err(_) => best,
+                Ok(name) => match Isa::from_name(&name) {
+                    // A faster build than the CPU runs is capped at its best.
+                    Some(asked) => asked.max(best),
+                    None => {
+                        eprintln!(
+                            "TANDEM_CPU_KERNELS={name:?} is not a kernel build; use avx512, avx2 \
+                             or portable. Using {}.",
+                            best.name()
+                        );
+                        best
+                    }
+                },
+            }
+        })
+    }
+
+    /// The best build this CPU runs (feature detection is a cached load).
+    fn best() -> Self {
         #[cfg(target_arch = "x86_64")]
         if is_x86_feature_detected!("avx2")
             && is_x86_feature_detected!("fma")
@@ -50,11 +75,17 @@ impl Isa {
         Isa::Portable
     }
 
+    fn from_name(name: &str) -> Option<Self> {
+        [Isa::Avx512, Isa::Avx2, Isa::Portable]
+            .into_iter()
+            .find(|isa| isa.name() == name.trim().to_ascii_lowercase())
+    }
+
     /// Every build this CPU runs, best first (for tests and benchmarks).
     pub fn available() -> Vec<Isa> {
         [Isa::Avx512, Isa::Avx2, Isa::Portable]
             .into_iter()
-            .filter(|&isa| isa >= Isa::detect())
+            .filter(|&isa| isa >= Isa::best())
             .collect()
     }
 
@@ -217,5 +248,23 @@ fn write_out<X: Lanes, W>(p: &Problem<'_, X, W>, t: &Tile, acc: &[f32], dst: &Ou
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Isa;
+
+    #[test]
+    fn builds_are_named_and_listed_best_first() {
+        for isa in [Isa::Avx512, Isa::Avx2, Isa::Portable] {
+            assert_eq!(Isa::from_name(isa.name()), Some(isa));
+        }
+        assert_eq!(Isa::from_name(" AVX2 "), Some(Isa::Avx2));
+        assert_eq!(Isa::from_name("sse"), None);
+        let available = Isa::available();
+        assert_eq!(available.first(), Some(&Isa::best()));
+        assert_eq!(available.last(), Some(&Isa::Portable));
+        assert!(available.windows(2).all(|w| w[0] < w[1]));
     }
 }
