@@ -92,8 +92,11 @@ fn dot_block<X: Lanes, W: Lanes, const R: usize, const C: usize, const U: usize>
     let len = lens.min().unwrap_or(0);
     match isa {
         #[cfg(target_arch = "x86_64")]
-        // Decode is bound by the weight stream, which 8-lane loads keep up
-        // with; AVX-512 machines run the AVX2 build here.
+        // AVX-512 machines run the AVX2 build here: a 16-lane version of
+        // this kernel measured slower with f32 weights at 32 rows (58-82 vs
+        // 66-139 GFLOP/s, alternated runs on a busy machine; not yet
+        // explained, 64-byte loads splitting cache lines are the first
+        // suspect) and no better at batch 1, which the weight stream bounds.
         Isa::Avx2 | Isa::Avx512 => {
             let (xp, wp) = (x.map(<[X]>::as_ptr), w.map(<[W]>::as_ptr));
             // SAFETY: every row holds at least `len` elements, and both ISAs
