@@ -11,7 +11,7 @@ use tandem_engine::offline::{generate, GenerateRequest, OfflineOptions};
 use tandem_engine::sampler::SamplingParams;
 use tandem_engine::DeviceSpec;
 
-use crate::{membw, random_model};
+use crate::{alloc_count, membw, random_model};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -51,6 +51,10 @@ struct Row {
     weight_bytes: u64,
     floor_tok_s_per_seq: Option<f64>,
     fraction_of_floor: Option<f64>,
+    /// Heap allocations one decode step makes (the whole batch), and their
+    /// bytes: (a run of `output_len` tokens − a run of 1) ÷ (`output_len` − 1).
+    allocations_per_step: f64,
+    alloc_bytes_per_step: f64,
 }
 
 #[derive(Serialize)]
@@ -63,6 +67,45 @@ struct Report {
     prompt_len: usize,
     output_len: usize,
     rows: Vec<Row>,
+}
+
+fn opts(device: DeviceSpec) -> OfflineOptions {
+    OfflineOptions {
+        device,
+        ..OfflineOptions::default()
+    }
+}
+
+/// Allocations and bytes per decode step, as the mean over a whole run less
+/// a prefill-only run of the same requests.
+struct PerStep {
+    allocations: f64,
+    bytes: f64,
+}
+
+fn allocations_per_step(
+    model: &tandem_engine::models::CausalLm,
+    requests: &[GenerateRequest],
+    opts: &OfflineOptions,
+) -> anyhow::Result<PerStep> {
+    let run = |max_tokens: usize| {
+        let reqs: Vec<GenerateRequest> = requests
+            .iter()
+            .map(|r| GenerateRequest {
+                max_tokens,
+                ..r.clone()
+            })
+            .collect();
+        let (out, count) = alloc_count::counting(|| generate(model, &[], &reqs, opts));
+        out.map(|_| count)
+    };
+    let steps = requests.first().map_or(1, |r| r.max_tokens).max(2);
+    let (whole, prefill) = (run(steps)?, run(1)?);
+    let decode = whole.since(prefill);
+    Ok(PerStep {
+        allocations: decode.allocations as f64 / (steps - 1) as f64,
+        bytes: decode.bytes as f64 / (steps - 1) as f64,
+    })
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -94,13 +137,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 .collect();
             let mut best = 0f64;
             for _ in 0..args.repeats.max(1) {
-                let opts = OfflineOptions {
-                    device: args.device,
-                    ..OfflineOptions::default()
-                };
-                let (_, stats) = generate(&model, &[], &requests, &opts)?;
+                let (_, stats) = generate(&model, &[], &requests, &opts(args.device))?;
                 best = best.max(stats.decode_tokens_per_second(batch));
             }
+            let per_step = allocations_per_step(&model, &requests, &opts(args.device))?;
             // Each decode step streams every weight once, whatever the batch.
             let floor = (args.device == DeviceSpec::Cpu).then(|| bandwidth / weight_bytes as f64);
             let row = Row {
@@ -110,7 +150,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 weight_bytes,
                 floor_tok_s_per_seq: floor,
                 fraction_of_floor: floor.map(|f| best / batch as f64 / f),
+                allocations_per_step: per_step.allocations,
+                alloc_bytes_per_step: per_step.bytes,
             };
+            eprintln!(
+                "{dtype_name} batch {batch}: {:.0} heap allocations ({:.1} MiB) per decode step",
+                per_step.allocations,
+                per_step.bytes / (1 << 20) as f64
+            );
             match floor {
                 Some(f) => eprintln!(
                     "{dtype_name} batch {batch}: {best:.1} tok/s ({:.0}% of floor {f:.1} tok/s per sequence)",

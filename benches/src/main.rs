@@ -1,6 +1,7 @@
 //! `tandem-bench`: tandem's benchmarks. Each subcommand writes JSON and
 //! prints a one-line summary.
 
+mod alloc_count;
 mod decode;
 mod guided;
 mod membw;
@@ -44,6 +45,9 @@ enum Command {
     /// The measured FMA peak (f32, bf16) beside the prefill GEMMs of every kernel build and candle's.
     Roof(roof::Args),
 }
+
+#[global_allocator]
+static ALLOCATOR: alloc_count::Counting = alloc_count::Counting;
 
 fn main() -> anyhow::Result<()> {
     // As `tandem` does, so the benches measure the same allocator.
