@@ -24,6 +24,10 @@ CUDA_FEATURES=tandem-server/cuda,tandem-bench/cuda,tandem-kernels/cuda,tandem-tr
 cargo clippy --workspace --all-targets --features "$CUDA_FEATURES" -- -D warnings
 LD_LIBRARY_PATH="$TANDEM_NVRTC_LIB_DIR${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
     cargo nextest run --workspace --features "$CUDA_FEATURES" --no-fail-fast
+# The libFuzzer targets (fuzz/, scripts/fuzz.sh) need a nightly toolchain and
+# minutes each, so this suite runs their proptest stand-ins over the same
+# entry points instead (the nextest tests named `fuzz`).
+echo "cargo fuzz: skipped here (nightly toolchain, minutes per target: run scripts/fuzz.sh); its proptest stand-ins over the same entry points ran in nextest above"
 
 # The Python suite starts the tandem binary nextest built for the server's
 # integration tests (with the cuda feature; it runs on the CPU by default):

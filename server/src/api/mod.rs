@@ -27,6 +27,8 @@ pub mod tool_parser;
 pub mod tools;
 pub mod validation;
 
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) mod testing;
 #[cfg(test)]
 mod tests;
 
@@ -116,7 +118,7 @@ pub struct AppState {
 pub const DEFAULT_MAX_BODY_BYTES: usize = 32 << 20;
 
 impl AppState {
-    #[cfg(test)]
+    #[cfg(any(test, feature = "fuzzing"))]
     pub fn new(
         model: ModelInfo,
         backend: Arc<dyn Backend>,

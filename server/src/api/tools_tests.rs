@@ -125,7 +125,7 @@ fn the_call_grammar_has_the_format_and_count_asked_for() {
 /// every string it accepts (walked with the demo vocabulary) parses.
 #[test]
 fn forced_calls_compile_and_parse_back() {
-    let tok = crate::api::tests::tokenizer();
+    let tok = crate::api::testing::tokenizer();
     let vocab = tok.vocab_size();
     let compiler = GuidanceCompiler::new(tok.clone(), vocab, &[0]);
     let allows = |guide: &mut tandem_engine::guided::Guide, id: u32| {

@@ -335,21 +335,8 @@ fn truncate_chars(text: &str, max: Option<usize>) -> (String, bool) {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::rag::testing::toy_vector;
     use serde_json::json;
-
-    /// A deterministic bag-of-letters "embedding" for tests.
-    pub fn toy_vector(text: &str) -> Vec<f32> {
-        let mut v = [0f32; 26];
-        for b in text
-            .to_ascii_lowercase()
-            .bytes()
-            .filter(u8::is_ascii_lowercase)
-        {
-            v[(b - b'a') as usize] += 1.0;
-        }
-        let n = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-6);
-        v.iter().map(|x| x / n).collect()
-    }
 
     pub fn add(index: &mut Index, text: &str, metadata: serde_json::Value) -> String {
         let id = doc_id_of(text);

@@ -27,7 +27,7 @@ pub(crate) mod splitter;
 pub mod types;
 pub(crate) mod wal;
 
-#[cfg(test)]
+#[cfg(any(test, feature = "fuzzing"))]
 pub(crate) mod testing;
 
 pub(crate) use service::RagService;

@@ -217,7 +217,10 @@ pub fn load(dir: &Path, model: &str, dim: usize) -> Result<Loaded, RagError> {
         .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]));
     let mut documents = Vec::with_capacity(manifest.num_documents);
     for line in BufReader::new(&docs_bytes[..]).lines() {
-        let line: DocLine = serde_json::from_str(&line?)
+        // Reading from memory fails only on bytes that are not UTF-8: a
+        // damaged file like any other (400), not a storage error (500).
+        let line = line.map_err(|e| corrupt(format!("bad line in {DOCUMENTS}: {e}")))?;
+        let line: DocLine = serde_json::from_str(&line)
             .map_err(|e| corrupt(format!("bad line in {DOCUMENTS}: {e}")))?;
         let chunks = line
             .chunks

@@ -4,7 +4,8 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use super::*;
-use crate::rag::index::tests::{add, toy_vector};
+use crate::rag::index::tests::add;
+use crate::rag::testing::toy_vector;
 
 const MODEL: &str = "toy-letters";
 const DIM: usize = 26;
@@ -90,6 +91,24 @@ fn wrong_model_version_or_bytes_are_refused() {
         load(&dir.path().join("none"), MODEL, DIM).err().unwrap(),
         RagError::PathNotFound(_)
     ));
+}
+
+/// Found by the `persisted_index` fuzz target: documents that are not
+/// UTF-8 under a matching checksum were a storage error (500).
+#[test]
+fn documents_that_are_not_utf8_are_a_bad_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("idx");
+    persist(&small_index(2, "a"), "idx", MODEL, &target).unwrap();
+    let bytes = b"\xff".to_vec();
+    fs::write(target.join(DOCUMENTS), &bytes).unwrap();
+    let mut m: serde_json::Value =
+        serde_json::from_slice(&fs::read(target.join(MANIFEST)).unwrap()).unwrap();
+    m["documents_sha256"] = json!(hex::encode(Sha256::digest(&bytes)));
+    fs::write(target.join(MANIFEST), m.to_string()).unwrap();
+    let e = load(&target, MODEL, DIM).err().unwrap();
+    assert!(matches!(e, RagError::BadRequest(_)), "{e:?}");
+    assert!(e.to_string().contains(DOCUMENTS), "{e}");
 }
 
 #[test]

@@ -1,20 +1,7 @@
-use std::sync::Arc;
-
 use serde_json::json;
 
 use super::*;
-use crate::rag::testing::LetterEmbedder;
-
-pub fn service(root: &Path) -> Arc<RagService> {
-    Arc::new(RagService::new(
-        Arc::new(LetterEmbedder),
-        root.to_path_buf(),
-        ChatSettings {
-            prompt_order: PromptOrder::Stable,
-            min_similarity: 0.1,
-        },
-    ))
-}
+use crate::rag::testing::service;
 
 fn doc(text: &str, metadata: serde_json::Value) -> Document {
     Document {

@@ -2,8 +2,8 @@ use serde_json::json;
 
 use super::*;
 use crate::rag::durable::replay;
-use crate::rag::index::tests::toy_vector;
 use crate::rag::index::Index;
+use crate::rag::testing::toy_vector;
 
 fn doc(text: &str) -> DocRecord {
     DocRecord {

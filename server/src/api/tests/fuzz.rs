@@ -11,12 +11,12 @@
 //! * KAITO RAG request parsing, and the persisted-index reader given
 //!   corrupted files.
 
-use axum::http::StatusCode;
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
 use super::*;
 use crate::api::chat_template::{ChatTemplate, Conversation, TemplateMessage};
+use crate::api::testing::{answer, check_openai_answer, walk};
 
 fn cases(default: u32) -> ProptestConfig {
     let cases = std::env::var("TANDEM_FUZZ_CASES")
@@ -110,35 +110,6 @@ fn completion_base() -> Value {
     json!({"model": "m", "prompt": "hello", "max_tokens": 4})
 }
 
-/// Sends one request; the answer must be a success or a client error.
-/// Returns the status and body.
-async fn answer(app: &axum::Router, method: &str, path: &str, body: Body) -> (StatusCode, String) {
-    let req = Request::builder()
-        .method(method)
-        .uri(path)
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(body)
-        .unwrap();
-    let resp = app.clone().oneshot(req).await.unwrap();
-    let status = resp.status();
-    let text = text(resp).await;
-    assert!(
-        status.is_success() || status.is_client_error(),
-        "{method} {path} answered {status}: {text}"
-    );
-    (status, text)
-}
-
-/// As [`answer`], and an error is an OpenAI error object with a message.
-async fn check_openai_answer(app: &axum::Router, path: &str, body: Body) {
-    let (status, text) = answer(app, "POST", path, body).await;
-    if status.is_client_error() {
-        let v: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
-        let message = v["error"]["message"].as_str().unwrap_or_default();
-        assert!(!message.is_empty(), "{status} without a message: {text}");
-    }
-}
-
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -210,7 +181,7 @@ proptest! {
         raw in prop::collection::vec(any::<u8>(), 0..64),
     ) {
         let dir = tempfile::tempdir().unwrap();
-        let app = router(test_state(64).with_rag(crate::rag::service::tests::service(dir.path())));
+        let app = router(test_state(64).with_rag(crate::rag::testing::service(dir.path())));
         let rt = runtime();
         rt.block_on(check_rag_answer(&app, "POST", "/index", index.to_string().into_bytes()));
         rt.block_on(check_rag_answer(&app, "POST", "/retrieve", retrieve.to_string().into_bytes()));
@@ -227,7 +198,7 @@ proptest! {
         truncate in any::<bool>(),
     ) {
         let dir = tempfile::tempdir().unwrap();
-        let app = router(test_state(64).with_rag(crate::rag::service::tests::service(dir.path())));
+        let app = router(test_state(64).with_rag(crate::rag::testing::service(dir.path())));
         let rt = runtime();
         let body = json!({"index_name": "docs", "documents": [{"text": "one two"}, {"text": "three"}]});
         rt.block_on(check_rag_answer(&app, "POST", "/index", body.to_string().into_bytes()));
@@ -253,17 +224,4 @@ proptest! {
         // Still serving.
         rt.block_on(check_rag_answer(&app, "GET", "/indexes", Vec::new()));
     }
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }

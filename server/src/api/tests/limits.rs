@@ -95,7 +95,7 @@ async fn counts_and_lengths_are_capped_with_the_field_named() {
 async fn rag_batches_and_documents_are_capped_with_the_limit_named() {
     use crate::api::rag_routes::{MAX_DOCUMENTS_PER_REQUEST, MAX_DOCUMENT_BYTES};
     let dir = tempfile::tempdir().unwrap();
-    let mut state = test_state(64).with_rag(crate::rag::service::tests::service(dir.path()));
+    let mut state = test_state(64).with_rag(crate::rag::testing::service(dir.path()));
     state.max_body_bytes = 64 << 20;
     let app = router(state);
     let many: Vec<_> = (0..=MAX_DOCUMENTS_PER_REQUEST)

@@ -31,7 +31,7 @@ async fn call(
 }
 
 fn app(dir: &std::path::Path) -> axum::Router {
-    let state = test_state(64).with_rag(crate::rag::service::tests::service(dir));
+    let state = test_state(64).with_rag(crate::rag::testing::service(dir));
     router(state)
 }
 
@@ -267,7 +267,7 @@ fn sse_events(body: &str) -> Vec<Value> {
 #[tokio::test]
 async fn chat_with_index_name_carries_source_nodes_streamed_or_not() {
     let dir = tempfile::tempdir().unwrap();
-    let state = test_state(4096).with_rag(crate::rag::service::tests::service(dir.path()));
+    let state = test_state(4096).with_rag(crate::rag::testing::service(dir.path()));
     let app = router(state);
     let docs =
         json!({"index_name": "kb", "documents": [{"text": "zebras have black and white stripes"}]});
