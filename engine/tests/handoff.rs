@@ -114,6 +114,14 @@ fn copy_blocks(from: &EngineCore, to: &EngineCore, load: &KvLoad) {
     }
 }
 
+/// What a colocated engine generates for `prompt` (the reference).
+fn colocated(model: &LoadedModel, prompt: &[u32]) -> Vec<u32> {
+    let mut core = core(model);
+    core.add_request(9, request(prompt.to_vec(), KvHandoff::None))
+        .unwrap();
+    run(&mut core, 9).0
+}
+
 fn prompt(seed: u32) -> Vec<u32> {
     (0..40).map(|i| 3 + (i * 7 + seed * 13) % 200).collect()
 }
@@ -150,11 +158,7 @@ fn decode_after(
 fn a_faithful_pull_decodes_as_colocated_without_recomputing() {
     let (_dir, model) = tiny_model();
     let a = prompt(1);
-    let mut colocated = core(&model);
-    colocated
-        .add_request(9, request(a.clone(), KvHandoff::None))
-        .unwrap();
-    let (expected, _) = run(&mut colocated, 9);
+    let expected = colocated(&model, &a);
 
     let (mut pre, mut dec) = (core(&model), core(&model));
     let (first, handle) = prefill(&mut pre, 5, &a);
@@ -169,11 +173,7 @@ fn a_faithful_pull_decodes_as_colocated_without_recomputing() {
 fn a_pull_of_blocks_reused_after_the_lease_expired_is_recomputed() {
     let (_dir, model) = tiny_model();
     let (a, b) = (prompt(1), prompt(2));
-    let mut colocated = core(&model);
-    colocated
-        .add_request(9, request(a.clone(), KvHandoff::None))
-        .unwrap();
-    let (expected, _) = run(&mut colocated, 9);
+    let expected = colocated(&model, &a);
 
     let (mut pre, mut dec) = (core(&model), core(&model));
     let (first, handle) = prefill(&mut pre, 5, &a);
