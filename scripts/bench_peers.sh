@@ -379,9 +379,9 @@ tandem_decode() {
     record_error tandem "$round" "tandem-bench decode failed or timed out (see $WORK/decode.log)"
     return 0
   fi
-  jq -c --argjson r "$round" --argjson l "$load" '.copy_bandwidth_gb_s as $bw | .rows[] |
+  jq -c --argjson r "$round" --argjson l "$load" '.read_bandwidth_gb_s as $bw | .rows[] |
     {kind: "decode", engine: "tandem", dtype, round: $r, tok_s: .decode_tok_s,
-     floor_tok_s: .floor_tok_s_per_seq, weight_bytes, copy_bandwidth_gb_s: $bw, load_before: $l}' \
+     floor_tok_s: .floor_tok_s_per_seq, weight_bytes, read_bandwidth_gb_s: $bw, load_before: $l}' \
     "$out" >>"$RESULTS"
 }
 

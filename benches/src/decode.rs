@@ -63,7 +63,7 @@ struct Report {
     device: String,
     parameters: u64,
     threads: usize,
-    copy_bandwidth_gb_s: f64,
+    read_bandwidth_gb_s: f64,
     prompt_len: usize,
     output_len: usize,
     rows: Vec<Row>,
@@ -113,8 +113,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Some(path) => tandem_engine::ModelMeta::load(path)?.config,
         None => random_model::ensure(&args.model_dir)?,
     };
-    let bandwidth = membw::copy_bandwidth(1 << 30, 5);
-    eprintln!("copy bandwidth (read+write): {:.1} GB/s", bandwidth / 1e9);
+    let bandwidth = membw::read_bandwidth(1 << 30, 5);
+    eprintln!("read bandwidth: {:.1} GB/s", bandwidth / 1e9);
     let mut rows = Vec::new();
     for dtype_name in &args.dtype {
         let dtype = tandem_engine::parse_dtype(dtype_name)?;
@@ -176,7 +176,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         device: args.device.to_string(),
         parameters: cfg.num_parameters(),
         threads: rayon::current_num_threads(),
-        copy_bandwidth_gb_s: bandwidth / 1e9,
+        read_bandwidth_gb_s: bandwidth / 1e9,
         prompt_len: args.prompt_len,
         output_len: args.output_len,
         rows,
@@ -199,7 +199,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     println!(
         "decode: {} | bandwidth {:.1} GB/s | json {}",
         summary.join(", "),
-        report.copy_bandwidth_gb_s,
+        report.read_bandwidth_gb_s,
         args.out.display()
     );
     Ok(())
