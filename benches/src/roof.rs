@@ -22,7 +22,8 @@ pub struct Args {
     /// Timed runs per product; the best is reported.
     #[arg(long, default_value_t = 5)]
     repeats: usize,
-    /// Weight dtypes to measure (activations are f32).
+    /// Weight dtypes to measure (activations f32; with bf16 weights also
+    /// bf16 activations, the bf16 compute path).
     #[arg(long, value_delimiter = ',', default_value = "f32,bf16")]
     weights: Vec<String>,
     #[arg(long, default_value = "roof-bench.json")]
@@ -97,6 +98,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                         }
                     })
                     .collect();
+                // bf16 compute (`--dtype bf16`): bf16 activations too, the
+                // products AMX takes.
+                if wdtype == DType::BF16 {
+                    let xb = x.to_dtype(DType::BF16)?;
+                    for isa in Isa::available() {
+                        let (x, w) = (xb.clone(), w.clone());
+                        kernels.push(Kernel {
+                            name: format!("tandem {}, x bf16", isa.name()),
+                            run: Box::new(move || linear_on(isa, &x, &w, None)),
+                        });
+                    }
+                }
                 let (xc, wt) = (x.clone(), w.to_dtype(DType::F32)?.t()?);
                 kernels.push(Kernel {
                     name: "candle matmul (gemm crate)".into(),
@@ -173,6 +186,11 @@ fn measure_peaks() -> Vec<Peak> {
         if is_x86_feature_detected!("avx512bf16") {
             loops.push(("bf16 dot, 32 pairs (vdpbf16ps)", fma::avx512_bf16));
         }
+    }
+    if tandem_kernels::amx_peak_loop(1).is_some() {
+        loops.push(("bf16 tiles (AMX tdpbf16ps)", |iters| {
+            tandem_kernels::amx_peak_loop(iters / 8).unwrap_or(0.0)
+        }));
     }
     const ITERS: u64 = 20_000_000;
     loops

@@ -29,6 +29,7 @@ mod reshape_and_cache;
 mod vecmath;
 
 pub use arena::HostArena;
+pub use cpu::gemm::amx::peak_loop as amx_peak_loop;
 pub use cpu::gemm::Isa;
 pub use error::KernelError;
 pub use layout::{KvCacheLayout, K, V};

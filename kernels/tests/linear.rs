@@ -1,4 +1,5 @@
-//! `linear` (every build this CPU runs: AVX-512, AVX2, portable) against a naive f64 reference, for
+//! `linear` (every build this CPU runs: AMX, AVX-512, AVX2, portable)
+//! against a naive f64 reference, for
 //! decode- and prefill-shaped products, every dtype pair, with and without
 //! bias; and the errors it reports for bad inputs.
 //!
@@ -220,4 +221,29 @@ fn bad_inputs_are_refused_with_clear_errors() {
         requirement: "contiguous (the kernel never copies weights)",
     };
     assert_refused(linear(&x, &wt, None), e);
+}
+
+/// The AMX register block's edges (bf16 × bf16, `k` whole 32-wide tile
+/// steps): every row remainder of the 32-row block, columns around one and
+/// two 16-wide tiles, and k over one 448-wide k block, with and without
+/// bias. On CPUs without AMX the other builds run the same cases.
+#[test]
+fn amx_block_edges_match_reference() {
+    println!("builds: {:?}", Isa::available());
+    let mut seed: u64 = 20_000;
+    for m in 33..=66 {
+        for (n, k) in [
+            (15, 32),
+            (16, 64),
+            (17, 480),
+            (31, 96),
+            (32, 32),
+            (33, 64),
+            (65, 480),
+        ] {
+            let bias = seed.is_multiple_of(2).then_some(DType::BF16);
+            check(m, k, n, DType::BF16, DType::BF16, bias, seed);
+            seed += 1;
+        }
+    }
 }

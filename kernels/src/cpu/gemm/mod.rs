@@ -5,6 +5,7 @@
 //! prefill); [`dot`] and [`packed`] run a tile; [`avx512`], [`avx2`] and
 //! [`portable`] hold the builds of each register-block kernel.
 
+pub(crate) mod amx;
 mod avx2;
 mod avx512;
 mod dot;
@@ -23,6 +24,10 @@ use std::cell::RefCell;
 /// Declared best first, so `a < b` means `a` is the faster build.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Isa {
+    /// AVX-512 plus AMX-BF16 tiles for bf16 × bf16 prefill products; the
+    /// AVX-512 build for everything else. Only built by [`Isa::detect`].
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    Amx,
     /// AVX-512F for the prefill kernel (and AVX2 + FMA + F16C for the
     /// rest); only built by [`Isa::detect`].
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
@@ -36,7 +41,7 @@ pub enum Isa {
 
 impl Isa {
     /// The build `linear` uses: the best this CPU runs, or a slower one
-    /// named by `TANDEM_CPU_KERNELS` (`avx512`, `avx2` or `portable`; to
+    /// named by `TANDEM_CPU_KERNELS` (`amx`, `avx512`, `avx2` or `portable`; to
     /// compare builds in one binary, or to step around a kernel). Read once.
     pub fn detect() -> Self {
         static CHOSEN: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
@@ -49,8 +54,8 @@ impl Isa {
                     Some(asked) => asked.max(best),
                     None => {
                         eprintln!(
-                            "TANDEM_CPU_KERNELS={name:?} is not a kernel build; use avx512, avx2 \
-                             or portable. Using {}.",
+                            "TANDEM_CPU_KERNELS={name:?} is not a kernel build; use amx, avx512, \
+                             avx2 or portable. Using {}.",
                             best.name()
                         );
                         best
@@ -68,7 +73,10 @@ impl Isa {
             && is_x86_feature_detected!("f16c")
         {
             if is_x86_feature_detected!("avx512f") {
-                return Isa::Avx512;
+                return match amx::usable() {
+                    true => Isa::Amx,
+                    false => Isa::Avx512,
+                };
             }
             return Isa::Avx2;
         }
@@ -76,14 +84,14 @@ impl Isa {
     }
 
     fn from_name(name: &str) -> Option<Self> {
-        [Isa::Avx512, Isa::Avx2, Isa::Portable]
+        [Isa::Amx, Isa::Avx512, Isa::Avx2, Isa::Portable]
             .into_iter()
             .find(|isa| isa.name() == name.trim().to_ascii_lowercase())
     }
 
     /// Every build this CPU runs, best first (for tests and benchmarks).
     pub fn available() -> Vec<Isa> {
-        [Isa::Avx512, Isa::Avx2, Isa::Portable]
+        [Isa::Amx, Isa::Avx512, Isa::Avx2, Isa::Portable]
             .into_iter()
             .filter(|&isa| isa >= Isa::best())
             .collect()
@@ -91,6 +99,7 @@ impl Isa {
 
     pub fn name(self) -> &'static str {
         match self {
+            Isa::Amx => "amx",
             Isa::Avx512 => "avx512",
             Isa::Avx2 => "avx2",
             Isa::Portable => "portable",
@@ -139,12 +148,15 @@ pub(crate) struct Problem<'a, X, W> {
 
 /// Per-thread buffers, reused across calls so steady-state decode allocates
 /// nothing but the output: the f32 output tile, and (prefill) the packed
-/// weight panels and widened activations.
+/// weight panels and widened activations (and, for AMX, the bf16 weight
+/// tiles and the zero-padded last activation rows).
 #[derive(Default)]
 struct Scratch {
     acc: Vec<f32>,
     w_pack: Vec<f32>,
     x_pack: Vec<f32>,
+    w_tiles: Vec<u16>,
+    x_tail: Vec<u16>,
 }
 
 thread_local! {
@@ -202,7 +214,7 @@ pub(crate) fn linear<X: Lanes, W: Lanes>(p: &Problem<'_, X, W>, isa: Isa) -> Vec
             };
             // SAFETY: `dest` is this task's tile of the (zeroed) output, which
             // no other task touches, or its own scratch tile of that shape.
-            unsafe { packed::run(p, isa, &plan, &tile, (&mut s.w_pack, &mut s.x_pack), dest) };
+            unsafe { packed::run(p, isa, &plan, &tile, s, dest) };
             match direct {
                 true => add_bias(p, &tile, &dst),
                 false => write_out(p, &tile, &s.acc, &dst),
@@ -275,7 +287,7 @@ mod tests {
 
     #[test]
     fn builds_are_named_and_listed_best_first() {
-        for isa in [Isa::Avx512, Isa::Avx2, Isa::Portable] {
+        for isa in [Isa::Amx, Isa::Avx512, Isa::Avx2, Isa::Portable] {
             assert_eq!(Isa::from_name(isa.name()), Some(isa));
         }
         assert_eq!(Isa::from_name(" AVX2 "), Some(Isa::Avx2));

@@ -7,14 +7,16 @@
 //! into one micro-panel (see `avx512`). The widening costs one pass over
 //! the weight block per `MB` activation rows.
 
+use super::amx;
 #[cfg(target_arch = "x86_64")]
 use super::avx2;
 #[cfg(target_arch = "x86_64")]
 use super::avx512;
 use super::avx512::{MR512, PANELS512};
 use super::plan::{Plan, MR, NR};
-use super::{portable, Isa, Lanes, Problem, Tile};
+use super::{portable, Isa, Lanes, Problem, Scratch, Tile};
 use crate::element::Element;
+use candle_core::DType;
 use std::ops::Range;
 
 /// Where a tile's sums go: `rows × cols` f32 at row stride `ld`, either
@@ -35,9 +37,18 @@ pub(super) unsafe fn run<X: Lanes, W: Lanes>(
     isa: Isa,
     plan: &Plan,
     t: &Tile,
-    (w_pack, x_pack): (&mut Vec<f32>, &mut Vec<f32>),
+    scratch: &mut Scratch,
     dest: Dest,
 ) {
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Amx {
+        if let Some(bf16) = amx_operands(p) {
+            // SAFETY: the caller lends us `dest`; `Isa::Amx` is only built
+            // when AMX is usable.
+            return unsafe { run_amx(&bf16, t, scratch, &dest) };
+        }
+    }
+    let (w_pack, x_pack) = (&mut scratch.w_pack, &mut scratch.x_pack);
     let cols = t.cols.len();
     let panels = cols.div_ceil(NR);
     let w_pack = aligned(w_pack, panels * plan.kc() * NR);
@@ -53,8 +64,109 @@ pub(super) unsafe fn run<X: Lanes, W: Lanes>(
         // SAFETY: the caller lends us `dest` for the tile.
         match isa {
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => unsafe { block_avx512(p, t, ks, &block, x_pack, &dest) },
+            Isa::Amx | Isa::Avx512 => unsafe { block_avx512(p, t, ks, &block, x_pack, &dest) },
             _ => unsafe { block_by_panel(p, isa, t, ks, &block, x_pack, &dest) },
+        }
+    }
+}
+
+/// A product's operands as raw bf16 bits, when AMX can take it: both bf16,
+/// and `k` whole tile steps.
+struct Bf16Operands<'a> {
+    x: &'a [u16],
+    w: &'a [u16],
+    k: usize,
+}
+
+fn amx_operands<'a, X: Lanes, W: Lanes>(p: &Problem<'a, X, W>) -> Option<Bf16Operands<'a>> {
+    if X::DTYPE != DType::BF16 || W::DTYPE != DType::BF16 || !p.k.is_multiple_of(amx::KSTEP) {
+        return None;
+    }
+    // SAFETY: `X` and `W` are bf16 (their dtype says so), which is a plain
+    // 16-bit value: the slices reinterpret as `u16` of the same length.
+    let bits = |ptr: *const u16, len| unsafe { std::slice::from_raw_parts(ptr, len) };
+    Some(Bf16Operands {
+        x: bits(p.x.as_ptr().cast(), p.x.len()),
+        w: bits(p.w.as_ptr().cast(), p.w.len()),
+        k: p.k,
+    })
+}
+
+/// AMX k blocks: the two weight panels of a block, `AMX_KC × 16` bf16 each
+/// (28 KiB together), stay in L1 while the activation rows stream past.
+const AMX_KC: usize = 14 * amx::KSTEP;
+
+/// Tile `t` with AMX: per k block, pack the tile's weight columns into
+/// tiles once, then run each 32 × 32 register block over it; the last
+/// rows (fewer than 32) read a zero-padded copy, and blocks past the tile's
+/// last row or column land in a scratch block, of which the part inside the
+/// tile is added.
+///
+/// # Safety
+/// As [`run`]; `Isa::Amx` was detected.
+#[cfg(target_arch = "x86_64")]
+unsafe fn run_amx(op: &Bf16Operands<'_>, t: &Tile, s: &mut Scratch, dest: &Dest) {
+    use amx::{BLOCK, KSTEP, TILE};
+    let (rows, cols, k) = (t.rows.len(), t.cols.len(), op.k);
+    let pairs = cols.div_ceil(BLOCK);
+    let kc_max = AMX_KC.min(k);
+    s.w_tiles.resize(pairs * 2 * TILE * kc_max, 0);
+    let full_rows = rows - rows % BLOCK;
+    // SAFETY: AMX was detected (the caller's contract).
+    unsafe { amx::configure() };
+    for k0 in (0..k).step_by(AMX_KC) {
+        let ks = k0..(k0 + AMX_KC).min(k);
+        let kc = ks.len();
+        let panels = &mut s.w_tiles[..pairs * 2 * TILE * kc];
+        amx::pack_w(op.w, k, t.cols.clone(), ks.clone(), panels);
+        if full_rows < rows {
+            s.x_tail.clear();
+            s.x_tail.resize(BLOCK * kc, 0);
+            for (r, dst) in s
+                .x_tail
+                .chunks_exact_mut(kc)
+                .take(rows - full_rows)
+                .enumerate()
+            {
+                dst.copy_from_slice(&op.x[(t.rows.start + full_rows + r) * k + k0..][..kc]);
+            }
+        }
+        for pair in 0..pairs {
+            let b = [2 * pair, 2 * pair + 1].map(|pi| s.w_tiles[pi * TILE * kc..].as_ptr());
+            let (c0, keep) = (pair * BLOCK, (cols - pair * BLOCK).min(BLOCK));
+            for i in (0..rows).step_by(BLOCK) {
+                let live = (rows - i).min(BLOCK);
+                let (x, x_stride) = match live == BLOCK {
+                    true => (op.x[(t.rows.start + i) * k + k0..].as_ptr(), 2 * k),
+                    false => (s.x_tail.as_ptr(), 2 * kc),
+                };
+                let at = dest.ptr.wrapping_add(i * dest.ld + c0);
+                let mut blk = amx::Block {
+                    x,
+                    x_stride,
+                    b,
+                    ksteps: kc / KSTEP,
+                    c: at,
+                    c_stride: 4 * dest.ld,
+                };
+                // SAFETY: full blocks lie inside the tile, which the caller
+                // lends us; the others go through `add_block`'s scratch.
+                unsafe {
+                    add_block(
+                        at,
+                        dest.ld,
+                        live,
+                        keep,
+                        live == BLOCK && keep == BLOCK,
+                        BLOCK,
+                        |c, ld| {
+                            blk.c = c;
+                            blk.c_stride = 4 * ld;
+                            amx::run_block(&blk)
+                        },
+                    )
+                };
+            }
         }
     }
 }
@@ -202,11 +314,12 @@ unsafe fn add_block(
 
 /// The largest register block of any build, in f32.
 const MAX_BLOCK: usize = {
-    let (a, b) = (MR512 * PANELS512 * NR, MR * NR);
-    if a > b {
-        a
+    let (a, b, c) = (MR512 * PANELS512 * NR, MR * NR, amx::BLOCK * amx::BLOCK);
+    let ab = if a > b { a } else { b };
+    if ab > c {
+        ab
     } else {
-        b
+        c
     }
 };
 
@@ -221,7 +334,7 @@ unsafe fn small_kernel(isa: Isa, x: [&[f32]; MR], panel: &[f32], acc: *mut f32, 
     let kc = kc.min(panel.len() / NR);
     match isa {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 | Isa::Avx512 => {
+        Isa::Avx2 | Isa::Avx512 | Isa::Amx => {
             let xp = x.map(<[f32]>::as_ptr);
             // SAFETY: each `x[r]` holds `kc` elements, `panel` `kc * NR`, the
             // caller vouches for `acc`; both ISAs are only built after
@@ -251,7 +364,7 @@ fn pack_w<W: Lanes>(
         });
         match isa {
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 | Isa::Avx512 => {
+            Isa::Avx2 | Isa::Avx512 | Isa::Amx => {
                 // SAFETY: every row has `kc` elements and `panel` `kc * NR`;
                 // both ISAs are only built after detecting AVX2, FMA, F16C.
                 unsafe { avx2::pack_panel(rows.map(<[W]>::as_ptr), kc, panel.as_mut_ptr()) }
