@@ -26,6 +26,7 @@ mod linear;
 mod metadata;
 mod paged_attention;
 mod reshape_and_cache;
+mod swiglu;
 mod vecmath;
 
 pub use arena::HostArena;
@@ -37,3 +38,4 @@ pub use linear::{linear, linear_on};
 pub use metadata::AttentionMetadata;
 pub use paged_attention::paged_attention;
 pub use reshape_and_cache::reshape_and_cache;
+pub use swiglu::silu_mul;

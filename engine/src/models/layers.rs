@@ -156,9 +156,14 @@ impl Mlp {
 
     fn forward_rows(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let gu = self.gate_up.forward(x)?;
-        let gate = gu.narrow(1, 0, self.intermediate)?;
-        let up = gu.narrow(1, self.intermediate, self.intermediate)?;
-        let h = (candle_nn::ops::silu(&gate)? * up)?;
+        let h = match gu.device().is_cpu() {
+            true => tandem_kernels::silu_mul(&gu)?,
+            false => {
+                let gate = gu.narrow(1, 0, self.intermediate)?;
+                let up = gu.narrow(1, self.intermediate, self.intermediate)?;
+                (candle_nn::ops::silu(&gate)? * up)?
+            }
+        };
         self.down.forward(&h)
     }
 }
