@@ -14,6 +14,7 @@
 //! as `dyn Display`, so it cannot be downcast there; engine code that wants
 //! the typed error calls [`AttentionMetadata::validate`] itself.
 
+mod add_rms_norm;
 mod arena;
 mod checks;
 mod cpu;
@@ -29,6 +30,7 @@ mod reshape_and_cache;
 mod swiglu;
 mod vecmath;
 
+pub use add_rms_norm::{add_rms_norm, AddNorm};
 pub use arena::HostArena;
 pub use cpu::gemm::amx::peak_loop as amx_peak_loop;
 pub use cpu::gemm::Isa;

@@ -141,19 +141,33 @@ impl CausalLm {
             kv_cache,
         };
         let mut x = self.embed.index_select(&ids, 0)?;
+        // The MLP output not yet added to the residual stream `x`: each add
+        // is fused with the norm that follows it.
+        let mut pending: Option<Tensor> = None;
         for block in &self.blocks {
-            let residual = &x;
-            let h = block.attn.forward(&block.input_norm.forward(&x)?, &ctx)?;
-            let x1 = (residual + h)?;
-            let h = block.mlp.forward(&block.post_attn_norm.forward(&x1)?)?;
-            x = (x1 + h)?;
+            let normed = match pending.take() {
+                None => block.input_norm.forward(&x)?,
+                Some(h) => {
+                    let (sum, normed) = block.input_norm.add_and_norm(&x, &h)?;
+                    x = sum;
+                    normed
+                }
+            };
+            let h = block.attn.forward(&normed, &ctx)?;
+            let (x1, normed) = block.post_attn_norm.add_and_norm(&x, &h)?;
+            pending = Some(block.mlp.forward(&normed)?);
+            x = x1;
         }
         let idx = Tensor::from_slice(
             &batch.logits_indices,
             batch.logits_indices.len(),
             &self.device,
         )?;
-        let last = x.index_select(&idx, 0)?;
+        // Only the rows that yield logits need the last add.
+        let mut last = x.index_select(&idx, 0)?;
+        if let Some(h) = pending {
+            last = (last + h.index_select(&idx, 0)?)?;
+        }
         let logits = self.lm_head.forward(&self.norm.forward(&last)?)?;
         Ok(logits.to_dtype(DType::F32)?)
     }

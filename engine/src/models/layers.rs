@@ -94,6 +94,20 @@ impl RmsNorm {
     }
 }
 
+impl RmsNorm {
+    /// The residual add before this norm, fused with it on the CPU:
+    /// `(x + h, norm(x + h))`.
+    pub fn add_and_norm(&self, x: &Tensor, h: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
+        if x.device().is_cpu() {
+            let out = tandem_kernels::add_rms_norm(x, h, &self.weight, self.eps)?;
+            return Ok((out.sum, out.normed));
+        }
+        let sum = (x + h)?;
+        let normed = self.forward(&sum)?;
+        Ok((sum, normed))
+    }
+}
+
 impl Module for RmsNorm {
     /// Normalises over the last dimension (statistics in f32 for any dtype).
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
