@@ -179,7 +179,15 @@ pub(crate) fn linear<X: Lanes, W: Lanes>(p: &Problem<'_, X, W>, isa: Isa) -> Vec
     if len == 0 {
         return out;
     }
-    let plan = Plan::new(p.m, p.k, p.n, size_of::<W>(), rayon::current_num_threads());
+    let tiles = isa == Isa::Amx && packed::takes_tiles(p);
+    let plan = Plan::new(
+        p.m,
+        p.k,
+        p.n,
+        size_of::<W>(),
+        rayon::current_num_threads(),
+        tiles,
+    );
     let dst = OutPtr(out.as_mut_ptr());
     // f32 outputs take the prefill sums directly; others go through the tile.
     let direct = plan.mode == Mode::Packed && X::as_f32(&[]).is_some();

@@ -78,6 +78,11 @@ struct Bf16Operands<'a> {
     k: usize,
 }
 
+/// Whether the AMX build runs this product on tiles (when packed).
+pub(super) fn takes_tiles<X: Lanes, W: Lanes>(p: &Problem<'_, X, W>) -> bool {
+    amx_operands(p).is_some()
+}
+
 fn amx_operands<'a, X: Lanes, W: Lanes>(p: &Problem<'a, X, W>) -> Option<Bf16Operands<'a>> {
     if X::DTYPE != DType::BF16 || W::DTYPE != DType::BF16 || !p.k.is_multiple_of(amx::KSTEP) {
         return None;
