@@ -4,8 +4,10 @@
 //! candle-transformers (100+ architectures) for one small encoder; the
 //! parity test against sentence-transformers guards it.
 
-use candle_core::{DType, Module, Result, Tensor};
-use candle_nn::{embedding, layer_norm, linear, Embedding, LayerNorm, Linear, VarBuilder};
+use candle_core::{Module, Result, Tensor};
+
+use super::ops;
+use candle_nn::{embedding, layer_norm, Embedding, LayerNorm, VarBuilder};
 use serde::Deserialize;
 
 /// The fields of a BERT `config.json` the forward needs.
@@ -82,9 +84,11 @@ impl Activation {
         }
     }
 
-    fn apply(self, xs: &Tensor) -> Result<Tensor> {
+    /// Applies the activation to a tensor nothing else holds (in place
+    /// where there is a parallel kernel for it).
+    fn apply(self, xs: Tensor) -> Result<Tensor> {
         match self {
-            Activation::GeluErf => xs.gelu_erf(),
+            Activation::GeluErf => ops::in_place(xs, &ops::GeluErfInPlace),
             Activation::GeluTanh => xs.gelu(),
             Activation::Relu => xs.relu(),
         }
@@ -129,14 +133,40 @@ impl Embeddings {
     }
 }
 
+/// A dense layer on `tandem_kernels::linear`, the engine's AVX-512/AVX2
+/// GEMM, which reads the `[out, in]` weight in place (with candle's
+/// `Linear` instead the whole embedder is ~20% slower, docs/rag.md).
+struct Dense {
+    weight: Tensor,
+    bias: Tensor,
+}
+
+impl Dense {
+    fn load(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<Self> {
+        Ok(Dense {
+            weight: vb.get((out_dim, in_dim), "weight")?,
+            bias: vb.get(out_dim, "bias")?,
+        })
+    }
+
+    /// `xs` `[..., in]` to `[..., out]`.
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        tandem_kernels::linear(xs, &self.weight, Some(&self.bias))
+    }
+}
+
+fn linear(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<Dense> {
+    Dense::load(in_dim, out_dim, vb)
+}
+
 struct Layer {
-    query: Linear,
-    key: Linear,
-    value: Linear,
-    attn_out: Linear,
+    query: Dense,
+    key: Dense,
+    value: Dense,
+    attn_out: Dense,
     attn_norm: LayerNorm,
-    intermediate: Linear,
-    output: Linear,
+    intermediate: Dense,
+    output: Dense,
     out_norm: LayerNorm,
     heads: usize,
     act: Activation,
@@ -161,8 +191,8 @@ impl Layer {
         })
     }
 
-    /// `mask_bias`: [batch, 1, 1, len], 0 for real tokens, -inf-like for padding.
-    fn forward(&self, xs: &Tensor, mask_bias: &Tensor) -> Result<Tensor> {
+    /// `keep`: [batch, len], true for real tokens (padding gets no attention).
+    fn forward(&self, xs: &Tensor, keep: &[bool]) -> Result<Tensor> {
         let (b, len, h) = xs.dims3()?;
         let head_dim = h / self.heads;
         let split = |t: Tensor| -> Result<Tensor> {
@@ -173,13 +203,18 @@ impl Layer {
         let q = split(self.query.forward(xs)?)?;
         let k = split(self.key.forward(xs)?)?;
         let v = split(self.value.forward(xs)?)?;
-        let scores = (q.matmul(&k.t()?)? / (head_dim as f64).sqrt())?.broadcast_add(mask_bias)?;
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        let softmax = ops::MaskedSoftmaxInPlace {
+            scale: 1.0 / (head_dim as f32).sqrt(),
+            keep,
+            heads: self.heads,
+            len,
+        };
+        let probs = ops::in_place(q.matmul(&k.t()?)?, &softmax)?;
         let ctx = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, len, h))?;
         let xs = self
             .attn_norm
             .forward(&(self.attn_out.forward(&ctx)? + xs)?)?;
-        let inner = self.act.apply(&self.intermediate.forward(&xs)?)?;
+        let inner = self.act.apply(self.intermediate.forward(&xs)?)?;
         self.out_norm.forward(&(self.output.forward(&inner)? + xs)?)
     }
 }
@@ -209,12 +244,15 @@ impl Bert {
     /// Last hidden states [batch, len, hidden] for `input_ids` [batch, len]
     /// and `attention_mask` [batch, len] (1 = token, 0 = padding), both u32.
     pub fn forward(&self, input_ids: &Tensor, attention_mask: &Tensor) -> Result<Tensor> {
-        let (b, len) = input_ids.dims2()?;
-        let mask_bias = ((attention_mask.to_dtype(DType::F32)? - 1.0)? * f32::MAX as f64)?
-            .reshape((b, 1, 1, len))?;
+        let keep: Vec<bool> = attention_mask
+            .flatten_all()?
+            .to_vec1::<u32>()?
+            .into_iter()
+            .map(|m| m != 0)
+            .collect();
         let mut xs = self.embeddings.forward(input_ids)?;
         for layer in &self.layers {
-            xs = layer.forward(&xs, &mask_bias)?;
+            xs = layer.forward(&xs, &keep)?;
         }
         Ok(xs)
     }

@@ -7,6 +7,7 @@ mod args;
 mod bert;
 mod local;
 mod locate;
+mod ops;
 mod pooling;
 mod remote;
 mod remote_kaito;
