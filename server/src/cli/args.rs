@@ -68,7 +68,9 @@ pub struct HttpArgs {
 /// How a worker runs its engine.
 #[derive(clap::Args, Debug, Clone)]
 pub struct EngineArgs {
-    /// Compute dtype: f32 or bf16.
+    /// Compute dtype: f32 or bf16. On CPUs with AMX (Xeon Sapphire Rapids
+    /// and later) bf16 runs prefill and batched decode on AMX tiles, several
+    /// times the f32 GEMM rate; elsewhere it halves the bytes decode reads.
     #[arg(long, default_value = "f32")]
     pub dtype: String,
     #[arg(long, default_value_t = 256)]
