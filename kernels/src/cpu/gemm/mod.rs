@@ -2,8 +2,9 @@
 //! lies (never copied whole); rayon tasks own disjoint output tiles, each
 //! accumulated in an f32 tile and narrowed once. [`plan`] picks the regime
 //! (streaming dot products for decode, packed broadcast kernel for
-//! prefill); [`dot`] and [`packed`] run a tile; [`avx512`], [`avx2`] and
-//! [`portable`] hold the builds of each register-block kernel.
+//! prefill); [`dot`] and [`packed`] run a tile; [`amx`] (bf16 × bf16
+//! tiles), [`avx512`], [`avx2`] and [`portable`] hold the builds of each
+//! register-block kernel.
 
 pub(crate) mod amx;
 mod avx2;

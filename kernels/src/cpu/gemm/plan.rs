@@ -6,13 +6,15 @@
 //!   so each thread reads its weight tile as one sequential stream (the
 //!   hardware prefetcher follows one stream per core well, several
 //!   interleaved rows poorly: measured 30 vs 15–20 GB/s per core).
-//! - `Block` (`m <= SMALL_M`, batched decode): 4 activation rows × 3 weight
+//! - `Block` (`m <= SMALL_M`, batched decode; below `AMX_MIN_M` when the
+//!   product runs on AMX tiles): 4 activation rows × 3 weight
 //!   rows per register block, so each weight vector loaded feeds 4 FMAs and
 //!   each activation vector 3; a software prefetch walks ahead through the
 //!   3 rows as one linear stream.
 //! - `Packed` (prefill): tiles of `MB × NB` outputs and k blocks of `KC`;
 //!   each task widens its weight block into 16-column panels once and runs
-//!   a 6 × 16 broadcast kernel with both operands in L1.
+//!   a 6 × 16 (AVX2) or 12 × 32 (AVX-512) broadcast kernel with both
+//!   operands in L1, or packs bf16 weight tiles for AMX (its own k blocks).
 //!
 //! Decode tiles span all `m` rows and split `n` only (every weight row is
 //! read from memory once); they never cut k, since two passes over a row
