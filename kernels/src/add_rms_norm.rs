@@ -129,66 +129,34 @@ fn run<X: Element>(x: &[X], h: &[X], w: &[X], d: usize, eps: f32) -> (Vec<X>, Ve
     sum.par_chunks_mut(chunk)
         .zip(normed.par_chunks_mut(chunk))
         .zip(x.par_chunks(chunk).zip(h.par_chunks(chunk)))
-        .for_each(|((s, n), (x, h))| rows(s, n, x, h, &w, eps));
+        .for_each(|((s, n), (x, h))| {
+            let mut row = vec![0f32; d];
+            for (((s, n), x), h) in s
+                .chunks_exact_mut(d)
+                .zip(n.chunks_exact_mut(d))
+                .zip(x.chunks_exact(d))
+                .zip(h.chunks_exact(d))
+            {
+                // The sum is rounded to `X` first: the residual stream holds
+                // `X`, and the norm sees what the next add will.
+                for ((r, s), (a, b)) in row.iter_mut().zip(s.iter_mut()).zip(x.iter().zip(h)) {
+                    *s = X::from_f32(a.to_f32() + b.to_f32());
+                    *r = s.to_f32();
+                }
+                let mean_sq = crate::vecmath::dot::<false>(&row, &row) / d as f32;
+                let inv = 1.0 / (mean_sq + eps).sqrt();
+                for ((n, r), w) in n.iter_mut().zip(&row).zip(&w) {
+                    *n = X::from_f32(r * inv * w);
+                }
+            }
+        });
     (sum, normed)
-}
-
-/// One task's rows, in the AVX2 + FMA build where the CPU has it (the loops
-/// vectorise 8 lanes wide instead of the baseline's 4).
-fn rows<X: Element>(s: &mut [X], n: &mut [X], x: &[X], h: &[X], w: &[f32], eps: f32) {
-    #[cfg(target_arch = "x86_64")]
-    if crate::cpu::gemm::Isa::detect() != crate::cpu::gemm::Isa::Portable {
-        // SAFETY: every build but `Portable` is only chosen after detecting
-        // AVX2 and FMA.
-        return unsafe { rows_avx2(s, n, x, h, w, eps) };
-    }
-    rows_plain(s, n, x, h, w, eps)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn rows_avx2<X: Element>(s: &mut [X], n: &mut [X], x: &[X], h: &[X], w: &[f32], eps: f32) {
-    rows_plain(s, n, x, h, w, eps)
-}
-
-#[inline(always)]
-fn rows_plain<X: Element>(s: &mut [X], n: &mut [X], x: &[X], h: &[X], w: &[f32], eps: f32) {
-    let d = w.len();
-    let mut row = vec![0f32; d];
-    for (((s, n), x), h) in s
-        .chunks_exact_mut(d)
-        .zip(n.chunks_exact_mut(d))
-        .zip(x.chunks_exact(d))
-        .zip(h.chunks_exact(d))
-    {
-        // The sum is rounded to `X` first: the residual stream holds `X`,
-        // and the norm sees what the next add will.
-        for ((r, s), (a, b)) in row.iter_mut().zip(s.iter_mut()).zip(x.iter().zip(h)) {
-            *s = X::from_f32(a.to_f32() + b.to_f32());
-            *r = s.to_f32();
-        }
-        let mean_sq = crate::vecmath::dot::<false>(&row, &row) / d as f32;
-        let inv = 1.0 / (mean_sq + eps).sqrt();
-        for ((n, r), w) in n.iter_mut().zip(&row).zip(w) {
-            *n = X::from_f32(r * inv * w);
-        }
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use candle_core::{DType, Device};
-
-    fn max_abs(t: &Tensor) -> f32 {
-        let t = t.to_dtype(DType::F32).unwrap().abs().unwrap();
-        t.flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
-    }
 
     /// Against candle's add and `rms_norm`, every dtype, with several
     /// row tasks; and a shape error that names the operand.
@@ -210,10 +178,27 @@ mod tests {
             let sum = (&x + &h).unwrap();
             let normed = candle_nn::ops::rms_norm(&sum, &w, 1e-6).unwrap();
             for (name, a, b) in [("sum", &got.sum, &sum), ("normed", &got.normed, &normed)] {
-                let diff = max_abs(
-                    &(a.to_dtype(DType::F32).unwrap() - b.to_dtype(DType::F32).unwrap()).unwrap(),
-                );
-                let scale = max_abs(b);
+                let diff = (a.to_dtype(DType::F32).unwrap() - b.to_dtype(DType::F32).unwrap())
+                    .unwrap()
+                    .abs()
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .max(0)
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap();
+                let scale = b
+                    .to_dtype(DType::F32)
+                    .unwrap()
+                    .abs()
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .max(0)
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap();
                 assert!(
                     diff <= tol * scale,
                     "{dtype:?} {name}: max diff {diff} of {scale}"
