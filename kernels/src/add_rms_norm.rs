@@ -158,6 +158,16 @@ mod tests {
     use super::*;
     use candle_core::{DType, Device};
 
+    fn max_abs(t: &Tensor) -> f32 {
+        let t = t.to_dtype(DType::F32).unwrap().abs().unwrap();
+        t.flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    }
+
     /// Against candle's add and `rms_norm`, every dtype, with several
     /// row tasks; and a shape error that names the operand.
     #[test]
@@ -178,27 +188,10 @@ mod tests {
             let sum = (&x + &h).unwrap();
             let normed = candle_nn::ops::rms_norm(&sum, &w, 1e-6).unwrap();
             for (name, a, b) in [("sum", &got.sum, &sum), ("normed", &got.normed, &normed)] {
-                let diff = (a.to_dtype(DType::F32).unwrap() - b.to_dtype(DType::F32).unwrap())
-                    .unwrap()
-                    .abs()
-                    .unwrap()
-                    .flatten_all()
-                    .unwrap()
-                    .max(0)
-                    .unwrap()
-                    .to_scalar::<f32>()
-                    .unwrap();
-                let scale = b
-                    .to_dtype(DType::F32)
-                    .unwrap()
-                    .abs()
-                    .unwrap()
-                    .flatten_all()
-                    .unwrap()
-                    .max(0)
-                    .unwrap()
-                    .to_scalar::<f32>()
-                    .unwrap();
+                let diff = max_abs(
+                    &(a.to_dtype(DType::F32).unwrap() - b.to_dtype(DType::F32).unwrap()).unwrap(),
+                );
+                let scale = max_abs(b);
                 assert!(
                     diff <= tol * scale,
                     "{dtype:?} {name}: max diff {diff} of {scale}"
