@@ -117,18 +117,15 @@ pub(crate) fn tokenizer() -> Arc<Tokenizer> {
     Arc::new(Tokenizer::load(&ModelFiles::locate(&info.dir).unwrap()).unwrap())
 }
 
-/// A state serving model "m" (aliases "alias", "org/m") with the demo
-/// chat template over a [`Fake`] in `mode`; returns the fake's count of
-/// dropped sequence streams too.
-pub(crate) fn state(
-    mode: Mode,
-    max_waiting: usize,
-    api_key: Option<&str>,
+/// The test model's metadata over the demo tokenizer, served under `names`.
+pub(crate) fn model_info(
+    names: &[&str],
     max_model_len: usize,
-) -> (AppState, Arc<AtomicUsize>) {
+    chat_template: Option<ChatTemplate>,
+) -> ModelInfo {
     let tokenizer = tokenizer();
-    let model = ModelInfo {
-        names: vec!["m".into(), "alias".into(), "org/m".into()],
+    ModelInfo {
+        names: names.iter().map(|n| n.to_string()).collect(),
         root: "/models/m".into(),
         created: 1,
         max_model_len,
@@ -139,10 +136,23 @@ pub(crate) fn state(
             &[0],
         )),
         tokenizer,
-        chat_template: Some(ChatTemplate::new(CHAT_TEMPLATE.to_string()).unwrap()),
+        chat_template,
         defaults: GenerationDefaults::default(),
         tool_call_format: Default::default(),
-    };
+    }
+}
+
+/// A state serving model "m" (aliases "alias", "org/m") with the demo
+/// chat template over a [`Fake`] in `mode`; returns the fake's count of
+/// dropped sequence streams too.
+pub(crate) fn state(
+    mode: Mode,
+    max_waiting: usize,
+    api_key: Option<&str>,
+    max_model_len: usize,
+) -> (AppState, Arc<AtomicUsize>) {
+    let chat_template = Some(ChatTemplate::new(CHAT_TEMPLATE.to_string()).unwrap());
+    let model = model_info(&["m", "alias", "org/m"], max_model_len, chat_template);
     let dropped = Arc::new(AtomicUsize::new(0));
     let backend = Arc::new(Fake {
         mode,

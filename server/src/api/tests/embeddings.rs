@@ -38,23 +38,7 @@ impl Embedder for Stub {
 }
 
 fn app_with(embedder: Option<Arc<dyn Embedder>>) -> axum::Router {
-    let tokenizer = tokenizer();
-    let model = ModelInfo {
-        names: vec!["m".into()],
-        root: "/models/m".into(),
-        created: 1,
-        max_model_len: 64,
-        vocab_size: tokenizer.vocab_size(),
-        guidance: Arc::new(tandem_engine::guided::GuidanceCompiler::new(
-            tokenizer.clone(),
-            tokenizer.vocab_size(),
-            &[0],
-        )),
-        tokenizer,
-        chat_template: None,
-        defaults: GenerationDefaults::default(),
-        tool_call_format: Default::default(),
-    };
+    let model = crate::api::testing::model_info(&["m"], 64, None);
     let backend = Arc::new(Fake {
         mode: Mode::Script,
         dropped: Arc::new(AtomicUsize::new(0)),

@@ -9,12 +9,11 @@ use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use axum::response::Response;
 use serde_json::Value;
-use tandem_engine::generation_config::GenerationDefaults;
 use tandem_engine::tokenizer::Tokenizer;
 use tower::ServiceExt;
 
-use super::testing::{state, text, tokenizer, Fake, Mode};
-use super::{router, AppState, ModelInfo};
+use super::testing::{state, text, Fake, Mode};
+use super::{router, AppState};
 
 mod embeddings;
 mod errors;
