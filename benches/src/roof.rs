@@ -88,27 +88,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 let x = random(&mut rng, &[m, k], DType::F32)?;
                 let w = random(&mut rng, &[n, k], wdtype)?;
                 let flops = 2.0 * (m * k * n) as f64;
-                let mut kernels: Vec<Kernel> = Isa::available()
-                    .into_iter()
-                    .map(|isa| {
-                        let (x, w) = (x.clone(), w.clone());
-                        Kernel {
-                            name: format!("tandem {}", isa.name()),
-                            run: Box::new(move || linear_on(isa, &x, &w, None)),
-                        }
-                    })
-                    .collect();
+                let mut kernels = tandem_builds(&x, &w, "");
                 // bf16 compute (`--dtype bf16`): bf16 activations too, the
                 // products AMX takes.
                 if wdtype == DType::BF16 {
-                    let xb = x.to_dtype(DType::BF16)?;
-                    for isa in Isa::available() {
-                        let (x, w) = (xb.clone(), w.clone());
-                        kernels.push(Kernel {
-                            name: format!("tandem {}, x bf16", isa.name()),
-                            run: Box::new(move || linear_on(isa, &x, &w, None)),
-                        });
-                    }
+                    kernels.extend(tandem_builds(&x.to_dtype(DType::BF16)?, &w, ", x bf16"));
                 }
                 let (xc, wt) = (x.clone(), w.to_dtype(DType::F32)?.t()?);
                 kernels.push(Kernel {
@@ -162,6 +146,20 @@ fn best_of(repeats: usize, f: impl Fn() -> candle_core::Result<()>) -> anyhow::R
         best = best.min(t.elapsed().as_secs_f64());
     }
     Ok(best)
+}
+
+/// `linear` on every kernel build this CPU runs, named `tandem <build><suffix>`.
+fn tandem_builds(x: &Tensor, w: &Tensor, suffix: &str) -> Vec<Kernel> {
+    Isa::available()
+        .into_iter()
+        .map(|isa| {
+            let (x, w) = (x.clone(), w.clone());
+            Kernel {
+                name: format!("tandem {}{suffix}", isa.name()),
+                run: Box::new(move || linear_on(isa, &x, &w, None)),
+            }
+        })
+        .collect()
 }
 
 /// One GEMM implementation under test.
