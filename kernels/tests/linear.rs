@@ -1,4 +1,5 @@
-//! `linear` (every build this CPU runs: AMX, AVX-512, AVX2, portable)
+//! `linear` (every build this CPU runs: AMX, AVX512-BF16, AVX-512, AVX2,
+//! portable)
 //! against a naive f64 reference, for
 //! decode- and prefill-shaped products, every dtype pair, with and without
 //! bias; and the errors it reports for bad inputs.
@@ -141,6 +142,24 @@ fn prefill_register_block_edges_match_reference() {
         for n in [15, 16, 17, 31, 32, 33, 48, 49] {
             let wd = [DType::F32, DType::BF16][seed as usize % 2];
             check(m, 37, n, DType::F32, wd, None, seed);
+            seed += 1;
+        }
+    }
+}
+
+/// The `vdpbf16ps` kernel's edges (bf16 × bf16, `k` even, on the AVX512-BF16
+/// and AMX builds; AMX takes only whole 32-wide k steps, so these k are
+/// not): from the 9 rows where it takes over, every row remainder of the
+/// 12-row block, columns around one and
+/// two panels, k of one pair, with a pair tail past the 16-pair steps and
+/// the 8-pair pack, and over several k blocks; odd k (widened instead).
+#[test]
+fn bf16_pair_block_edges_match_reference() {
+    let mut seed: u64 = 30_000;
+    for m in 9..=45 {
+        for (n, k) in [(15, 2), (16, 38), (17, 902), (33, 70), (49, 37)] {
+            let bias = seed.is_multiple_of(3).then_some(DType::BF16);
+            check(m, k, n, DType::BF16, DType::BF16, bias, seed);
             seed += 1;
         }
     }

@@ -13,8 +13,6 @@
 //! compiled code touches: every task loads the tile configuration before
 //! its first block.
 
-use std::ops::Range;
-
 /// bf16 values per tile row (64 bytes): the k step of one `tdpbf16ps`.
 pub(super) const KSTEP: usize = 32;
 /// Rows (and columns) of one accumulator tile.
@@ -27,28 +25,6 @@ pub(super) const BLOCK: usize = 2 * TILE;
 pub(super) fn usable() -> bool {
     static USABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *USABLE.get_or_init(imp::request)
-}
-
-/// Packs weight rows `cols` (clamped to the last one past `cols.end`:
-/// those columns' sums are dropped), k range `ks` (a multiple of
-/// [`KSTEP`] long), into panels of [`TILE`] columns, each `[ks.len() /
-/// KSTEP]` tiles of `[TILE k pairs][TILE columns][2]`, as raw bf16 bits.
-pub(super) fn pack_w(w: &[u16], k: usize, cols: Range<usize>, ks: Range<usize>, out: &mut [u16]) {
-    let kc = ks.len();
-    debug_assert!(kc.is_multiple_of(KSTEP));
-    for (pi, panel) in out.chunks_exact_mut(kc * TILE).enumerate() {
-        let rows: [&[u16]; TILE] = std::array::from_fn(|c| {
-            let j = (cols.start + pi * TILE + c).min(cols.end - 1);
-            &w[j * k + ks.start..][..kc]
-        });
-        // Pairs of k are 32-bit words: the tile is a 16 × 16 word transpose.
-        for (pair, dst) in panel.chunks_exact_mut(2 * TILE).enumerate() {
-            for (c, row) in rows.iter().enumerate() {
-                dst[2 * c] = row[2 * pair];
-                dst[2 * c + 1] = row[2 * pair + 1];
-            }
-        }
-    }
 }
 
 /// One register block: `c` (32 rows × 32 f32 columns at byte stride

@@ -3,7 +3,7 @@
 //! shift, f16 with F16C.
 
 #[cfg(target_arch = "x86_64")]
-pub(super) use imp::{dot_block, pack_panel, tile};
+pub(super) use imp::{dot_block, pack_pairs, pack_panel, tile};
 
 #[cfg(not(target_arch = "x86_64"))]
 mod imp {
@@ -250,6 +250,42 @@ mod imp {
             for (j, row) in rows.iter().enumerate() {
                 // SAFETY: `k < kc`.
                 unsafe { out.add(k * NR + j).write(row.add(k).read().to_f32()) };
+            }
+        }
+    }
+
+    /// Interleaves 16 bf16 weight rows (raw bits), `kc` values each (`kc`
+    /// even), into `[kc / 2][16][2]`: for every k pair, each row's two
+    /// values side by side, rows in order. A k pair is one 32-bit word, so
+    /// this is a 16 × `kc / 2` transpose of words, 8 × 8 at a time.
+    ///
+    /// # Safety
+    /// Each row has `kc` readable values, `out` room for `16 · kc`; AVX2.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(in super::super) unsafe fn pack_pairs(rows: [*const u16; 16], kc: usize, out: *mut u16) {
+        let (words, out) = (kc / 2, out.cast::<u32>());
+        let mut p = 0;
+        while p + 8 <= words {
+            for h in 0..2 {
+                // SAFETY: words `p..p + 8` of each row are readable.
+                let v: [__m256; 8] = std::array::from_fn(|q| unsafe {
+                    _mm256_loadu_ps(rows[8 * h + q].cast::<f32>().add(p))
+                });
+                // Words pass through the float shuffles bit for bit.
+                for (q, col) in transpose8(v).into_iter().enumerate() {
+                    // SAFETY: `(p + q) * 16 + 8 h + 8 <= words * 16`.
+                    unsafe { _mm256_storeu_ps(out.add((p + q) * 16 + 8 * h).cast(), col) };
+                }
+            }
+            p += 8;
+        }
+        for p in p..words {
+            for (j, row) in rows.iter().enumerate() {
+                // SAFETY: word `p < kc / 2` of each row is readable.
+                unsafe {
+                    out.add(p * 16 + j)
+                        .write(row.cast::<u32>().add(p).read_unaligned())
+                };
             }
         }
     }

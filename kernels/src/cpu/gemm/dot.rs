@@ -97,12 +97,15 @@ fn dot_block<X: Lanes, W: Lanes, const R: usize, const C: usize, const U: usize>
         // 66-139 GFLOP/s, alternated runs on a busy machine; not yet
         // explained, 64-byte loads splitting cache lines are the first
         // suspect) and no better at batch 1, which the weight stream bounds.
-        Isa::Avx2 | Isa::Avx512 | Isa::Amx => {
+        Isa::Avx2 | Isa::Avx512 | Isa::Avx512Bf16 | Isa::Amx => {
             let (xp, wp) = (x.map(<[X]>::as_ptr), w.map(<[W]>::as_ptr));
-            // SAFETY: every row holds at least `len` elements, and both ISAs
-            // are only returned by `detect` after checking AVX2, FMA and F16C.
+            // SAFETY: every row holds at least `len` elements, and these
+            // builds are only returned by `detect` after checking AVX2, FMA
+            // and F16C.
             unsafe { avx2::dot_block::<X, W, R, C, U>(xp, wp, len, prefetch) }
         }
+        Isa::Portable => portable::dot_block::<X, W, R, C>(x, w, len),
+        #[cfg(not(target_arch = "x86_64"))]
         _ => portable::dot_block::<X, W, R, C>(x, w, len),
     }
 }

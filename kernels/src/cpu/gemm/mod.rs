@@ -3,12 +3,13 @@
 //! accumulated in an f32 tile and narrowed once. [`plan`] picks the regime
 //! (streaming dot products for decode, packed broadcast kernel for
 //! prefill); [`dot`] and [`packed`] run a tile; [`amx`] (bf16 × bf16
-//! tiles), [`avx512`], [`avx2`] and [`portable`] hold the builds of each
-//! register-block kernel.
+//! tiles), [`avx512bf16`] (bf16 × bf16 pairs), [`avx512`], [`avx2`] and
+//! [`portable`] hold the builds of each register-block kernel.
 
 pub(crate) mod amx;
 mod avx2;
 mod avx512;
+mod avx512bf16;
 mod dot;
 mod packed;
 mod plan;
@@ -25,10 +26,16 @@ use std::cell::RefCell;
 /// Declared best first, so `a < b` means `a` is the faster build.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Isa {
-    /// AVX-512 plus AMX-BF16 tiles for bf16 × bf16 prefill products; the
-    /// AVX-512 build for everything else. Only built by [`Isa::detect`].
+    /// AVX-512 plus AMX-BF16 tiles for bf16 × bf16 prefill products (and
+    /// `vdpbf16ps` for those the tiles do not take); the AVX-512 build for
+    /// everything else. Only built by [`Isa::detect`].
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     Amx,
+    /// AVX-512 plus AVX512-BF16 `vdpbf16ps` for bf16 × bf16 prefill
+    /// products; the AVX-512 build for everything else. Only built by
+    /// [`Isa::detect`].
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    Avx512Bf16,
     /// AVX-512F for the prefill kernel (and AVX2 + FMA + F16C for the
     /// rest); only built by [`Isa::detect`].
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
@@ -42,7 +49,8 @@ pub enum Isa {
 
 impl Isa {
     /// The build `linear` uses: the best this CPU runs, or a slower one
-    /// named by `TANDEM_CPU_KERNELS` (`amx`, `avx512`, `avx2` or `portable`; to
+    /// named by `TANDEM_CPU_KERNELS` (`amx`, `avx512bf16`, `avx512`, `avx2`
+    /// or `portable`; to
     /// compare builds in one binary, or to step around a kernel). Read once.
     pub fn detect() -> Self {
         static CHOSEN: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
@@ -55,8 +63,8 @@ impl Isa {
                     Some(asked) => asked.max(best),
                     None => {
                         eprintln!(
-                            "TANDEM_CPU_KERNELS={name:?} is not a kernel build; use amx, avx512, \
-                             avx2 or portable. Using {}.",
+                            "TANDEM_CPU_KERNELS={name:?} is not a kernel build; use amx, \
+                             avx512bf16, avx512, avx2 or portable. Using {}.",
                             best.name()
                         );
                         best
@@ -74,9 +82,12 @@ impl Isa {
             && is_x86_feature_detected!("f16c")
         {
             if is_x86_feature_detected!("avx512f") {
-                return match amx::usable() {
-                    true => Isa::Amx,
-                    false => Isa::Avx512,
+                // Every AMX CPU has AVX512-BF16, which the AMX build also
+                // uses; without it the tiles are not used either.
+                return match (avx512bf16::usable(), amx::usable()) {
+                    (true, true) => Isa::Amx,
+                    (true, false) => Isa::Avx512Bf16,
+                    (false, _) => Isa::Avx512,
                 };
             }
             return Isa::Avx2;
@@ -84,15 +95,29 @@ impl Isa {
         Isa::Portable
     }
 
+    /// Every build, best first.
+    const ALL: [Isa; 5] = [
+        Isa::Amx,
+        Isa::Avx512Bf16,
+        Isa::Avx512,
+        Isa::Avx2,
+        Isa::Portable,
+    ];
+
+    /// Whether this build multiplies bf16 pairs with `vdpbf16ps`.
+    fn bf16_pairs(self) -> bool {
+        matches!(self, Isa::Amx | Isa::Avx512Bf16)
+    }
+
     fn from_name(name: &str) -> Option<Self> {
-        [Isa::Amx, Isa::Avx512, Isa::Avx2, Isa::Portable]
+        Isa::ALL
             .into_iter()
             .find(|isa| isa.name() == name.trim().to_ascii_lowercase())
     }
 
     /// Every build this CPU runs, best first (for tests and benchmarks).
     pub fn available() -> Vec<Isa> {
-        [Isa::Amx, Isa::Avx512, Isa::Avx2, Isa::Portable]
+        Isa::ALL
             .into_iter()
             .filter(|&isa| isa >= Isa::best())
             .collect()
@@ -101,6 +126,7 @@ impl Isa {
     pub fn name(self) -> &'static str {
         match self {
             Isa::Amx => "amx",
+            Isa::Avx512Bf16 => "avx512bf16",
             Isa::Avx512 => "avx512",
             Isa::Avx2 => "avx2",
             Isa::Portable => "portable",
@@ -149,14 +175,15 @@ pub(crate) struct Problem<'a, X, W> {
 
 /// Per-thread buffers, reused across calls so steady-state decode allocates
 /// nothing but the output: the f32 output tile, and (prefill) the packed
-/// weight panels and widened activations (and, for AMX, the bf16 weight
-/// tiles and the zero-padded last activation rows).
+/// weight panels and widened activations (and, for bf16 × bf16, the
+/// pair-interleaved weight panels and AMX's zero-padded last activation
+/// rows).
 #[derive(Default)]
 struct Scratch {
     acc: Vec<f32>,
     w_pack: Vec<f32>,
     x_pack: Vec<f32>,
-    w_tiles: Vec<u16>,
+    w_pairs: Vec<u16>,
     x_tail: Vec<u16>,
 }
 
@@ -180,14 +207,14 @@ pub(crate) fn linear<X: Lanes, W: Lanes>(p: &Problem<'_, X, W>, isa: Isa) -> Vec
     if len == 0 {
         return out;
     }
-    let tiles = isa == Isa::Amx && packed::takes_tiles(p);
+    let compute = packed::compute(isa, p);
     let plan = Plan::new(
         p.m,
         p.k,
         p.n,
         size_of::<W>(),
         rayon::current_num_threads(),
-        tiles,
+        compute,
     );
     let dst = OutPtr(out.as_mut_ptr());
     // f32 outputs take the prefill sums directly; others go through the tile.
@@ -296,7 +323,7 @@ mod tests {
 
     #[test]
     fn builds_are_named_and_listed_best_first() {
-        for isa in [Isa::Amx, Isa::Avx512, Isa::Avx2, Isa::Portable] {
+        for isa in Isa::ALL {
             assert_eq!(Isa::from_name(isa.name()), Some(isa));
         }
         assert_eq!(Isa::from_name(" AVX2 "), Some(Isa::Avx2));

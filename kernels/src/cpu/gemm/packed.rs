@@ -5,15 +5,18 @@
 //! activation per row, 12 FMAs on 12 accumulators, panel by panel down the
 //! tile; with AVX-512 `MR512` rows × two panels, the rows first interleaved
 //! into one micro-panel (see `avx512`). The widening costs one pass over
-//! the weight block per `MB` activation rows.
+//! the weight block per `MB` activation rows. bf16 × bf16 products skip the
+//! widening where the CPU multiplies bf16 pairs: the weights are packed
+//! pair-interleaved for AMX tiles or for `vdpbf16ps` (see `avx512bf16`),
+//! and the activations are read in place.
 
 use super::amx;
 #[cfg(target_arch = "x86_64")]
 use super::avx2;
-#[cfg(target_arch = "x86_64")]
-use super::avx512;
 use super::avx512::{MR512, PANELS512};
-use super::plan::{Plan, MR, NR};
+use super::plan::{Compute, Plan, MR, NR};
+#[cfg(target_arch = "x86_64")]
+use super::{avx512, avx512bf16};
 use super::{portable, Isa, Lanes, Problem, Scratch, Tile};
 use crate::element::Element;
 use candle_core::DType;
@@ -41,11 +44,13 @@ pub(super) unsafe fn run<X: Lanes, W: Lanes>(
     dest: Dest,
 ) {
     #[cfg(target_arch = "x86_64")]
-    if isa == Isa::Amx {
-        if let Some(bf16) = amx_operands(p) {
-            // SAFETY: the caller lends us `dest`; `Isa::Amx` is only built
-            // when AMX is usable.
-            return unsafe { run_amx(&bf16, t, scratch, &dest) };
+    if let Some(bf16) = bf16_operands(p, 2) {
+        // SAFETY (both): the caller lends us `dest`; these builds are only
+        // returned by `detect` on CPUs with AVX512-BF16 (and AMX).
+        match compute(isa, p) {
+            Compute::Bf16Tiles => return unsafe { run_amx(&bf16, t, scratch, &dest) },
+            Compute::Bf16Pairs => return unsafe { run_pairs(&bf16, plan, t, scratch, &dest) },
+            Compute::F32 => {}
         }
     }
     let (w_pack, x_pack) = (&mut scratch.w_pack, &mut scratch.x_pack);
@@ -64,27 +69,43 @@ pub(super) unsafe fn run<X: Lanes, W: Lanes>(
         // SAFETY: the caller lends us `dest` for the tile.
         match isa {
             #[cfg(target_arch = "x86_64")]
-            Isa::Amx | Isa::Avx512 => unsafe { block_avx512(p, t, ks, &block, x_pack, &dest) },
+            Isa::Amx | Isa::Avx512Bf16 | Isa::Avx512 => unsafe {
+                block_avx512(p, t, ks, &block, x_pack, &dest)
+            },
+            Isa::Avx2 | Isa::Portable => unsafe {
+                block_by_panel(p, isa, t, ks, &block, x_pack, &dest)
+            },
+            #[cfg(not(target_arch = "x86_64"))]
             _ => unsafe { block_by_panel(p, isa, t, ks, &block, x_pack, &dest) },
         }
     }
 }
 
-/// A product's operands as raw bf16 bits, when AMX can take it: both bf16,
-/// and `k` whole tile steps.
+/// A product's operands as raw bf16 bits, when both are bf16.
 struct Bf16Operands<'a> {
     x: &'a [u16],
     w: &'a [u16],
     k: usize,
 }
 
-/// Whether the AMX build runs this product on tiles (when packed).
-pub(super) fn takes_tiles<X: Lanes, W: Lanes>(p: &Problem<'_, X, W>) -> bool {
-    amx_operands(p).is_some()
+/// How build `isa` multiplies this product when packed: AMX tiles (bf16
+/// operands, `k` whole tile steps), `vdpbf16ps` pairs (bf16, `k` even), or
+/// widened to f32. `run` makes the same choice.
+pub(super) fn compute<X: Lanes, W: Lanes>(isa: Isa, p: &Problem<'_, X, W>) -> Compute {
+    match (isa, bf16_operands(p, 2)) {
+        (Isa::Amx, Some(_)) if p.k.is_multiple_of(amx::KSTEP) => Compute::Bf16Tiles,
+        (isa, Some(_)) if isa.bf16_pairs() => Compute::Bf16Pairs,
+        _ => Compute::F32,
+    }
 }
 
-fn amx_operands<'a, X: Lanes, W: Lanes>(p: &Problem<'a, X, W>) -> Option<Bf16Operands<'a>> {
-    if X::DTYPE != DType::BF16 || W::DTYPE != DType::BF16 || !p.k.is_multiple_of(amx::KSTEP) {
+/// `p`'s operands as bf16 bits, when both are bf16 and `k` is a multiple
+/// of `k_unit`.
+fn bf16_operands<'a, X: Lanes, W: Lanes>(
+    p: &Problem<'a, X, W>,
+    k_unit: usize,
+) -> Option<Bf16Operands<'a>> {
+    if X::DTYPE != DType::BF16 || W::DTYPE != DType::BF16 || !p.k.is_multiple_of(k_unit) {
         return None;
     }
     // SAFETY: `X` and `W` are bf16 (their dtype says so), which is a plain
@@ -115,15 +136,16 @@ unsafe fn run_amx(op: &Bf16Operands<'_>, t: &Tile, s: &mut Scratch, dest: &Dest)
     let (rows, cols, k) = (t.rows.len(), t.cols.len(), op.k);
     let pairs = cols.div_ceil(BLOCK);
     let kc_max = AMX_KC.min(k);
-    s.w_tiles.resize(pairs * 2 * TILE * kc_max, 0);
+    s.w_pairs.resize(pairs * 2 * TILE * kc_max, 0);
     let full_rows = rows - rows % BLOCK;
     // SAFETY: AMX was detected (the caller's contract).
     unsafe { amx::configure() };
     for k0 in (0..k).step_by(AMX_KC) {
         let ks = k0..(k0 + AMX_KC).min(k);
         let kc = ks.len();
-        let panels = &mut s.w_tiles[..pairs * 2 * TILE * kc];
-        amx::pack_w(op.w, k, t.cols.clone(), ks.clone(), panels);
+        let panels = &mut s.w_pairs[..pairs * 2 * TILE * kc];
+        // SAFETY: AMX CPUs have AVX2.
+        unsafe { pack_pairs(op.w, k, t.cols.clone(), ks.clone(), panels) };
         if full_rows < rows {
             s.x_tail.clear();
             s.x_tail.resize(BLOCK * kc, 0);
@@ -137,7 +159,7 @@ unsafe fn run_amx(op: &Bf16Operands<'_>, t: &Tile, s: &mut Scratch, dest: &Dest)
             }
         }
         for pair in 0..pairs {
-            let b = [2 * pair, 2 * pair + 1].map(|pi| s.w_tiles[pi * TILE * kc..].as_ptr());
+            let b = [2 * pair, 2 * pair + 1].map(|pi| s.w_pairs[pi * TILE * kc..].as_ptr());
             let (c0, keep) = (pair * BLOCK, (cols - pair * BLOCK).min(BLOCK));
             for i in (0..rows).step_by(BLOCK) {
                 let live = (rows - i).min(BLOCK);
@@ -176,17 +198,18 @@ unsafe fn run_amx(op: &Bf16Operands<'_>, t: &Tile, s: &mut Scratch, dest: &Dest)
     }
 }
 
-/// One k block of a tile: its packed weight panels.
-struct KBlock<'a> {
-    w: &'a [f32],
+/// One k block of a tile: its packed weight panels (`kc · NR` values each:
+/// widened f32, or bf16 pairs).
+struct KBlock<'a, T> {
+    w: &'a [T],
     kc: usize,
     cols: usize,
 }
 
-impl KBlock<'_> {
+impl<T> KBlock<'_, T> {
     /// Panel `pi`, clamped to the last one (columns past the tile repeat
     /// its last panel; those results are dropped).
-    fn panel(&self, pi: usize) -> &[f32] {
+    fn panel(&self, pi: usize) -> &[T] {
         let last = self.cols.div_ceil(NR) - 1;
         &self.w[pi.min(last) * self.kc * NR..][..self.kc * NR]
     }
@@ -203,7 +226,7 @@ unsafe fn block_by_panel<X: Lanes, W: Lanes>(
     isa: Isa,
     t: &Tile,
     ks: Range<usize>,
-    b: &KBlock<'_>,
+    b: &KBlock<'_, f32>,
     x_pack: &mut Vec<f32>,
     dest: &Dest,
 ) {
@@ -241,28 +264,81 @@ unsafe fn block_avx512<X: Lanes, W: Lanes>(
     p: &Problem<'_, X, W>,
     t: &Tile,
     ks: Range<usize>,
-    b: &KBlock<'_>,
+    b: &KBlock<'_, f32>,
     x_pack: &mut Vec<f32>,
     dest: &Dest,
 ) {
-    let (rows, kc) = (t.rows.len(), b.kc);
-    let width = PANELS512 * NR;
+    let kc = b.kc;
     let (xs, stride) = activations(p, t, ks, kc, x_pack);
+    let row = |i: usize| xs[i * stride..][..kc].as_ptr();
+    // SAFETY: as in `block_by_panel`; each row holds `kc` values and each
+    // panel `kc * NR`; the caller checked AVX-512F.
+    unsafe {
+        by_groups(t, b, dest, row, |x, g, acc, ld| {
+            avx512::tile(x, g, kc, acc, ld)
+        })
+    }
+}
+
+/// bf16 × bf16 on `vdpbf16ps`: per k block, the tile's weight columns are
+/// packed into pair-interleaved panels, which run down the activation rows
+/// read in place as k pairs.
+///
+/// # Safety
+/// As [`run`]; the CPU has AVX512-BF16.
+#[cfg(target_arch = "x86_64")]
+unsafe fn run_pairs(op: &Bf16Operands<'_>, plan: &Plan, t: &Tile, s: &mut Scratch, dest: &Dest) {
+    let cols = t.cols.len();
+    let w_pack = aligned(&mut s.w_pairs, cols.div_ceil(NR) * plan.kc() * NR);
+    for ks in plan.k_blocks() {
+        let kc = ks.len();
+        let w = &mut w_pack[..cols.div_ceil(NR) * kc * NR];
+        // SAFETY: AVX512-BF16 CPUs have AVX2.
+        unsafe { pack_pairs(op.w, op.k, t.cols.clone(), ks.clone(), w) };
+        let block = KBlock { w, kc, cols };
+        let row = |i: usize| op.x[(t.rows.start + i) * op.k + ks.start..][..kc].as_ptr();
+        // SAFETY: each row holds `kc` bf16 (`kc` even: `k` and the k blocks
+        // are), each panel `kc / 2` pair rows of 32; the caller lends us
+        // `dest` and checked AVX512-BF16.
+        unsafe {
+            by_groups(t, &block, dest, row, |x, g, acc, ld| {
+                avx512bf16::tile(x, g, kc / 2, acc, ld)
+            })
+        }
+    }
+}
+
+/// Runs each group of `PANELS512` panels of `b` down the tile's rows in
+/// blocks of `MR512`; `row(i)` is tile row `i`'s activations for this k
+/// block, and `kernel` adds one register block at `acc`, row stride `ld`.
+///
+/// # Safety
+/// As [`run`]; `kernel` must be sound for `MR512` rows from `row` and the
+/// panels of `b`.
+#[cfg(target_arch = "x86_64")]
+unsafe fn by_groups<X, T>(
+    t: &Tile,
+    b: &KBlock<'_, T>,
+    dest: &Dest,
+    row: impl Fn(usize) -> *const X,
+    kernel: impl Fn([*const X; MR512], [*const T; PANELS512], *mut f32, usize),
+) {
+    let rows = t.rows.len();
+    let width = PANELS512 * NR;
     for first in (0..b.cols.div_ceil(NR)).step_by(PANELS512) {
-        let group: [*const f32; PANELS512] = std::array::from_fn(|q| b.panel(first + q).as_ptr());
+        let group: [*const T; PANELS512] = std::array::from_fn(|q| b.panel(first + q).as_ptr());
         let (c0, keep) = (first * NR, (b.cols - first * NR).min(width));
         for i in (0..rows).step_by(MR512) {
             let live = (rows - i).min(MR512);
             // Rows past the tile repeat its last row; results dropped.
-            let x: [*const f32; MR512] =
-                std::array::from_fn(|r| xs[(i + r.min(live - 1)) * stride..][..kc].as_ptr());
+            let x: [*const X; MR512] = std::array::from_fn(|r| row(i + r.min(live - 1)));
             let at = dest.ptr.wrapping_add(i * dest.ld + c0);
             let full = live == MR512 && keep == width;
-            // SAFETY: as in `block_by_panel`; each `x[r]` holds `kc` values
-            // and each panel `kc * NR`; the caller checked AVX-512F.
+            // SAFETY: rows `i..i + live` and columns `c0..c0 + keep` lie in
+            // the tile, which the caller lends us exclusively.
             unsafe {
                 add_block(at, dest.ld, live, keep, full, width, |acc, ld| {
-                    avx512::tile(x, group, kc, acc, ld)
+                    kernel(x, group, acc, ld)
                 })
             };
         }
@@ -339,14 +415,16 @@ unsafe fn small_kernel(isa: Isa, x: [&[f32]; MR], panel: &[f32], acc: *mut f32, 
     let kc = kc.min(panel.len() / NR);
     match isa {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 | Isa::Avx512 | Isa::Amx => {
+        Isa::Avx2 | Isa::Avx512 | Isa::Avx512Bf16 | Isa::Amx => {
             let xp = x.map(<[f32]>::as_ptr);
             // SAFETY: each `x[r]` holds `kc` elements, `panel` `kc * NR`, the
             // caller vouches for `acc`; both ISAs are only built after
             // detecting AVX2 and FMA.
             unsafe { avx2::tile(xp, panel.as_ptr(), kc, acc, ld) }
         }
-        // SAFETY: the caller vouches for `acc`.
+        // SAFETY (both): the caller vouches for `acc`.
+        Isa::Portable => unsafe { portable::tile(x, panel, kc, acc, ld) },
+        #[cfg(not(target_arch = "x86_64"))]
         _ => unsafe { portable::tile(x, panel, kc, acc, ld) },
     }
 }
@@ -369,9 +447,10 @@ fn pack_w<W: Lanes>(
         });
         match isa {
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 | Isa::Avx512 | Isa::Amx => {
+            Isa::Avx2 | Isa::Avx512 | Isa::Avx512Bf16 | Isa::Amx => {
                 // SAFETY: every row has `kc` elements and `panel` `kc * NR`;
-                // both ISAs are only built after detecting AVX2, FMA, F16C.
+                // these builds are only returned after detecting AVX2, FMA
+                // and F16C.
                 unsafe { avx2::pack_panel(rows.map(<[W]>::as_ptr), kc, panel.as_mut_ptr()) }
             }
             _ => {
@@ -385,6 +464,29 @@ fn pack_w<W: Lanes>(
     }
 }
 
+/// Packs bf16 weight rows `cols` (clamped to the last one past `cols.end`:
+/// those columns' sums are dropped), k range `ks` (even length), into
+/// panels of 16 columns, each `[ks.len() / 2 k pairs][16 columns][2]`, as
+/// raw bf16 bits: the layout of AMX weight tiles and of the `vdpbf16ps`
+/// kernel's panels.
+///
+/// # Safety
+/// The CPU has AVX2.
+#[cfg(target_arch = "x86_64")]
+unsafe fn pack_pairs(w: &[u16], k: usize, cols: Range<usize>, ks: Range<usize>, out: &mut [u16]) {
+    let kc = ks.len();
+    assert!(kc.is_multiple_of(2), "bf16 pairs need an even k block");
+    for (pi, panel) in out.chunks_exact_mut(kc * NR).enumerate() {
+        let rows: [*const u16; NR] = std::array::from_fn(|c| {
+            let j = (cols.start + pi * NR + c).min(cols.end - 1);
+            w[j * k + ks.start..][..kc].as_ptr()
+        });
+        // SAFETY: every row has `kc` values, `panel` `NR · kc`; AVX2 is the
+        // caller's to vouch for.
+        unsafe { avx2::pack_pairs(rows, kc, panel.as_mut_ptr()) };
+    }
+}
+
 /// Widens activation rows `rows`, k range `ks`, into `[row][kc]`.
 fn pack_x<X: Element>(x: &[X], k: usize, rows: Range<usize>, ks: Range<usize>, out: &mut Vec<f32>) {
     out.clear();
@@ -395,8 +497,9 @@ fn pack_x<X: Element>(x: &[X], k: usize, rows: Range<usize>, ks: Range<usize>, o
 
 /// A `len`-element view of `buf` starting on a 64-byte boundary, so packed
 /// panel loads never straddle cache lines.
-fn aligned(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
-    buf.resize(len + 16, 0.0);
-    let skip = buf.as_ptr().align_offset(64).min(16);
+fn aligned<T: Copy + Default>(buf: &mut Vec<T>, len: usize) -> &mut [T] {
+    let pad = 64 / size_of::<T>();
+    buf.resize(len + pad, T::default());
+    let skip = buf.as_ptr().align_offset(64).min(pad);
     &mut buf[skip..skip + len]
 }

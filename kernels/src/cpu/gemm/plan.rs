@@ -6,15 +6,16 @@
 //!   so each thread reads its weight tile as one sequential stream (the
 //!   hardware prefetcher follows one stream per core well, several
 //!   interleaved rows poorly: measured 30 vs 15–20 GB/s per core).
-//! - `Block` (`m <= SMALL_M`, batched decode; below `AMX_MIN_M` when the
-//!   product runs on AMX tiles): 4 activation rows × 3 weight
-//!   rows per register block, so each weight vector loaded feeds 4 FMAs and
-//!   each activation vector 3; a software prefetch walks ahead through the
-//!   3 rows as one linear stream.
+//! - `Block` (`m <= SMALL_M`, batched decode; below `AMX_MIN_M` or
+//!   `PAIRS_MIN_M` when the product runs on AMX tiles or bf16 pairs): 4
+//!   activation rows × 3 weight rows per register block, so each weight
+//!   vector loaded feeds 4 FMAs and each activation vector 3; a software
+//!   prefetch walks ahead through the 3 rows as one linear stream.
 //! - `Packed` (prefill): tiles of `MB × NB` outputs and k blocks of `KC`;
 //!   each task widens its weight block into 16-column panels once and runs
 //!   a 6 × 16 (AVX2) or 12 × 32 (AVX-512) broadcast kernel with both
-//!   operands in L1, or packs bf16 weight tiles for AMX (its own k blocks).
+//!   operands in L1, or packs bf16 weights pair-interleaved for AMX tiles
+//!   (their own k blocks) or for the `vdpbf16ps` kernel.
 //!
 //! Decode tiles span all `m` rows and split `n` only (every weight row is
 //! read from memory once); they never cut k, since two passes over a row
@@ -28,6 +29,22 @@ const SMALL_M: usize = 32;
 /// Fewest rows that run on AMX tiles (bf16 × bf16 on an AMX CPU): at 16
 /// rows they beat the 4 × 3 block by 1.1-1.6×, at 8 they lose (0.6-0.9×).
 const AMX_MIN_M: usize = 16;
+/// Fewest rows that run the packed `vdpbf16ps` kernel (bf16 × bf16 on an
+/// AVX512-BF16 CPU). Measured on Zen 4 (2 threads, Qwen2.5-0.5B shapes): at
+/// 12 rows it ran 132-211 GFLOP/s against the 4 × 3 block's 70-97; at 8
+/// the block led (89-133 against 63-93).
+const PAIRS_MIN_M: usize = 9;
+
+/// How a packed product multiplies, which sets where packing pays.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Compute {
+    /// Widened to f32.
+    F32,
+    /// bf16 pairs with `vdpbf16ps`.
+    Bf16Pairs,
+    /// bf16 AMX tiles.
+    Bf16Tiles,
+}
 /// Prefill tiles: at most `MB` rows (more rows per weight pack; the
 /// activation block streams from L2/L3 fine) and `NB` columns, k blocks of
 /// at most `KC` (the packed panel, `KC × NR` f32 = 28 KiB, stays in L1 next
@@ -84,15 +101,15 @@ pub(super) struct Tile {
 }
 
 impl Plan {
-    /// `tiles`: the product runs on AMX tiles when packed, which out-run
-    /// the 4 × 3 dot-product block from `AMX_MIN_M` rows on.
+    /// `compute`: bf16 pairs and AMX tiles out-run the 4 × 3 dot-product
+    /// block from fewer rows than the widening f32 kernel.
     pub(super) fn new(
         m: usize,
         k: usize,
         n: usize,
         w_bytes: usize,
         threads: usize,
-        tiles: bool,
+        compute: Compute,
     ) -> Self {
         let threads = threads.max(1);
         let target = threads * TILES_PER_THREAD;
@@ -103,7 +120,11 @@ impl Plan {
         } else {
             STREAM_M_NARROW
         };
-        let small_m = if tiles { AMX_MIN_M - 1 } else { SMALL_M };
+        let small_m = match compute {
+            Compute::F32 => SMALL_M,
+            Compute::Bf16Pairs => PAIRS_MIN_M - 1,
+            Compute::Bf16Tiles => AMX_MIN_M - 1,
+        };
         let mode = match m {
             _ if m <= stream_m => Mode::Stream,
             _ if m <= small_m => Mode::Block,
@@ -118,7 +139,10 @@ impl Plan {
             let panels = n.div_ceil(NR);
             let cols = target.div_ceil(row_tiles).max(panels.div_ceil(NB / NR));
             let cols = balance(row_tiles, cols, panels, threads);
-            (row_tiles, cols, NR, k.div_ceil(k.div_ceil(KC).max(1)))
+            // Even k blocks, so bf16 pair kernels never split a pair
+            // (`KC` is even, so the rounding keeps them within it).
+            let kc = k.div_ceil(k.div_ceil(KC).max(1)).next_multiple_of(2);
+            (row_tiles, cols, NR, kc)
         } else {
             let min_rows = MIN_TILE_BYTES.div_ceil(k.max(1) * w_bytes);
             let cols = target.min(n / min_rows).max(n.div_ceil(MAX_NB));
@@ -194,10 +218,11 @@ mod tests {
             (5, 17, 7),
             (33, 1000, 300),
             (2048, 4864, 896),
+            (64, 4862, 40),
         ];
         for &(m, k, n) in &shapes {
             for threads in [1, 2, 16] {
-                let p = Plan::new(m, k, n, 4, threads, false);
+                let p = Plan::new(m, k, n, 4, threads, Compute::F32);
                 let mut seen = vec![0u8; m * n];
                 for t in 0..p.num_tiles() {
                     let tile = p.tile(t);
@@ -217,6 +242,9 @@ mod tests {
                 assert_eq!(ks.last().map(|r| r.end), Some(k));
                 let max = if p.mode == Mode::Packed { KC } else { k };
                 assert!(ks.iter().all(|r| r.len() <= max));
+                if p.mode == Mode::Packed && k.is_multiple_of(2) {
+                    assert!(ks.iter().all(|r| r.len() % 2 == 0), "{m}x{k}x{n}");
+                }
             }
         }
     }
