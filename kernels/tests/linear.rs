@@ -150,14 +150,22 @@ fn prefill_register_block_edges_match_reference() {
 /// The `vdpbf16ps` kernel's edges (bf16 × bf16, `k` even, on the AVX512-BF16
 /// and AMX builds; AMX takes only whole 32-wide k steps, so these k are
 /// not): from the 9 rows where it takes over, every row remainder of the
-/// 12-row block, columns around one and
-/// two panels, k of one pair, with a pair tail past the 16-pair steps and
-/// the 8-pair pack, and over several k blocks; odd k (widened instead).
+/// 6-row block, columns around one, two and four 16-wide panels (a block
+/// is four), k of one pair, with a pair tail past the 16-pair steps and the
+/// 8-pair pack, and over several k blocks; odd k (widened instead).
 #[test]
 fn bf16_pair_block_edges_match_reference() {
     let mut seed: u64 = 30_000;
     for m in 9..=45 {
-        for (n, k) in [(15, 2), (16, 38), (17, 902), (33, 70), (49, 37)] {
+        for (n, k) in [
+            (15, 2),
+            (16, 38),
+            (17, 902),
+            (33, 70),
+            (49, 37),
+            (64, 94),
+            (65, 30),
+        ] {
             let bias = seed.is_multiple_of(3).then_some(DType::BF16);
             check(m, k, n, DType::BF16, DType::BF16, bias, seed);
             seed += 1;

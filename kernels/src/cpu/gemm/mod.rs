@@ -20,6 +20,7 @@ use half::{bf16, f16};
 use plan::{Mode, Plan, Tile};
 use rayon::prelude::*;
 use std::cell::RefCell;
+use std::mem::MaybeUninit;
 
 /// Which kernel build runs. `Portable` is always available, so tests can
 /// cover the fallback on machines that have AVX2.
@@ -229,7 +230,7 @@ pub(crate) fn linear<X: Lanes, W: Lanes>(p: &Problem<'_, X, W>, isa: Isa) -> Vec
             }
             if plan.mode != Mode::Packed {
                 dot::run(p, isa, &plan, &tile, &mut s.acc);
-                return write_out(p, &tile, &s.acc, &dst);
+                return write_out(p, &tile, &mut s.acc, &dst);
             }
             if direct {
                 zero_tile(p, &tile, &dst);
@@ -253,7 +254,7 @@ pub(crate) fn linear<X: Lanes, W: Lanes>(p: &Problem<'_, X, W>, isa: Isa) -> Vec
             unsafe { packed::run(p, isa, &plan, &tile, s, dest) };
             match direct {
                 true => add_bias(p, &tile, &dst),
-                false => write_out(p, &tile, &s.acc, &dst),
+                false => write_out(p, &tile, &mut s.acc, &dst),
             }
         });
     };
@@ -299,20 +300,25 @@ fn add_bias<X: Lanes, W>(p: &Problem<'_, X, W>, t: &Tile, dst: &OutPtr<X>) {
     }
 }
 
-/// Adds the bias to the f32 tile and narrows it into the output.
-fn write_out<X: Lanes, W>(p: &Problem<'_, X, W>, t: &Tile, acc: &[f32], dst: &OutPtr<X>) {
+/// Adds the bias to the f32 tile and narrows it into the output, a row at
+/// a time in two vectorisable passes.
+fn write_out<X: Lanes, W>(p: &Problem<'_, X, W>, t: &Tile, acc: &mut [f32], dst: &OutPtr<X>) {
     let cols = t.cols.len();
-    for (i, acc_row) in acc.chunks_exact(cols).enumerate() {
+    for (i, acc_row) in acc.chunks_exact_mut(cols).enumerate() {
+        if let Some(b) = p.bias {
+            for (j, a) in t.cols.clone().zip(acc_row.iter_mut()) {
+                *a += b.get(j);
+            }
+        }
         let start = (t.rows.start + i) * p.n + t.cols.start;
-        for (j, &a) in acc_row.iter().enumerate() {
-            let v = match p.bias {
-                None => a,
-                Some(b) => a + b.get(t.cols.start + j),
-            };
-            // SAFETY: `start + j` lies inside the `[m, n]` output and inside
-            // this task's tile, which no other task touches; a plain write,
-            // as the memory may not be initialised yet.
-            unsafe { dst.0.add(start + j).write(X::from_f32(v)) };
+        // SAFETY: this row segment lies inside the `[m, n]` output and
+        // inside this task's tile, which no other task touches; it is
+        // written through `MaybeUninit`, as it may not be initialised yet.
+        let out = unsafe {
+            std::slice::from_raw_parts_mut(dst.0.add(start).cast::<MaybeUninit<X>>(), cols)
+        };
+        for (o, &a) in out.iter_mut().zip(acc_row.iter()) {
+            o.write(X::from_f32(a));
         }
     }
 }
