@@ -29,8 +29,9 @@ OUT_JSON="${OUT_JSON:-$REPO/docs/data/peers.json}"
 ROUNDS="${ROUNDS:-3}"
 CONCURRENCIES="${CONCURRENCIES:-1 8 32}"
 # Serving engines, rotated round by round: tandem-colocated, tandem-pd (both
-# f32, like vLLM), tandem-pd-bf16 (bf16 compute), vllm.
-ENGINES="${ENGINES:-tandem-colocated tandem-pd tandem-pd-bf16 vllm}"
+# f32, like vLLM), tandem-colocated-bf16 and tandem-pd-bf16 (bf16 compute),
+# vllm.
+ENGINES="${ENGINES:-tandem-colocated tandem-pd tandem-colocated-bf16 tandem-pd-bf16 vllm}"
 # Each serving run sends max(this, concurrency) prompts: one wave at 8 and 32.
 SERVE_PROMPTS_MIN="${SERVE_PROMPTS_MIN:-8}"
 LOAD_MAX="${LOAD_MAX:-0.5}"
@@ -456,13 +457,18 @@ start_server() {
       setsid "$TANDEM" serve --colocated --model "$MODEL_DIR" --host 127.0.0.1 --port "$port" \
         --dtype f32 --kv-cache-memory 2GiB >"$logf" 2>&1 &
       ;;
+    tandem-colocated-bf16)
+      setsid "$TANDEM" serve --colocated --model "$MODEL_DIR" --host 127.0.0.1 --port "$port" \
+        --dtype bf16 --kv-cache-memory 2GiB >"$logf" 2>&1 &
+      ;;
     tandem-pd)
       # --pd-threshold 0: every prompt is prefilled on the prefill worker.
       setsid "$TANDEM" serve --model "$MODEL_DIR" --host 127.0.0.1 --port "$port" \
         --dtype f32 --kv-cache-memory 2GiB --pd-threshold 0 >"$logf" 2>&1 &
       ;;
     tandem-pd-bf16)
-      # bf16 compute (AMX tiles where the CPU has them), same weights.
+      # bf16 compute (AMX tiles or vdpbf16ps where the CPU has them), same
+      # weights.
       setsid "$TANDEM" serve --model "$MODEL_DIR" --host 127.0.0.1 --port "$port" \
         --dtype bf16 --kv-cache-memory 2GiB --pd-threshold 0 >"$logf" 2>&1 &
       ;;
@@ -648,6 +654,7 @@ out.append("")
 out.append("| streams | engine | output tok/s | median TTFT ms | median TPOT ms | ÷ vLLM (output tok/s) | rounds (output tok/s) |")
 out.append("|---|---|---|---|---|---|---|")
 names = {"tandem-colocated": "tandem colocated", "tandem-pd": "tandem P/D",
+         "tandem-colocated-bf16": "tandem colocated, bf16",
          "tandem-pd-bf16": "tandem P/D, bf16", "vllm": "vLLM-CPU"}
 for c in concs:
     v, _ = best("serve", "vllm", "output_tok_s", concurrency=c)
