@@ -51,8 +51,8 @@ pub enum Isa {
 impl Isa {
     /// The build `linear` uses: the best this CPU runs, or a slower one
     /// named by `TANDEM_CPU_KERNELS` (`amx`, `avx512bf16`, `avx512`, `avx2`
-    /// or `portable`; to
-    /// compare builds in one binary, or to step around a kernel). Read once.
+    /// or `portable`; to compare builds in one binary, or to step around a
+    /// kernel). Read once.
     pub fn detect() -> Self {
         static CHOSEN: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
         *CHOSEN.get_or_init(|| {

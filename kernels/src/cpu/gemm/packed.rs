@@ -317,12 +317,12 @@ unsafe fn run_pairs(op: &Bf16Operands<'_>, plan: &Plan, t: &Tile, s: &mut Scratc
     }
 }
 
-/// Runs each group of `PANELS512` panels of `b` down the tile's rows in
-/// blocks of `MR512`; `row(i)` is tile row `i`'s activations for this k
-/// block, and `kernel` adds one register block at `acc`, row stride `ld`.
+/// Runs each group of `Q` panels of `b` down the tile's rows in blocks of
+/// `R`; `row(i)` is tile row `i`'s activations for this k block, and
+/// `kernel` adds one `R × Q`-panel register block at `acc`, row stride `ld`.
 ///
 /// # Safety
-/// As [`run`]; `kernel` must be sound for `MR512` rows from `row` and the
+/// As [`run`]; `kernel` must be sound for `R` rows from `row` and `Q`
 /// panels of `b`.
 #[cfg(target_arch = "x86_64")]
 unsafe fn by_groups<X, T, const R: usize, const Q: usize>(
