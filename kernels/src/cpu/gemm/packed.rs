@@ -45,9 +45,10 @@ pub(super) unsafe fn run<X: Lanes, W: Lanes>(
 ) {
     #[cfg(target_arch = "x86_64")]
     if let Some(bf16) = bf16_operands(p, 2) {
-        // SAFETY (both): the caller lends us `dest`; these builds are only
-        // returned by `detect` on CPUs with AVX512-BF16 (and AMX).
-        match compute(isa, p) {
+        // SAFETY (both): the caller lends us `dest`; the plan chose these
+        // only for builds `detect` returns on CPUs with AVX512-BF16 (and
+        // AMX).
+        match plan.compute {
             Compute::Bf16Tiles => return unsafe { run_amx(&bf16, t, scratch, &dest) },
             Compute::Bf16Pairs => return unsafe { run_pairs(&bf16, plan, t, scratch, &dest) },
             Compute::F32 => {}
@@ -90,7 +91,7 @@ struct Bf16Operands<'a> {
 
 /// How build `isa` multiplies this product when packed: AMX tiles (bf16
 /// operands, `k` whole tile steps), `vdpbf16ps` pairs (bf16, `k` even), or
-/// widened to f32. `run` makes the same choice.
+/// widened to f32. The plan keeps the choice, which `run` follows.
 pub(super) fn compute<X: Lanes, W: Lanes>(isa: Isa, p: &Problem<'_, X, W>) -> Compute {
     match (isa, bf16_operands(p, 2)) {
         (Isa::Amx, Some(_)) if p.k.is_multiple_of(amx::KSTEP) => Compute::Bf16Tiles,

@@ -78,6 +78,9 @@ pub(super) enum Mode {
 
 pub(super) struct Plan {
     pub(super) mode: Mode,
+    /// How the packed kernel multiplies (see `packed::compute`).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    pub(super) compute: Compute,
     m: usize,
     n: usize,
     k: usize,
@@ -150,6 +153,7 @@ impl Plan {
         };
         Plan {
             mode,
+            compute,
             m,
             n,
             k,
