@@ -36,7 +36,7 @@ pub use cpu::gemm::amx::peak_loop as amx_peak_loop;
 pub use cpu::gemm::Isa;
 pub use error::KernelError;
 pub use layout::{KvCacheLayout, K, V};
-pub use linear::{linear, linear_on};
+pub use linear::{linear, linear_on, linear_weight_on, LinearWeight};
 pub use metadata::AttentionMetadata;
 pub use paged_attention::paged_attention;
 pub use reshape_and_cache::reshape_and_cache;

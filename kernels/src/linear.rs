@@ -2,10 +2,11 @@
 //! tensor metadata, then runs the CPU kernel as a candle custom op reading
 //! `w` in place (a projection's weights are never copied or converted).
 
-use crate::cpu::gemm::{self, Bias, Isa, Lanes, Problem};
+use crate::cpu::gemm::{self, Bias, Isa, Lanes, PairPanels, Problem};
 use crate::error::KernelError;
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Shape, Storage, Tensor};
+use std::sync::{Arc, OnceLock};
 
 const OP: &str = "linear";
 
@@ -18,7 +19,75 @@ const OP: &str = "linear";
 /// any of those dtypes. Returns `[m, n]` (resp. `[..., n]`) in `x`'s dtype.
 /// CPU tensors only.
 pub fn linear(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> candle_core::Result<Tensor> {
-    linear_with(x, w, bias, Isa::detect())
+    linear_with(x, w, bias, Isa::detect(), None)
+}
+
+/// A projection's `[n, k]` weight, for a model that multiplies by it step
+/// after step: [`LinearWeight::forward`] is [`linear`], except that where
+/// the CPU's kernel build reads a packed copy of the weight faster than it
+/// packs tiles per call, the copy is made when the weight is wrapped and
+/// kept. Today that is bf16 weights on CPUs with AVX512-BF16 but no AMX,
+/// read by bf16 products from 9 activation rows (prefill and batched
+/// decode); the copy is as large as the weight. The tensor itself stays as
+/// it is, for the decode kernels that stream it. Clones share the tensor
+/// and the copy.
+#[derive(Clone)]
+pub struct LinearWeight {
+    tensor: Tensor,
+    packed: Arc<OnceLock<Option<PairPanels>>>,
+}
+
+impl LinearWeight {
+    /// Wraps `tensor`, packing its copy now where this CPU's build reads
+    /// one (at model load, so no request waits for it: on a VM whose fresh
+    /// pages fault through the host, 1 GB took seconds).
+    pub fn new(tensor: Tensor) -> Self {
+        let weight = LinearWeight {
+            tensor,
+            packed: Arc::default(),
+        };
+        if let Ok((_, k)) = weight.tensor.dims2() {
+            let dtype = weight.tensor.dtype();
+            if PairPanels::serve(Isa::detect(), dtype, dtype, usize::MAX, k) {
+                weight.packed.get_or_init(|| weight.pack());
+            }
+        }
+        weight
+    }
+
+    /// The packed copy of a contiguous `[n, k]` bf16 CPU tensor.
+    fn pack(&self) -> Option<PairPanels> {
+        let (n, k) = self.tensor.dims2().ok()?;
+        let (storage, layout) = self.tensor.storage_and_layout();
+        let (Storage::Cpu(CpuStorage::BF16(v)), Some((start, end))) =
+            (&*storage, layout.contiguous_offsets())
+        else {
+            return None;
+        };
+        let v = &v[start..end];
+        // SAFETY: bf16 is a plain 16-bit value: the slice reinterprets as
+        // `u16` of the same length.
+        let bits = unsafe { std::slice::from_raw_parts(v.as_ptr().cast(), v.len()) };
+        PairPanels::pack(bits, n, k)
+    }
+
+    /// The `[n, k]` weight.
+    pub fn tensor(&self) -> &Tensor {
+        &self.tensor
+    }
+
+    /// Bytes held by the packed copy (0 until a product needed it).
+    pub fn packed_bytes(&self) -> usize {
+        self.packed
+            .get()
+            .and_then(Option::as_ref)
+            .map_or(0, PairPanels::bytes)
+    }
+
+    /// `y = x · wᵀ (+ bias)`, as [`linear`].
+    pub fn forward(&self, x: &Tensor, bias: Option<&Tensor>) -> candle_core::Result<Tensor> {
+        linear_with(x, &self.tensor, bias, Isa::detect(), Some(&self.packed))
+    }
 }
 
 /// [`linear`] forced onto one kernel build (one of [`Isa::available`]), so
@@ -36,14 +105,35 @@ pub fn linear_on(
         "this CPU cannot run the {} kernels",
         isa.name()
     );
-    linear_with(x, w, bias, isa)
+    linear_with(x, w, bias, isa, None)
 }
+
+/// [`LinearWeight::forward`] on one kernel build, as [`linear_on`].
+#[doc(hidden)]
+pub fn linear_weight_on(
+    isa: Isa,
+    x: &Tensor,
+    w: &LinearWeight,
+    bias: Option<&Tensor>,
+) -> candle_core::Result<Tensor> {
+    assert!(
+        Isa::available().contains(&isa),
+        "this CPU cannot run the {} kernels",
+        isa.name()
+    );
+    linear_with(x, &w.tensor, bias, isa, Some(&w.packed))
+}
+
+/// Where a weight's packed copy is kept, once made (`None` inside: the
+/// CPU has no build that reads one).
+type PackCache = OnceLock<Option<PairPanels>>;
 
 fn linear_with(
     x: &Tensor,
     w: &Tensor,
     bias: Option<&Tensor>,
     isa: Isa,
+    cache: Option<&PackCache>,
 ) -> candle_core::Result<Tensor> {
     for (what, t) in [("x", Some(x)), ("w", Some(w)), ("bias", bias)] {
         if let Some(t) = t {
@@ -75,9 +165,11 @@ fn linear_with(
     }
     let mut out_dims = lead.to_vec();
     out_dims.push(n);
+    let m = lead.iter().product();
     let op = LinearOp {
         isa,
-        m: lead.iter().product(),
+        cache: cache.filter(|_| PairPanels::serve(isa, x.dtype(), w.dtype(), m, k)),
+        m,
         k,
         n,
         out_shape: Shape::from(out_dims),
@@ -110,15 +202,17 @@ fn shape_err(what: &'static str, expected: String, got: &[usize]) -> candle_core
     .into()
 }
 
-struct LinearOp {
+struct LinearOp<'a> {
     isa: Isa,
+    /// Where `w`'s packed copy is (or goes), when this product reads one.
+    cache: Option<&'a PackCache>,
     m: usize,
     k: usize,
     n: usize,
     out_shape: Shape,
 }
 
-impl LinearOp {
+impl LinearOp<'_> {
     fn run(
         &self,
         x: (&CpuStorage, &Layout),
@@ -163,9 +257,20 @@ impl LinearOp {
     }
 
     fn compute<X: Lanes, W: Lanes>(&self, x: &[X], w: &[W], bias: Option<Bias<'_>>) -> Vec<X> {
+        let cache = self.cache.filter(|_| W::DTYPE == DType::BF16);
+        let packed = cache.and_then(|c| {
+            c.get_or_init(|| {
+                // SAFETY: `W` is bf16, a plain 16-bit value: the slice
+                // reinterprets as `u16` of the same length.
+                let bits = unsafe { std::slice::from_raw_parts(w.as_ptr().cast(), w.len()) };
+                PairPanels::pack(bits, self.n, self.k)
+            })
+            .as_ref()
+        });
         let p = Problem {
             x,
             w,
+            packed,
             bias,
             m: self.m,
             k: self.k,
@@ -195,7 +300,7 @@ fn dtype_err(what: &'static str, dtype: DType) -> candle_core::Error {
     .into()
 }
 
-impl CustomOp2 for LinearOp {
+impl CustomOp2 for LinearOp<'_> {
     fn name(&self) -> &'static str {
         OP
     }
@@ -211,7 +316,7 @@ impl CustomOp2 for LinearOp {
     }
 }
 
-impl CustomOp3 for LinearOp {
+impl CustomOp3 for LinearOp<'_> {
     fn name(&self) -> &'static str {
         OP
     }

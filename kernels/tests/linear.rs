@@ -14,7 +14,7 @@
 use candle_core::{DType, Device, Tensor};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use tandem_kernels::{linear, linear_on, Isa, KernelError};
+use tandem_kernels::{linear, linear_on, linear_weight_on, Isa, KernelError, LinearWeight};
 
 const DTYPES: [DType; 3] = [DType::F32, DType::BF16, DType::F16];
 
@@ -42,7 +42,10 @@ fn rounding(dtype: DType) -> f64 {
     }
 }
 
-/// Checks both builds on one random product.
+/// Checks every build on one random product, through [`linear_on`] and
+/// through a [`LinearWeight`] (twice: packing its copy, then reading it),
+/// which must agree bit for bit: the same kernel sums in the same order
+/// whether it packs per call or reads panels packed ahead.
 fn check(m: usize, k: usize, n: usize, xd: DType, wd: DType, bias: Option<DType>, seed: u64) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let x = tensor(&mut rng, &[m, k], xd);
@@ -60,11 +63,16 @@ fn check(m: usize, k: usize, n: usize, xd: DType, wd: DType, bias: Option<DType>
             want[i * n + j] = dot + bv.as_ref().map_or(0.0, |b| b[j] as f64);
         }
     }
+    let kept = LinearWeight::new(w.clone());
     for isa in Isa::available() {
         let build = isa.name();
         let case = format!("{build} m={m} k={k} n={n} x={xd:?} w={wd:?} bias={bias:?}");
         let y = linear_on(isa, &x, &w, b.as_ref()).unwrap();
         assert_eq!((y.dims(), y.dtype()), (&[m, n][..], xd), "{case}");
+        for pass in ["packing", "packed"] {
+            let again = linear_weight_on(isa, &x, &kept, b.as_ref()).unwrap();
+            assert_eq!(values(&again), values(&y), "{case}, LinearWeight {pass}");
+        }
         for (idx, (&got, &want)) in values(&y).iter().zip(&want).enumerate() {
             let tol = 1e-5 * scale + rounding(xd) * want.abs();
             let err = (got as f64 - want).abs();
@@ -273,5 +281,33 @@ fn amx_block_edges_match_reference() {
             check(m, k, n, DType::BF16, DType::BF16, bias, seed);
             seed += 1;
         }
+    }
+}
+
+/// A [`LinearWeight`] packs its copy when wrapped, and only where the
+/// CPU's build reads one: bf16 weights on the AVX512-BF16 build (AMX takes
+/// k = 96 in whole tile steps, from its own packing). f32 weights never
+/// pack, whatever the product.
+#[test]
+fn linear_weight_packs_only_for_the_pair_kernel() {
+    let mut rng = ChaCha8Rng::seed_from_u64(77);
+    let (k, n) = (96, 40);
+    let bf16 = LinearWeight::new(tensor(&mut rng, &[n, k], DType::BF16));
+    let f32_w = LinearWeight::new(tensor(&mut rng, &[n, k], DType::F32));
+    for rows in [4, 32] {
+        let x = tensor(&mut rng, &[rows, k], DType::F32);
+        f32_w.forward(&x, None).unwrap();
+        assert_eq!(f32_w.packed_bytes(), 0, "f32 weights packed at {rows} rows");
+    }
+    if Isa::detect() == Isa::Avx512Bf16 {
+        // 3 panels of 16 columns × 96 k, 2 bytes each, plus alignment.
+        let panels = n.div_ceil(16) * 16 * k * 2;
+        assert!((panels..panels + 128).contains(&bf16.packed_bytes()));
+    } else {
+        println!(
+            "{}: not the vdpbf16ps-only build; nothing is packed",
+            Isa::detect().name()
+        );
+        assert_eq!(bf16.packed_bytes(), 0);
     }
 }

@@ -2,15 +2,17 @@
 //! and the SwiGLU MLP.
 
 use candle_core::{Module, Tensor};
+use tandem_kernels::LinearWeight;
 
 use crate::error::Result;
 use crate::weights::Weights;
 
 /// `y = x Wᵀ (+ b)`. Several HF projections can be fused into one matrix so a
-/// step reads the activations once and runs one larger matmul.
+/// step reads the activations once and runs one larger matmul. The weight
+/// may keep a packed copy for the prefill kernel (see [`LinearWeight`]).
 #[derive(Clone)]
 pub struct Linear {
-    weight: Tensor,
+    weight: LinearWeight,
     bias: Option<Tensor>,
 }
 
@@ -48,18 +50,21 @@ impl Linear {
             None
         };
         Ok(Linear {
-            weight: Tensor::cat(&weights, 0)?,
+            weight: LinearWeight::new(Tensor::cat(&weights, 0)?),
             bias: biases,
         })
     }
 
     pub fn from_weight(weight: Tensor) -> Self {
-        Linear { weight, bias: None }
+        Linear {
+            weight: LinearWeight::new(weight),
+            bias: None,
+        }
     }
 
     /// `[out, in]`.
     pub fn weight(&self) -> &Tensor {
-        &self.weight
+        self.weight.tensor()
     }
 
     pub fn bias(&self) -> Option<&Tensor> {
@@ -71,7 +76,7 @@ impl Module for Linear {
     /// Our own kernel: it streams the weight once per step whatever the
     /// batch, and reads bf16/f16 weights without converting them first.
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        tandem_kernels::linear(x, &self.weight, self.bias.as_ref())
+        self.weight.forward(x, self.bias.as_ref())
     }
 }
 

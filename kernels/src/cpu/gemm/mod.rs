@@ -14,10 +14,12 @@ mod dot;
 mod packed;
 mod plan;
 mod portable;
+mod prepack;
 
 use crate::element::Element;
 use half::{bf16, f16};
 use plan::{Mode, Plan, Tile};
+pub(crate) use prepack::PairPanels;
 use rayon::prelude::*;
 use std::cell::RefCell;
 use std::mem::MaybeUninit;
@@ -164,10 +166,12 @@ impl Bias<'_> {
     }
 }
 
-/// One validated product: `x` is `[m, k]`, `w` is `[n, k]`, `bias` is `[n]`.
+/// One validated product: `x` is `[m, k]`, `w` is `[n, k]`, `bias` is `[n]`;
+/// `packed`, when given, is `w` packed ahead (`PairPanels::pack` of it).
 pub(crate) struct Problem<'a, X, W> {
     pub x: &'a [X],
     pub w: &'a [W],
+    pub packed: Option<&'a PairPanels>,
     pub bias: Option<Bias<'a>>,
     pub m: usize,
     pub k: usize,
@@ -198,6 +202,12 @@ pub(crate) fn linear<X: Lanes, W: Lanes>(p: &Problem<'_, X, W>, isa: Isa) -> Vec
         p.x.len() >= p.m * p.k && p.w.len() >= p.n * p.k,
         "linear: operands too short"
     );
+    if let Some(pp) = p.packed {
+        assert!(
+            pp.n == p.n && pp.k == p.k,
+            "linear: packed panels of another shape"
+        );
+    }
     let len = p.m * p.n;
     // Not `vec![0; len]`: calloc hands out fresh pages mapped to the zero
     // page, and the kernel's first read-modify-write of each then takes a
@@ -208,7 +218,7 @@ pub(crate) fn linear<X: Lanes, W: Lanes>(p: &Problem<'_, X, W>, isa: Isa) -> Vec
     if len == 0 {
         return out;
     }
-    let compute = packed::compute(isa, p);
+    let compute = packed::compute(isa, X::DTYPE, W::DTYPE, p.k);
     let plan = Plan::new(
         p.m,
         p.k,

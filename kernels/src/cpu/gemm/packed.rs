@@ -17,7 +17,7 @@ use super::avx512::{MR512, PANELS512};
 use super::plan::{Compute, Plan, MR, NR};
 #[cfg(target_arch = "x86_64")]
 use super::{avx512, avx512bf16};
-use super::{portable, Isa, Lanes, Problem, Scratch, Tile};
+use super::{portable, Isa, Lanes, PairPanels, Problem, Scratch, Tile};
 use crate::element::Element;
 use candle_core::DType;
 use std::ops::Range;
@@ -62,11 +62,7 @@ pub(super) unsafe fn run<X: Lanes, W: Lanes>(
         let kc = ks.len();
         let w_block = &mut w_pack[..panels * kc * NR];
         pack_w(isa, p.w, p.k, t.cols.clone(), ks.clone(), w_block);
-        let block = KBlock {
-            w: w_block,
-            kc,
-            cols,
-        };
+        let block = KBlock::packed_here(w_block, kc, cols);
         // SAFETY: the caller lends us `dest` for the tile.
         match isa {
             #[cfg(target_arch = "x86_64")]
@@ -82,20 +78,24 @@ pub(super) unsafe fn run<X: Lanes, W: Lanes>(
     }
 }
 
-/// A product's operands as raw bf16 bits, when both are bf16.
+/// A product's operands as raw bf16 bits, when both are bf16, and the
+/// weights' panels when they were packed ahead (see [`PairPanels`]).
 struct Bf16Operands<'a> {
     x: &'a [u16],
     w: &'a [u16],
     k: usize,
+    packed: Option<&'a [u16]>,
 }
 
-/// How build `isa` multiplies this product when packed: AMX tiles (bf16
-/// operands, `k` whole tile steps), `vdpbf16ps` pairs (bf16, `k` even), or
-/// widened to f32. The plan keeps the choice, which `run` follows.
-pub(super) fn compute<X: Lanes, W: Lanes>(isa: Isa, p: &Problem<'_, X, W>) -> Compute {
-    match (isa, bf16_operands(p, 2)) {
-        (Isa::Amx, Some(_)) if p.k.is_multiple_of(amx::KSTEP) => Compute::Bf16Tiles,
-        (isa, Some(_)) if isa.bf16_pairs() => Compute::Bf16Pairs,
+/// How build `isa` multiplies activations of dtype `x` by weights of dtype
+/// `w`, `k` deep, when packed: AMX tiles (bf16 operands, `k` whole tile
+/// steps), `vdpbf16ps` pairs (bf16, `k` even), or widened to f32. The plan
+/// keeps the choice, which `run` follows.
+pub(super) fn compute(isa: Isa, x: DType, w: DType, k: usize) -> Compute {
+    let bf16 = x == DType::BF16 && w == DType::BF16 && k.is_multiple_of(2);
+    match isa {
+        Isa::Amx if bf16 && k.is_multiple_of(amx::KSTEP) => Compute::Bf16Tiles,
+        isa if bf16 && isa.bf16_pairs() => Compute::Bf16Pairs,
         _ => Compute::F32,
     }
 }
@@ -116,6 +116,7 @@ fn bf16_operands<'a, X: Lanes, W: Lanes>(
         x: bits(p.x.as_ptr().cast(), p.x.len()),
         w: bits(p.w.as_ptr().cast(), p.w.len()),
         k: p.k,
+        packed: p.packed.map(PairPanels::panels),
     })
 }
 
@@ -200,19 +201,35 @@ unsafe fn run_amx(op: &Bf16Operands<'_>, t: &Tile, s: &mut Scratch, dest: &Dest)
 }
 
 /// One k block of a tile: its packed weight panels (`kc · NR` values each:
-/// widened f32, or bf16 pairs).
+/// widened f32, or bf16 pairs), `stride` apart from `w`, each starting
+/// `offset` values in: packed per task, the panels hold just the k block
+/// (`stride = kc · NR`); packed ahead, they hold all of k and the block
+/// starts at its first k.
 struct KBlock<'a, T> {
     w: &'a [T],
+    stride: usize,
+    offset: usize,
     kc: usize,
     cols: usize,
 }
 
-impl<T> KBlock<'_, T> {
+impl<'a, T> KBlock<'a, T> {
+    /// Panels packed per task for this k block alone.
+    fn packed_here(w: &'a [T], kc: usize, cols: usize) -> Self {
+        KBlock {
+            w,
+            stride: kc * NR,
+            offset: 0,
+            kc,
+            cols,
+        }
+    }
+
     /// Panel `pi`, clamped to the last one (columns past the tile repeat
     /// its last panel; those results are dropped).
     fn panel(&self, pi: usize) -> &[T] {
         let last = self.cols.div_ceil(NR) - 1;
-        &self.w[pi.min(last) * self.kc * NR..][..self.kc * NR]
+        &self.w[pi.min(last) * self.stride + self.offset..][..self.kc * NR]
     }
 }
 
@@ -291,21 +308,38 @@ const PAIR_ROWS: usize = 6;
 const PAIR_PANELS: usize = 4;
 
 /// bf16 × bf16 on `vdpbf16ps`: per k block, the tile's weight columns are
-/// packed into pair-interleaved panels, which run down the activation rows
-/// read in place as k pairs.
+/// packed into pair-interleaved panels (or taken from the weights' panels
+/// packed ahead), which run down the activation rows read in place as k
+/// pairs.
 ///
 /// # Safety
 /// As [`run`]; the CPU has AVX512-BF16.
 #[cfg(target_arch = "x86_64")]
 unsafe fn run_pairs(op: &Bf16Operands<'_>, plan: &Plan, t: &Tile, s: &mut Scratch, dest: &Dest) {
-    let cols = t.cols.len();
-    let w_pack = aligned(&mut s.w_pairs, cols.div_ceil(NR) * plan.kc() * NR);
+    let (cols, panels) = (t.cols.len(), t.cols.len().div_ceil(NR));
+    let w_pack = match op.packed {
+        Some(_) => &mut [][..],
+        None => aligned(&mut s.w_pairs, panels * plan.kc() * NR),
+    };
     for ks in plan.k_blocks() {
         let kc = ks.len();
-        let w = &mut w_pack[..cols.div_ceil(NR) * kc * NR];
-        // SAFETY: AVX512-BF16 CPUs have AVX2.
-        unsafe { pack_pairs(op.w, op.k, t.cols.clone(), ks.clone(), w) };
-        let block = KBlock { w, kc, cols };
+        let block = match op.packed {
+            // Packed tiles start on a panel (their columns come in whole
+            // panels), so the tile's panels follow one another there.
+            Some(all) => KBlock {
+                w: &all[t.cols.start / NR * op.k * NR..],
+                stride: op.k * NR,
+                offset: ks.start * NR,
+                kc,
+                cols,
+            },
+            None => {
+                let w = &mut w_pack[..panels * kc * NR];
+                // SAFETY: AVX512-BF16 CPUs have AVX2.
+                unsafe { pack_pairs(op.w, op.k, t.cols.clone(), ks.clone(), w) };
+                KBlock::packed_here(&*w, kc, cols)
+            }
+        };
         let row = |i: usize| op.x[(t.rows.start + i) * op.k + ks.start..][..kc].as_ptr();
         // SAFETY: each row holds `kc` bf16 (`kc` even: `k` and the k blocks
         // are), each panel `kc / 2` pair rows of 32; the caller lends us

@@ -76,6 +76,30 @@ pub(super) enum Mode {
     Packed,
 }
 
+impl Mode {
+    /// The regime for `m` activation rows against weights of `w_bytes`
+    /// bytes each, multiplied as `compute` when packed.
+    pub(super) fn of(m: usize, w_bytes: usize, compute: Compute) -> Self {
+        // Narrow weights carry twice the FMAs per byte read, so they turn
+        // compute-bound (and want the 4 × 3 block) at fewer rows.
+        let stream_m = if w_bytes >= 4 {
+            STREAM_M
+        } else {
+            STREAM_M_NARROW
+        };
+        let small_m = match compute {
+            Compute::F32 => SMALL_M,
+            Compute::Bf16Pairs => PAIRS_MIN_M - 1,
+            Compute::Bf16Tiles => AMX_MIN_M - 1,
+        };
+        match m {
+            _ if m <= stream_m => Mode::Stream,
+            _ if m <= small_m => Mode::Block,
+            _ => Mode::Packed,
+        }
+    }
+}
+
 pub(super) struct Plan {
     pub(super) mode: Mode,
     /// How the packed kernel multiplies (see `packed::compute`).
@@ -116,23 +140,7 @@ impl Plan {
     ) -> Self {
         let threads = threads.max(1);
         let target = threads * TILES_PER_THREAD;
-        // Narrow weights carry twice the FMAs per byte read, so they turn
-        // compute-bound (and want the 4 × 3 block) at fewer rows.
-        let stream_m = if w_bytes >= 4 {
-            STREAM_M
-        } else {
-            STREAM_M_NARROW
-        };
-        let small_m = match compute {
-            Compute::F32 => SMALL_M,
-            Compute::Bf16Pairs => PAIRS_MIN_M - 1,
-            Compute::Bf16Tiles => AMX_MIN_M - 1,
-        };
-        let mode = match m {
-            _ if m <= stream_m => Mode::Stream,
-            _ if m <= small_m => Mode::Block,
-            _ => Mode::Packed,
-        };
+        let mode = Mode::of(m, w_bytes, compute);
         let (r, c) = match mode {
             Mode::Stream => (m.div_ceil(m.div_ceil(8)), 1),
             _ => (4, 3),
