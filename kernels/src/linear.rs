@@ -2,7 +2,7 @@
 //! tensor metadata, then runs the CPU kernel as a candle custom op reading
 //! `w` in place (a projection's weights are never copied or converted).
 
-use crate::cpu::gemm::{self, Bias, Isa, Lanes, PairPanels, Problem};
+use crate::cpu::gemm::{self, Bias, Isa, Lanes, PackedPanels, Problem};
 use crate::error::KernelError;
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Shape, Storage, Tensor};
@@ -26,15 +26,16 @@ pub fn linear(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> candle_core::Res
 /// after step: [`LinearWeight::forward`] is [`linear`], except that where
 /// the CPU's kernel build reads a packed copy of the weight faster than it
 /// packs tiles per call, the copy is made when the weight is wrapped and
-/// kept. Today that is bf16 weights on CPUs with AVX512-BF16 but no AMX,
-/// read by bf16 products from 9 activation rows (prefill and batched
-/// decode); the copy is as large as the weight. The tensor itself stays as
-/// it is, for the decode kernels that stream it. Clones share the tensor
-/// and the copy.
+/// kept. Today that is bf16 weights on CPUs with AVX512-BF16 but no AMX
+/// (read by bf16 products through `vdpbf16ps`) and f32 weights on CPUs
+/// with AVX-512 (read by f32 products through the AVX-512 broadcast
+/// kernel), from 9 activation rows: prefill and batched decode. The copy
+/// is as large as the weight. The tensor itself stays as it is, for the
+/// decode kernels that stream it. Clones share the tensor and the copy.
 #[derive(Clone)]
 pub struct LinearWeight {
     tensor: Tensor,
-    packed: Arc<OnceLock<Option<PairPanels>>>,
+    packed: Arc<OnceLock<Option<PackedPanels>>>,
 }
 
 impl LinearWeight {
@@ -48,27 +49,26 @@ impl LinearWeight {
         };
         if let Ok((_, k)) = weight.tensor.dims2() {
             let dtype = weight.tensor.dtype();
-            if PairPanels::serve(Isa::detect(), dtype, dtype, usize::MAX, k) {
+            if PackedPanels::serve(Isa::detect(), dtype, dtype, usize::MAX, k) {
                 weight.packed.get_or_init(|| weight.pack());
             }
         }
         weight
     }
 
-    /// The packed copy of a contiguous `[n, k]` bf16 CPU tensor.
-    fn pack(&self) -> Option<PairPanels> {
+    /// The packed copy of a contiguous `[n, k]` bf16 or f32 CPU tensor.
+    fn pack(&self) -> Option<PackedPanels> {
         let (n, k) = self.tensor.dims2().ok()?;
         let (storage, layout) = self.tensor.storage_and_layout();
-        let (Storage::Cpu(CpuStorage::BF16(v)), Some((start, end))) =
-            (&*storage, layout.contiguous_offsets())
+        let (Storage::Cpu(cpu), Some((start, end))) = (&*storage, layout.contiguous_offsets())
         else {
             return None;
         };
-        let v = &v[start..end];
-        // SAFETY: bf16 is a plain 16-bit value: the slice reinterprets as
-        // `u16` of the same length.
-        let bits = unsafe { std::slice::from_raw_parts(v.as_ptr().cast(), v.len()) };
-        PairPanels::pack(bits, n, k)
+        match cpu {
+            CpuStorage::BF16(v) => pack_slice(&v[start..end], n, k),
+            CpuStorage::F32(v) => pack_slice(&v[start..end], n, k),
+            _ => None,
+        }
     }
 
     /// The `[n, k]` weight.
@@ -81,7 +81,7 @@ impl LinearWeight {
         self.packed
             .get()
             .and_then(Option::as_ref)
-            .map_or(0, PairPanels::bytes)
+            .map_or(0, PackedPanels::bytes)
     }
 
     /// `y = x · wᵀ (+ bias)`, as [`linear`].
@@ -124,9 +124,24 @@ pub fn linear_weight_on(
     linear_with(x, &w.tensor, bias, isa, Some(&w.packed))
 }
 
+/// `w` (`[n, k]`) packed for the kernel that reads its dtype: bf16 pairs
+/// or f32 panels.
+fn pack_slice<W: Lanes>(w: &[W], n: usize, k: usize) -> Option<PackedPanels> {
+    if let Some(w) = W::as_f32(w) {
+        return PackedPanels::f32_of(w, n, k);
+    }
+    if W::DTYPE != DType::BF16 {
+        return None;
+    }
+    // SAFETY: `W` is bf16 (its dtype says so), a plain 16-bit value: the
+    // slice reinterprets as `u16` of the same length.
+    let bits = unsafe { std::slice::from_raw_parts(w.as_ptr().cast(), w.len()) };
+    PackedPanels::pairs_of(bits, n, k)
+}
+
 /// Where a weight's packed copy is kept, once made (`None` inside: the
 /// CPU has no build that reads one).
-type PackCache = OnceLock<Option<PairPanels>>;
+type PackCache = OnceLock<Option<PackedPanels>>;
 
 fn linear_with(
     x: &Tensor,
@@ -168,7 +183,7 @@ fn linear_with(
     let m = lead.iter().product();
     let op = LinearOp {
         isa,
-        cache: cache.filter(|_| PairPanels::serve(isa, x.dtype(), w.dtype(), m, k)),
+        cache: cache.filter(|_| PackedPanels::serve(isa, x.dtype(), w.dtype(), m, k)),
         m,
         k,
         n,
@@ -257,16 +272,9 @@ impl LinearOp<'_> {
     }
 
     fn compute<X: Lanes, W: Lanes>(&self, x: &[X], w: &[W], bias: Option<Bias<'_>>) -> Vec<X> {
-        let cache = self.cache.filter(|_| W::DTYPE == DType::BF16);
-        let packed = cache.and_then(|c| {
-            c.get_or_init(|| {
-                // SAFETY: `W` is bf16, a plain 16-bit value: the slice
-                // reinterprets as `u16` of the same length.
-                let bits = unsafe { std::slice::from_raw_parts(w.as_ptr().cast(), w.len()) };
-                PairPanels::pack(bits, self.n, self.k)
-            })
-            .as_ref()
-        });
+        let packed = self
+            .cache
+            .and_then(|c| c.get_or_init(|| pack_slice(w, self.n, self.k)).as_ref());
         let p = Problem {
             x,
             w,

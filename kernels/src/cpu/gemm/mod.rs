@@ -18,8 +18,8 @@ mod prepack;
 
 use crate::element::Element;
 use half::{bf16, f16};
-use plan::{Mode, Plan, Tile};
-pub(crate) use prepack::PairPanels;
+use plan::{Compute, Mode, Plan, Tile};
+pub(crate) use prepack::PackedPanels;
 use rayon::prelude::*;
 use std::cell::RefCell;
 use std::mem::MaybeUninit;
@@ -107,6 +107,11 @@ impl Isa {
         Isa::Portable,
     ];
 
+    /// Whether this build runs the AVX-512 f32 prefill kernel.
+    fn avx512(self) -> bool {
+        matches!(self, Isa::Amx | Isa::Avx512Bf16 | Isa::Avx512)
+    }
+
     /// Whether this build multiplies bf16 pairs with `vdpbf16ps`.
     fn bf16_pairs(self) -> bool {
         matches!(self, Isa::Amx | Isa::Avx512Bf16)
@@ -167,11 +172,11 @@ impl Bias<'_> {
 }
 
 /// One validated product: `x` is `[m, k]`, `w` is `[n, k]`, `bias` is `[n]`;
-/// `packed`, when given, is `w` packed ahead (`PairPanels::pack` of it).
+/// `packed`, when given, is `w` packed ahead (`PackedPanels::pack` of it).
 pub(crate) struct Problem<'a, X, W> {
     pub x: &'a [X],
     pub w: &'a [W],
-    pub packed: Option<&'a PairPanels>,
+    pub packed: Option<&'a PackedPanels>,
     pub bias: Option<Bias<'a>>,
     pub m: usize,
     pub k: usize,
@@ -218,7 +223,10 @@ pub(crate) fn linear<X: Lanes, W: Lanes>(p: &Problem<'_, X, W>, isa: Isa) -> Vec
     if len == 0 {
         return out;
     }
-    let compute = packed::compute(isa, X::DTYPE, W::DTYPE, p.k);
+    let compute = match packed::compute(isa, X::DTYPE, W::DTYPE, p.k) {
+        Compute::F32 if p.packed.and_then(PackedPanels::f32).is_some() => Compute::F32Panels,
+        compute => compute,
+    };
     let plan = Plan::new(
         p.m,
         p.k,

@@ -17,7 +17,7 @@ use super::avx512::{MR512, PANELS512};
 use super::plan::{Compute, Plan, MR, NR};
 #[cfg(target_arch = "x86_64")]
 use super::{avx512, avx512bf16};
-use super::{portable, Isa, Lanes, PairPanels, Problem, Scratch, Tile};
+use super::{portable, Isa, Lanes, PackedPanels, Problem, Scratch, Tile};
 use crate::element::Element;
 use candle_core::DType;
 use std::ops::Range;
@@ -51,18 +51,30 @@ pub(super) unsafe fn run<X: Lanes, W: Lanes>(
         match plan.compute {
             Compute::Bf16Tiles => return unsafe { run_amx(&bf16, t, scratch, &dest) },
             Compute::Bf16Pairs => return unsafe { run_pairs(&bf16, plan, t, scratch, &dest) },
-            Compute::F32 => {}
+            Compute::F32 | Compute::F32Panels => {}
         }
     }
     let (w_pack, x_pack) = (&mut scratch.w_pack, &mut scratch.x_pack);
     let cols = t.cols.len();
     let panels = cols.div_ceil(NR);
-    let w_pack = aligned(w_pack, panels * plan.kc() * NR);
+    let ahead = match plan.compute {
+        Compute::F32Panels => p.packed.and_then(PackedPanels::f32),
+        _ => None,
+    };
+    let w_pack = match ahead {
+        Some(_) => &mut [][..],
+        None => aligned(w_pack, panels * plan.kc() * NR),
+    };
     for ks in plan.k_blocks() {
         let kc = ks.len();
-        let w_block = &mut w_pack[..panels * kc * NR];
-        pack_w(isa, p.w, p.k, t.cols.clone(), ks.clone(), w_block);
-        let block = KBlock::packed_here(w_block, kc, cols);
+        let block = match ahead {
+            Some(all) => KBlock::ahead(all, p.k, t, ks.clone()),
+            None => {
+                let w_block = &mut w_pack[..panels * kc * NR];
+                pack_w(isa, p.w, p.k, t.cols.clone(), ks.clone(), w_block);
+                KBlock::packed_here(&*w_block, kc, cols)
+            }
+        };
         // SAFETY: the caller lends us `dest` for the tile.
         match isa {
             #[cfg(target_arch = "x86_64")]
@@ -79,7 +91,7 @@ pub(super) unsafe fn run<X: Lanes, W: Lanes>(
 }
 
 /// A product's operands as raw bf16 bits, when both are bf16, and the
-/// weights' panels when they were packed ahead (see [`PairPanels`]).
+/// weights' panels when they were packed ahead (see [`PackedPanels`]).
 struct Bf16Operands<'a> {
     x: &'a [u16],
     w: &'a [u16],
@@ -116,7 +128,7 @@ fn bf16_operands<'a, X: Lanes, W: Lanes>(
         x: bits(p.x.as_ptr().cast(), p.x.len()),
         w: bits(p.w.as_ptr().cast(), p.w.len()),
         k: p.k,
-        packed: p.packed.map(PairPanels::panels),
+        packed: p.packed.and_then(PackedPanels::pairs),
     })
 }
 
@@ -225,6 +237,19 @@ impl<'a, T> KBlock<'a, T> {
         }
     }
 
+    /// Tile `t`'s k block `ks` of panels packed ahead (`all`, each `k`
+    /// deep). Packed tiles start on a panel (their columns come in whole
+    /// panels), so the tile's panels follow one another there.
+    fn ahead(all: &'a [T], k: usize, t: &Tile, ks: Range<usize>) -> Self {
+        KBlock {
+            w: &all[t.cols.start / NR * k * NR..],
+            stride: k * NR,
+            offset: ks.start * NR,
+            kc: ks.len(),
+            cols: t.cols.len(),
+        }
+    }
+
     /// Panel `pi`, clamped to the last one (columns past the tile repeat
     /// its last panel; those results are dropped).
     fn panel(&self, pi: usize) -> &[T] {
@@ -324,15 +349,7 @@ unsafe fn run_pairs(op: &Bf16Operands<'_>, plan: &Plan, t: &Tile, s: &mut Scratc
     for ks in plan.k_blocks() {
         let kc = ks.len();
         let block = match op.packed {
-            // Packed tiles start on a panel (their columns come in whole
-            // panels), so the tile's panels follow one another there.
-            Some(all) => KBlock {
-                w: &all[t.cols.start / NR * op.k * NR..],
-                stride: op.k * NR,
-                offset: ks.start * NR,
-                kc,
-                cols,
-            },
+            Some(all) => KBlock::ahead(all, op.k, t, ks.clone()),
             None => {
                 let w = &mut w_pack[..panels * kc * NR];
                 // SAFETY: AVX512-BF16 CPUs have AVX2.

@@ -34,12 +34,16 @@ const AMX_MIN_M: usize = 16;
 /// 12 rows it ran 132-211 GFLOP/s against the 4 × 3 block's 70-97; at 8
 /// the block led (89-133 against 63-93).
 const PAIRS_MIN_M: usize = 9;
+/// Fewest rows that run the AVX-512 f32 kernel on panels packed ahead.
+const F32_PANELS_MIN_M: usize = 9;
 
 /// How a packed product multiplies, which sets where packing pays.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Compute {
     /// Widened to f32.
     F32,
+    /// f32 × f32 from panels packed ahead (no packing per call).
+    F32Panels,
     /// bf16 pairs with `vdpbf16ps`.
     Bf16Pairs,
     /// bf16 AMX tiles.
@@ -89,6 +93,7 @@ impl Mode {
         };
         let small_m = match compute {
             Compute::F32 => SMALL_M,
+            Compute::F32Panels => F32_PANELS_MIN_M - 1,
             Compute::Bf16Pairs => PAIRS_MIN_M - 1,
             Compute::Bf16Tiles => AMX_MIN_M - 1,
         };

@@ -1,9 +1,9 @@
-//! bf16 weights packed once for the `vdpbf16ps` kernel. Packing a tile's
-//! weight columns per call costs a pass over the weights each step: 18 %
-//! of a batch-32 bf16 decode step and 4 % of a prefill on Zen 4. Packed
-//! ahead, whole panels of 16 columns × all of k lie in the layout the
-//! kernel reads (`[k / 2][16][2]`), and any k block of a panel is one
-//! contiguous run of it.
+//! Weights packed once for the packed kernels (bf16 for `vdpbf16ps`, f32
+//! for AVX-512). Packing a tile's weight columns per call costs a pass
+//! over the weights each step: 18 % of a batch-32 bf16 decode step and 4 %
+//! of a prefill on Zen 4. Packed ahead, whole panels of 16 columns × all
+//! of k lie in the layout the kernel reads, and any k block of a panel is
+//! one contiguous run of it.
 
 #[cfg(target_arch = "x86_64")]
 use super::avx2;
@@ -15,74 +15,137 @@ use rayon::prelude::*;
 use std::mem::MaybeUninit;
 use std::sync::OnceLock;
 
-/// A `[n, k]` bf16 weight as pair-interleaved panels: panel `p` holds
-/// columns `16 p..16 p + 16` (past `n`, column `n - 1` again), each
-/// `[k / 2 pairs][16 columns][2]` raw bf16 bits, 64-byte aligned.
-pub(crate) struct PairPanels {
-    buf: Vec<u16>,
+/// A `[n, k]` weight packed into panels of 16 columns: panel `p` holds
+/// columns `16 p..16 p + 16` (past `n`, column `n - 1` again), 64-byte
+/// aligned, in the layout of the kernel that reads it.
+pub(crate) struct PackedPanels {
+    data: Data,
     skip: usize,
     pub(crate) n: usize,
     pub(crate) k: usize,
 }
 
-impl PairPanels {
+enum Data {
+    /// bf16 for `vdpbf16ps`: `[k / 2 pairs][16 columns][2]` raw bits.
+    Pairs(Vec<u16>),
+    /// f32 for the AVX-512 broadcast kernel: `[k][16 columns]`.
+    F32(Vec<f32>),
+}
+
+impl PackedPanels {
     /// Whether build `isa` multiplies `m` rows of `x` by a `w` weight `k`
-    /// deep with the packed `vdpbf16ps` kernel, which panels packed ahead
-    /// serve; never when `TANDEM_CPU_PREPACK=0` (to spare the memory).
+    /// deep with a kernel that panels packed ahead serve: bf16 × bf16 on
+    /// `vdpbf16ps`, f32 × f32 on AVX-512. Never when `TANDEM_CPU_PREPACK=0`
+    /// (to spare the memory).
     pub(crate) fn serve(isa: Isa, x: DType, w: DType, m: usize, k: usize) -> bool {
-        let pairs = compute(isa, x, w, k) == Compute::Bf16Pairs;
-        pairs && Mode::of(m, w.size_in_bytes(), Compute::Bf16Pairs) == Mode::Packed && enabled()
+        let ahead = match compute(isa, x, w, k) {
+            Compute::Bf16Pairs => Compute::Bf16Pairs,
+            Compute::F32 if x == DType::F32 && w == DType::F32 && isa.avx512() => {
+                Compute::F32Panels
+            }
+            _ => return false,
+        };
+        Mode::of(m, w.size_in_bytes(), ahead) == Mode::Packed && enabled()
     }
 
-    /// Packs `w` (`[n, k]` bf16 bits, `k` even) on the rayon pool. `None`
-    /// where the CPU lacks AVX2 (no build that reads these runs there).
-    pub(crate) fn pack(w: &[u16], n: usize, k: usize) -> Option<Self> {
-        assert!(
-            k.is_multiple_of(2) && w.len() >= n * k,
-            "PairPanels::pack: [n, k] with k even"
-        );
-        if !Isa::available().contains(&Isa::Avx2) || n == 0 || k == 0 {
-            return None;
+    /// Packs bf16 `w` (`[n, k]` raw bits, `k` even) on the rayon pool.
+    /// `None` where the CPU lacks AVX2 (no build that reads these runs
+    /// there).
+    pub(crate) fn pairs_of(w: &[u16], n: usize, k: usize) -> Option<Self> {
+        assert!(k.is_multiple_of(2), "bf16 pairs need an even k");
+        let (buf, skip) = fill(w, n, k, |rows, dst| {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `fill` checked AVX2; each row holds `k` values and
+            // `dst` room for one panel, `NR · k`.
+            unsafe {
+                avx2::pack_pairs(rows, k, dst)
+            };
+            #[cfg(not(target_arch = "x86_64"))]
+            let _ = (rows, dst);
+        })?;
+        Some(PackedPanels {
+            data: Data::Pairs(buf),
+            skip,
+            n,
+            k,
+        })
+    }
+
+    /// Packs f32 `w` (`[n, k]`) on the rayon pool; `None` without AVX2.
+    pub(crate) fn f32_of(w: &[f32], n: usize, k: usize) -> Option<Self> {
+        let (buf, skip) = fill(w, n, k, |rows, dst| {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: as in `pairs_of`.
+            unsafe {
+                avx2::pack_panel(rows, k, dst)
+            };
+            #[cfg(not(target_arch = "x86_64"))]
+            let _ = (rows, dst);
+        })?;
+        Some(PackedPanels {
+            data: Data::F32(buf),
+            skip,
+            n,
+            k,
+        })
+    }
+
+    /// The bf16 pair panels, one after another, if these are.
+    pub(crate) fn pairs(&self) -> Option<&[u16]> {
+        match &self.data {
+            Data::Pairs(v) => Some(&v[self.skip..]),
+            Data::F32(_) => None,
         }
-        let (panel, len) = (k * NR, n.div_ceil(NR) * k * NR);
-        // Not zeroed first: every value is written once, by the packing.
-        let mut buf: Vec<u16> = Vec::with_capacity(len + LINE);
-        let skip = buf.as_ptr().align_offset(LINE * 2).min(LINE);
-        let spare = &mut buf.spare_capacity_mut()[..skip + len];
-        spare[..skip].fill(MaybeUninit::new(0));
-        spare[skip..]
-            .par_chunks_mut(panel)
-            .enumerate()
-            .for_each(|(pi, dst)| {
-                #[cfg(target_arch = "x86_64")]
-                {
-                    let rows: [*const u16; NR] =
-                        std::array::from_fn(|c| w[(pi * NR + c).min(n - 1) * k..][..k].as_ptr());
-                    // SAFETY: AVX2 was checked above; each row holds `k`
-                    // values and `dst` room for one panel, `NR · k`.
-                    unsafe { avx2::pack_pairs(rows, k, dst.as_mut_ptr().cast()) };
-                }
-                #[cfg(not(target_arch = "x86_64"))]
-                let _ = (pi, dst);
-            });
-        // SAFETY: the first `skip + len` values were all written above.
-        unsafe { buf.set_len(skip + len) };
-        Some(PairPanels { buf, skip, n, k })
     }
 
-    /// The panels, one after another.
-    pub(crate) fn panels(&self) -> &[u16] {
-        &self.buf[self.skip..]
+    /// The f32 panels, one after another, if these are.
+    pub(crate) fn f32(&self) -> Option<&[f32]> {
+        match &self.data {
+            Data::F32(v) => Some(&v[self.skip..]),
+            Data::Pairs(_) => None,
+        }
     }
 
     /// Heap bytes held.
     pub(crate) fn bytes(&self) -> usize {
-        self.buf.capacity() * size_of::<u16>()
+        match &self.data {
+            Data::Pairs(v) => v.capacity() * size_of::<u16>(),
+            Data::F32(v) => v.capacity() * size_of::<f32>(),
+        }
     }
 }
 
-/// bf16 values per 64-byte cache line.
-const LINE: usize = 32;
+/// Packs `w` (`[n, k]`) panel by panel on the rayon pool: `pack(rows,
+/// dst)` writes the panel of the 16 weight rows `rows` (the last repeated
+/// past `n`) at `dst`, `16 · k` values. Returns the buffer and where its
+/// 64-byte aligned panels start; `None` without AVX2 or when empty.
+fn fill<T: Copy + Default + Send + Sync>(
+    w: &[T],
+    n: usize,
+    k: usize,
+    pack: impl Fn([*const T; NR], *mut T) + Sync,
+) -> Option<(Vec<T>, usize)> {
+    assert!(w.len() >= n * k, "PackedPanels: w is not [n, k]");
+    if !Isa::available().contains(&Isa::Avx2) || n == 0 || k == 0 {
+        return None;
+    }
+    let (panel, len, pad) = (k * NR, n.div_ceil(NR) * k * NR, 64 / size_of::<T>());
+    // Not zeroed first: every value is written once, by the packing.
+    let mut buf: Vec<T> = Vec::with_capacity(len + pad);
+    let skip = buf.as_ptr().align_offset(64).min(pad);
+    let spare = &mut buf.spare_capacity_mut()[..skip + len];
+    spare[..skip].fill(MaybeUninit::new(T::default()));
+    spare[skip..]
+        .par_chunks_mut(panel)
+        .enumerate()
+        .for_each(|(pi, dst)| {
+            let rows = std::array::from_fn(|c| w[(pi * NR + c).min(n - 1) * k..][..k].as_ptr());
+            pack(rows, dst.as_mut_ptr().cast());
+        });
+    // SAFETY: the first `skip + len` values were all written above.
+    unsafe { buf.set_len(skip + len) };
+    Some((buf, skip))
+}
 
 /// Packing ahead is on unless `TANDEM_CPU_PREPACK` is `0`, `off` or
 /// `false` (read once).
