@@ -100,12 +100,17 @@ pub fn linear_on(
     w: &Tensor,
     bias: Option<&Tensor>,
 ) -> candle_core::Result<Tensor> {
+    linear_with(x, w, bias, runnable(isa), None)
+}
+
+/// `isa`, after checking this CPU runs it.
+fn runnable(isa: Isa) -> Isa {
     assert!(
         Isa::available().contains(&isa),
         "this CPU cannot run the {} kernels",
         isa.name()
     );
-    linear_with(x, w, bias, isa, None)
+    isa
 }
 
 /// [`LinearWeight::forward`] on one kernel build, as [`linear_on`].
@@ -116,12 +121,7 @@ pub fn linear_weight_on(
     w: &LinearWeight,
     bias: Option<&Tensor>,
 ) -> candle_core::Result<Tensor> {
-    assert!(
-        Isa::available().contains(&isa),
-        "this CPU cannot run the {} kernels",
-        isa.name()
-    );
-    linear_with(x, &w.tensor, bias, isa, Some(&w.packed))
+    linear_with(x, &w.tensor, bias, runnable(isa), Some(&w.packed))
 }
 
 /// `w` (`[n, k]`) packed for the kernel that reads its dtype: bf16 pairs

@@ -8,7 +8,9 @@
 //! the weight block per `MB` activation rows. bf16 × bf16 products skip the
 //! widening where the CPU multiplies bf16 pairs: the weights are packed
 //! pair-interleaved for AMX tiles or for `vdpbf16ps` (see `avx512bf16`),
-//! and the activations are read in place.
+//! and the activations are read in place. Weights packed ahead (see
+//! `prepack`: bf16 pairs, and f32 panels for the AVX-512 kernel) are read
+//! where they lie instead of being packed per task.
 
 use super::amx;
 #[cfg(target_arch = "x86_64")]
