@@ -25,8 +25,8 @@ pub fn linear(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> candle_core::Res
 /// A projection's `[n, k]` weight, for a model that multiplies by it step
 /// after step: [`LinearWeight::forward`] is [`linear`], except that where
 /// the CPU's kernel build reads a packed copy of the weight faster than it
-/// packs tiles per call, the copy is made when the weight is wrapped and
-/// kept. Today that is bf16 weights on CPUs with AVX512-BF16 but no AMX
+/// packs tiles per call, the copy is made ([`LinearWeight::pack_ahead`], or
+/// else at the first product that reads it) and kept. Today that is bf16 weights on CPUs with AVX512-BF16 but no AMX
 /// (read by bf16 products through `vdpbf16ps`) and f32 weights on CPUs
 /// with AVX-512 (read by f32 products through the AVX-512 broadcast
 /// kernel), from 9 activation rows: prefill and batched decode. The copy
@@ -39,21 +39,26 @@ pub struct LinearWeight {
 }
 
 impl LinearWeight {
-    /// Wraps `tensor`, packing its copy now where this CPU's build reads
-    /// one (at model load, so no request waits for it: on a VM whose fresh
-    /// pages fault through the host, 1 GB took seconds).
+    /// Wraps `tensor`; nothing is packed yet.
     pub fn new(tensor: Tensor) -> Self {
-        let weight = LinearWeight {
+        LinearWeight {
             tensor,
             packed: Arc::default(),
-        };
-        if let Ok((_, k)) = weight.tensor.dims2() {
-            let dtype = weight.tensor.dtype();
+        }
+    }
+
+    /// Makes the packed copy now, where this CPU's build reads one for
+    /// products in the weight's own dtype; a no-op otherwise and once made.
+    /// A host runner calls it at load, so no request waits for the packing
+    /// (on a VM whose fresh pages fault through the host, 1 GB took
+    /// seconds); a model loaded only to be copied to a GPU never packs.
+    pub fn pack_ahead(&self) {
+        if let Ok((_, k)) = self.tensor.dims2() {
+            let dtype = self.tensor.dtype();
             if PackedPanels::serve(Isa::detect(), dtype, dtype, usize::MAX, k) {
-                weight.packed.get_or_init(|| weight.pack());
+                self.packed.get_or_init(|| self.pack());
             }
         }
-        weight
     }
 
     /// The packed copy of a contiguous `[n, k]` bf16 or f32 CPU tensor.
@@ -76,7 +81,7 @@ impl LinearWeight {
         &self.tensor
     }
 
-    /// Bytes held by the packed copy (0 until a product needed it).
+    /// Bytes held by the packed copy (0 while none is made).
     pub fn packed_bytes(&self) -> usize {
         self.packed
             .get()

@@ -295,7 +295,7 @@ fn amx_block_edges_match_reference() {
     }
 }
 
-/// A [`LinearWeight`] packs its copy when wrapped, and only where the
+/// A [`LinearWeight`] packs its copy when asked to, and only where the
 /// CPU's build reads one: bf16 weights on the AVX512-BF16 build (AMX takes
 /// k = 96 in whole tile steps, from its own packing), f32 weights on the
 /// AVX-512 builds; f16 weights never.
@@ -313,6 +313,8 @@ fn linear_weight_packs_only_for_the_kernels_that_read_it() {
         (DType::F16, false),
     ] {
         let w = LinearWeight::new(tensor(&mut rng, &[n, k], dtype));
+        assert_eq!(w.packed_bytes(), 0, "{dtype:?} packed before asked");
+        w.pack_ahead();
         let x = tensor(&mut rng, &[32, k], dtype);
         w.forward(&x, None).unwrap();
         match packs {

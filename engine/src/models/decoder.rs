@@ -108,6 +108,30 @@ impl CausalLm {
         &self.device
     }
 
+    /// Packs every projection for this CPU's kernels, where they read a
+    /// packed copy (once; clones share it).
+    pub fn pack_ahead(&self) {
+        let started = std::time::Instant::now();
+        let linears = self
+            .blocks
+            .iter()
+            .flat_map(|b| [b.attn.qkv(), b.attn.o_proj(), b.mlp.gate_up(), b.mlp.down()])
+            .chain([&self.lm_head]);
+        let bytes: usize = linears
+            .map(|l| {
+                l.pack_ahead();
+                l.packed_bytes()
+            })
+            .sum();
+        if bytes > 0 {
+            tracing::info!(
+                mib = bytes >> 20,
+                seconds = started.elapsed().as_secs_f32(),
+                "weights packed for this CPU's kernels (TANDEM_CPU_PREPACK=0 skips it)"
+            );
+        }
+    }
+
     pub fn parts(&self) -> DecoderParts<'_> {
         DecoderParts {
             embed: &self.embed,

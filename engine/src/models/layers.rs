@@ -62,6 +62,17 @@ impl Linear {
         }
     }
 
+    /// Packs the weight for this CPU's kernels now, where they read a
+    /// packed copy (see [`LinearWeight::pack_ahead`]).
+    pub fn pack_ahead(&self) {
+        self.weight.pack_ahead()
+    }
+
+    /// Bytes of the packed copy (0 while none is made).
+    pub fn packed_bytes(&self) -> usize {
+        self.weight.packed_bytes()
+    }
+
     /// `[out, in]`.
     pub fn weight(&self) -> &Tensor {
         self.weight.tensor()

@@ -104,10 +104,7 @@ impl ModelRunner {
             DeviceSpec::Cpu => {
                 let layout = Self::host_layout(model, opts)?;
                 let kv_cache = KvCache::new(layout, model.dtype())?;
-                Ok(ModelRunner::Cpu {
-                    model: model.clone(),
-                    kv_cache,
-                })
+                Ok(Self::on_host(model, kv_cache))
             }
             #[cfg(feature = "cuda")]
             DeviceSpec::Cuda { .. } => Ok(ModelRunner::Cuda(Box::new(cuda::CudaRunner::new(
@@ -157,10 +154,16 @@ impl ModelRunner {
     ) -> Result<Self> {
         let layout = Self::host_layout(model, opts)?;
         let kv_cache = KvCache::with_arena(layout, model.dtype(), arena)?;
-        Ok(ModelRunner::Cpu {
+        Ok(Self::on_host(model, kv_cache))
+    }
+
+    /// The CPU runner, its weights packed for this CPU's kernels first.
+    fn on_host(model: &CausalLm, kv_cache: KvCache) -> Self {
+        model.pack_ahead();
+        ModelRunner::Cpu {
             model: model.clone(),
             kv_cache,
-        })
+        }
     }
 
     pub fn config(&self) -> &ModelConfig {

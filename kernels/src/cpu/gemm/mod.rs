@@ -172,7 +172,7 @@ impl Bias<'_> {
 }
 
 /// One validated product: `x` is `[m, k]`, `w` is `[n, k]`, `bias` is `[n]`;
-/// `packed`, when given, is `w` packed ahead (`PackedPanels::pack` of it).
+/// `packed`, when given, is `w` packed ahead (`PackedPanels::pairs_of` or `f32_of` of it).
 pub(crate) struct Problem<'a, X, W> {
     pub x: &'a [X],
     pub w: &'a [W],
