@@ -56,27 +56,16 @@ pub(super) unsafe fn run<X: Lanes, W: Lanes>(
             Compute::F32 | Compute::F32Panels => {}
         }
     }
-    let (w_pack, x_pack) = (&mut scratch.w_pack, &mut scratch.x_pack);
-    let cols = t.cols.len();
-    let panels = cols.div_ceil(NR);
     let ahead = match plan.compute {
         Compute::F32Panels => p.packed.and_then(PackedPanels::f32),
         _ => None,
     };
-    let w_pack = match ahead {
-        Some(_) => &mut [][..],
-        None => aligned(w_pack, panels * plan.kc() * NR),
-    };
+    let w_pack = pack_scratch(&mut scratch.w_pack, ahead.is_some(), plan, t);
+    let x_pack = &mut scratch.x_pack;
     for ks in plan.k_blocks() {
-        let kc = ks.len();
-        let block = match ahead {
-            Some(all) => KBlock::ahead(all, p.k, t, ks.clone()),
-            None => {
-                let w_block = &mut w_pack[..panels * kc * NR];
-                pack_w(isa, p.w, p.k, t.cols.clone(), ks.clone(), w_block);
-                KBlock::packed_here(&*w_block, kc, cols)
-            }
-        };
+        let block = KBlock::ahead_or(ahead, w_pack, p.k, t, ks.clone(), |w| {
+            pack_w(isa, p.w, p.k, t.cols.clone(), ks.clone(), w)
+        });
         // SAFETY: the caller lends us `dest` for the tile.
         match isa {
             #[cfg(target_arch = "x86_64")]
@@ -228,27 +217,34 @@ struct KBlock<'a, T> {
 }
 
 impl<'a, T> KBlock<'a, T> {
-    /// Panels packed per task for this k block alone.
-    fn packed_here(w: &'a [T], kc: usize, cols: usize) -> Self {
+    /// Tile `t`'s k block `ks`: read from the panels packed ahead (`ahead`,
+    /// each `k` deep) when there are, else packed by `pack` into the start
+    /// of `scratch` (room for the tile's panels of the largest k block).
+    /// Packed tiles start on a panel (their columns come in whole panels),
+    /// so the tile's panels follow one another in `ahead`.
+    fn ahead_or(
+        ahead: Option<&'a [T]>,
+        scratch: &'a mut [T],
+        k: usize,
+        t: &Tile,
+        ks: Range<usize>,
+        pack: impl FnOnce(&mut [T]),
+    ) -> Self {
+        let (kc, cols) = (ks.len(), t.cols.len());
+        let (w, stride, offset) = match ahead {
+            Some(all) => (&all[t.cols.start / NR * k * NR..], k * NR, ks.start * NR),
+            None => {
+                let w = &mut scratch[..cols.div_ceil(NR) * kc * NR];
+                pack(w);
+                (&*w, kc * NR, 0)
+            }
+        };
         KBlock {
             w,
-            stride: kc * NR,
-            offset: 0,
+            stride,
+            offset,
             kc,
             cols,
-        }
-    }
-
-    /// Tile `t`'s k block `ks` of panels packed ahead (`all`, each `k`
-    /// deep). Packed tiles start on a panel (their columns come in whole
-    /// panels), so the tile's panels follow one another there.
-    fn ahead(all: &'a [T], k: usize, t: &Tile, ks: Range<usize>) -> Self {
-        KBlock {
-            w: &all[t.cols.start / NR * k * NR..],
-            stride: k * NR,
-            offset: ks.start * NR,
-            kc: ks.len(),
-            cols: t.cols.len(),
         }
     }
 
@@ -343,22 +339,13 @@ const PAIR_PANELS: usize = 4;
 /// As [`run`]; the CPU has AVX512-BF16.
 #[cfg(target_arch = "x86_64")]
 unsafe fn run_pairs(op: &Bf16Operands<'_>, plan: &Plan, t: &Tile, s: &mut Scratch, dest: &Dest) {
-    let (cols, panels) = (t.cols.len(), t.cols.len().div_ceil(NR));
-    let w_pack = match op.packed {
-        Some(_) => &mut [][..],
-        None => aligned(&mut s.w_pairs, panels * plan.kc() * NR),
-    };
+    let w_pack = pack_scratch(&mut s.w_pairs, op.packed.is_some(), plan, t);
     for ks in plan.k_blocks() {
         let kc = ks.len();
-        let block = match op.packed {
-            Some(all) => KBlock::ahead(all, op.k, t, ks.clone()),
-            None => {
-                let w = &mut w_pack[..panels * kc * NR];
-                // SAFETY: AVX512-BF16 CPUs have AVX2.
-                unsafe { pack_pairs(op.w, op.k, t.cols.clone(), ks.clone(), w) };
-                KBlock::packed_here(&*w, kc, cols)
-            }
-        };
+        let block = KBlock::ahead_or(op.packed, w_pack, op.k, t, ks.clone(), |w| {
+            // SAFETY: AVX512-BF16 CPUs have AVX2.
+            unsafe { pack_pairs(op.w, op.k, t.cols.clone(), ks.clone(), w) }
+        });
         let row = |i: usize| op.x[(t.rows.start + i) * op.k + ks.start..][..kc].as_ptr();
         // SAFETY: each row holds `kc` bf16 (`kc` even: `k` and the k blocks
         // are), each panel `kc / 2` pair rows of 32; the caller lends us
@@ -558,6 +545,20 @@ fn pack_x<X: Element>(x: &[X], k: usize, rows: Range<usize>, ks: Range<usize>, o
     out.clear();
     for i in rows {
         out.extend(x[i * k + ks.start..][..ks.len()].iter().map(|v| v.to_f32()));
+    }
+}
+
+/// Room in `buf` for tile `t`'s panels of the plan's largest k block,
+/// none when the weights were packed `ahead`.
+fn pack_scratch<'a, T: Copy + Default>(
+    buf: &'a mut Vec<T>,
+    ahead: bool,
+    plan: &Plan,
+    t: &Tile,
+) -> &'a mut [T] {
+    match ahead {
+        true => &mut [],
+        false => aligned(buf, t.cols.len().div_ceil(NR) * plan.kc() * NR),
     }
 }
 

@@ -63,12 +63,7 @@ impl PackedPanels {
             #[cfg(not(target_arch = "x86_64"))]
             let _ = (rows, dst);
         })?;
-        Some(PackedPanels {
-            data: Data::Pairs(buf),
-            skip,
-            n,
-            k,
-        })
+        Some(Self::new(Data::Pairs(buf), skip, n, k))
     }
 
     /// Packs f32 `w` (`[n, k]`) on the rayon pool; `None` without AVX2.
@@ -82,12 +77,11 @@ impl PackedPanels {
             #[cfg(not(target_arch = "x86_64"))]
             let _ = (rows, dst);
         })?;
-        Some(PackedPanels {
-            data: Data::F32(buf),
-            skip,
-            n,
-            k,
-        })
+        Some(Self::new(Data::F32(buf), skip, n, k))
+    }
+
+    fn new(data: Data, skip: usize, n: usize, k: usize) -> Self {
+        PackedPanels { data, skip, n, k }
     }
 
     /// The bf16 pair panels, one after another, if these are.
